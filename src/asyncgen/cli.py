@@ -1,0 +1,225 @@
+"""The `asyncgen` command. Heavy imports happen inside commands so `--help` is instant."""
+
+from __future__ import annotations
+
+import sys
+import tomllib
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from asyncgen import __version__
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Generate runnable Python MQTT and NATS services from AsyncAPI documents.",
+    pretty_exceptions_enable=False,
+)
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+class ProtocolChoice(str, Enum):
+    mqtt = "mqtt"
+    nats = "nats"
+
+
+def _err(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"asyncgen {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Generate runnable Python MQTT and NATS services from AsyncAPI documents."""
+
+
+def _project_settings(directory: Path) -> dict[str, Any]:
+    """`[tool.asyncgen]` of the project in `directory`, or {} when there is none."""
+    pyproject = directory / "pyproject.toml"
+    if not pyproject.is_file():
+        return {}
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        _err(f"{pyproject}: error: cannot read it: {exc}")
+        raise typer.Exit(EXIT_USAGE) from exc
+    settings = data.get("tool", {}).get("asyncgen", {})
+    return settings if isinstance(settings, dict) else {}
+
+
+def _report_problems(problems: list[Any]) -> None:
+    for problem in problems:
+        _err(str(problem))
+
+
+@app.command()
+def validate(
+    spec: Annotated[Path, typer.Argument(help="The AsyncAPI document (YAML or JSON).")],
+    refs_root: Annotated[
+        Path | None,
+        typer.Option(help="Folder that local $refs may not leave (default: the spec's folder)."),
+    ] = None,
+    allow_outside_refs: Annotated[
+        bool, typer.Option(help="Let local $refs reach files anywhere.")
+    ] = False,
+) -> None:
+    """Check an AsyncAPI document; every problem is printed with file, line and pointer."""
+    from asyncgen.errors import SpecError
+    from asyncgen.pipeline import Options, load_and_validate
+
+    options = Options(refs_root=refs_root, allow_outside_refs=allow_outside_refs)
+    try:
+        _, warnings = load_and_validate(spec, options)
+    except SpecError as exc:
+        _report_problems(exc.problems)
+        _err(f"{spec}: {len(exc.problems)} error(s)")
+        raise typer.Exit(EXIT_INVALID) from None
+    _report_problems(warnings)
+    typer.echo(f"{spec}: valid")
+
+
+@app.command()
+def generate(
+    spec: Annotated[
+        Path | None,
+        typer.Argument(help="The AsyncAPI document; inside a generated project, omit it."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", help="Project folder (default: ./<package>)."),
+    ] = None,
+    package_name: Annotated[
+        str | None, typer.Option(help="Python package name (default: from info.title).")
+    ] = None,
+    protocol: Annotated[
+        ProtocolChoice | None,
+        typer.Option(help="mqtt or nats (default: from the document's servers)."),
+    ] = None,
+    templates: Annotated[
+        Path | None,
+        typer.Option(help="Folder of templates that override the built-in ones by path."),
+    ] = None,
+    refs_root: Annotated[
+        Path | None,
+        typer.Option(help="Folder that local $refs may not leave (default: the spec's folder)."),
+    ] = None,
+    allow_outside_refs: Annotated[
+        bool, typer.Option(help="Let local $refs reach files anywhere.")
+    ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(help="Write nothing; exit 1 with a diff when generated files are stale."),
+    ] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print what would change; write nothing.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Overwrite generated files even if edited by hand.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="With --check: list stale files, no diff.")] = False,
+) -> None:
+    """Generate (or regenerate) a service project from an AsyncAPI document."""
+    from asyncgen.errors import SpecError, UnsupportedError
+    from asyncgen.pipeline import Options, generate_project
+    from asyncgen.write import MANIFEST, EditedFilesError, compare, manifest_file, write_plan
+
+    if spec is None:
+        project = (output or Path.cwd()).resolve()
+        settings = _project_settings(project)
+        if "spec" not in settings:
+            _err("error: no SPEC given and no [tool.asyncgen] spec in ./pyproject.toml")
+            raise typer.Exit(EXIT_USAGE)
+        spec = project / str(settings["spec"])
+        output = project
+        package_name = package_name or settings.get("package")
+        if protocol is None and settings.get("protocol") in ("mqtt", "nats"):
+            protocol = ProtocolChoice(settings["protocol"])
+        if templates is None and settings.get("templates"):
+            templates = project / str(settings["templates"])
+    if not spec.is_file():
+        _err(f"{spec}: error: no such file")
+        raise typer.Exit(EXIT_USAGE)
+    if templates is not None and not templates.is_dir():
+        _err(f"{templates}: error: templates folder not found")
+        raise typer.Exit(EXIT_USAGE)
+
+    options = Options(
+        protocol=protocol.value if protocol else None,  # type: ignore[arg-type]
+        package=package_name,
+        templates=templates,
+        refs_root=refs_root,
+        allow_outside_refs=allow_outside_refs,
+    )
+    target = output
+    try:
+        if target is None:
+            from asyncgen.pipeline import load_and_validate
+            from asyncgen.model import build_api
+            from asyncgen.render.context import package_name as derive
+
+            doc, _ = load_and_validate(spec, options)
+            api, _ = build_api(doc)
+            target = Path.cwd() / (package_name or derive(api.title))
+        generated = generate_project(spec, target, options)
+    except SpecError as exc:
+        _report_problems(exc.problems)
+        _err(f"{spec}: {len(exc.problems)} error(s); nothing written")
+        raise typer.Exit(EXIT_INVALID) from None
+    except UnsupportedError as exc:
+        _err(f"{spec}: error: {exc}; nothing written")
+        raise typer.Exit(EXIT_INVALID) from None
+    _report_problems(generated.warnings)
+
+    plan = [*generated.files, manifest_file(generated.files, __version__)]
+    handler_dir = f"src/{generated.package}/handlers"
+    report = compare(target, plan, handler_dir, generated.handler_modules)
+    if check:
+        stale = [path for path in report.stale if path != MANIFEST]
+        if not stale:
+            typer.echo(f"{target}: generated code is up to date")
+            return
+        if quiet:
+            typer.echo("\n".join(stale))
+        else:
+            for path in stale:
+                typer.echo(report.diffs.get(path, f"new file: {path}"), nl=False)
+        _err(f"{target}: {len(stale)} generated file(s) are stale; run asyncgen generate")
+        raise typer.Exit(EXIT_INVALID)
+    if dry_run:
+        typer.echo(report.summary())
+        return
+    try:
+        write_plan(target, plan, report, force=force)
+    except EditedFilesError as exc:
+        for path in exc.paths:
+            _err(f"{target / path}: error: edited by hand since the last generation")
+        _err(
+            "nothing written. Move the change into a handler (src/<package>/handlers/) or a "
+            "custom template (--templates), or pass --force to overwrite."
+        )
+        raise typer.Exit(EXIT_INVALID) from None
+    typer.echo(report.summary())
+    if report.orphaned:
+        _err(
+            "these handler modules match no receive operation in the spec any more "
+            "(left in place): " + ", ".join(report.orphaned)
+        )
+    typer.echo(f"generated {generated.protocol.upper()} project in {target}")
+
+
+def main() -> None:  # pragma: no cover - for `python -m asyncgen`
+    sys.exit(app())

@@ -1,0 +1,464 @@
+"""Build the version-neutral `Api` from a loaded AsyncAPI 2.x or 3.0 document."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from asyncgen.errors import Level, Problem, SpecError
+from asyncgen.load import Document, Ref
+from asyncgen.load.source import unescape_token
+from asyncgen.model.ir import (
+    Action,
+    Api,
+    Channel,
+    Example,
+    Message,
+    Operation,
+    Parameter,
+    Reply,
+    Server,
+    address_parameters,
+)
+
+_JSON_SCHEMA_FORMATS = re.compile(
+    r"^application/(vnd\.aai\.asyncapi(\+json|\+yaml)?|schema\+json|schema\+yaml)(;.*)?$"
+)
+# Keys of AsyncAPI's Schema Object that are not JSON Schema and mean nothing to a model.
+_NON_SCHEMA_KEYS = {"externalDocs", "discriminator", "xml", "deprecated"}
+# Keywords whose values are data, not subschemas: never look for $refs inside them.
+_DATA_KEYWORDS = {"enum", "const", "default", "examples", "example"}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
+
+
+class _Builder:
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.root = Ref(doc.root.path)
+        self.warnings: list[Problem] = []
+        self.schemas: dict[str, Any] = {}
+        self._schema_names: dict[Ref, str] = {}
+        self._messages: dict[Ref, Message] = {}
+        self._message_order: list[Message] = []
+        self._channels: dict[Ref, Channel] = {}
+        self.default_content_type = "application/json"
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def resolve(self, ref: Ref) -> tuple[Any, Ref]:
+        return self.doc.resolve_at(ref)
+
+    def fail(self, ref: Ref, message: str) -> SpecError:
+        return SpecError([self.doc.problem(ref, message)])
+
+    def warn(self, ref: Ref, message: str) -> None:
+        self.warnings.append(
+            Problem(self.doc.location(ref), message, Level.WARNING)
+        )
+
+    def mapping(self, ref: Ref) -> tuple[dict[str, Any], Ref]:
+        value, at = self.resolve(ref)
+        if value is None:
+            return {}, at
+        if not isinstance(value, dict):
+            raise self.fail(at, "expected a mapping here")
+        return value, at
+
+    # -- schemas ---------------------------------------------------------------------
+
+    def _unique_schema_name(self, wanted: str) -> str:
+        name, counter = wanted or "Schema", 2
+        while name in self.schemas:
+            name = f"{wanted}{counter}"
+            counter += 1
+        return name
+
+    def schema(self, ref: Ref, suggested: str) -> str:
+        """Add the schema at `ref` (and all it refers to) to the bundle; return its name."""
+        value = self.doc.get(ref)
+        if isinstance(value, dict) and "$ref" in value and isinstance(value["$ref"], str):
+            target = self.doc.target_of(value, ref)
+            return self._schema_at(target, suggested)
+        return self._schema_at(ref, suggested)
+
+    def _schema_at(self, ref: Ref, suggested: str) -> str:
+        value, at = self.resolve(ref)
+        if at in self._schema_names:
+            return self._schema_names[at]
+        tokens = at.pointer.split("/")
+        from_pointer = unescape_token(tokens[-1]) if len(tokens) >= 3 else ""
+        if tokens[1:3] in (["components", "schemas"],) and len(tokens) == 4:
+            wanted = from_pointer
+        elif not at.pointer and at.file != self.root.file:
+            wanted = at.file.stem
+        else:
+            wanted = suggested
+        name = self._unique_schema_name(wanted)
+        self._schema_names[at] = name
+        self.schemas[name] = None  # reserve the name before walking: schemas may recurse
+        self.schemas[name] = self._copy_schema(value, at, name)
+        return name
+
+    def _copy_schema(self, value: Any, at: Ref, owner: str) -> Any:
+        if isinstance(value, list):
+            return [self._copy_schema(item, at.child(i), owner) for i, item in enumerate(value)]
+        if not isinstance(value, dict):
+            return value
+        if isinstance(value.get("$ref"), str):
+            target = self.doc.target_of(value, at)
+            name = self._schema_at(target, f"{owner}Item")
+            return {"$ref": f"#/$defs/{name}"}
+        copied: dict[str, Any] = {}
+        for key, item in value.items():
+            if key in _NON_SCHEMA_KEYS or key.startswith("x-"):
+                continue
+            if key in _DATA_KEYWORDS:
+                copied[key] = item
+            elif key in ("properties", "patternProperties", "definitions", "$defs"):
+                if isinstance(item, dict):
+                    copied[key] = {
+                        name: self._copy_schema(sub, at.child(key, name), owner)
+                        for name, sub in item.items()
+                    }
+                else:
+                    copied[key] = item
+            else:
+                copied[key] = self._copy_schema(item, at.child(key), owner)
+        return copied
+
+    def payload(self, ref: Ref, name: str, schema_format: Any) -> str:
+        """Bundle a payload or headers schema, given plainly or as a multi-format schema."""
+        resolved, resolved_at = self.resolve(ref)
+        if isinstance(resolved, dict) and "schemaFormat" in resolved and "schema" in resolved:
+            schema_format = resolved["schemaFormat"]
+            ref = resolved_at.child("schema")
+        if schema_format is not None and not (
+            isinstance(schema_format, str) and _JSON_SCHEMA_FORMATS.match(schema_format)
+        ):
+            raise self.fail(
+                ref,
+                f"unsupported: schemaFormat {schema_format!r}; asyncgen generates "
+                "models from AsyncAPI and JSON Schema payloads only",
+            )
+        return self.schema(ref, name)
+
+    # -- messages --------------------------------------------------------------------
+
+    def message(self, ref: Ref, fallback_name: str) -> Message:
+        raw = self.doc.get(ref)
+        value, at = self.resolve(ref)
+        if at in self._messages:
+            return self._messages[at]
+        if not isinstance(value, dict):
+            raise self.fail(at, "a message must be a mapping")
+        value, origins = self._apply_traits(value, at)
+        key = at.pointer.rsplit("/", 1)[-1] if "$ref" in (raw or {}) else fallback_name
+        key = unescape_token(key)
+        name = _text(value.get("name")) or key
+        content_type = _text(value.get("contentType")) or self.default_content_type
+        message = Message(
+            key=key,
+            name=name,
+            title=_text(value.get("title")),
+            summary=_text(value.get("summary")),
+            description=_text(value.get("description")),
+            content_type=content_type,
+            location=self.doc.location(at),
+        )
+        self._messages[at] = message
+        self._message_order.append(message)
+        if "payload" in value:
+            message.payload = self.payload(origins["payload"], f"{name}Payload", value.get("schemaFormat"))
+        else:
+            message.payload = self._unique_schema_name(f"{name}Payload")
+            self.schemas[message.payload] = {}
+        if "headers" in value:
+            message.headers = self.payload(origins["headers"], f"{name}Headers", None)
+        for index, example in enumerate(value.get("examples") or []):
+            if isinstance(example, dict):
+                message.examples.append(
+                    Example(
+                        name=_text(example.get("name")) or _text(example.get("summary")),
+                        payload=example.get("payload"),
+                        headers=example.get("headers") if isinstance(example.get("headers"), dict) else None,
+                        has_payload="payload" in example,
+                    )
+                )
+            else:
+                self.warn(at.child("examples", index), "message example is not a mapping; ignored")
+        return message
+
+    def _apply_traits(
+        self, value: dict[str, Any], at: Ref
+    ) -> tuple[dict[str, Any], dict[str, Ref]]:
+        """The object with its traits applied, and where each field came from."""
+        merged: dict[str, Any] = {}
+        origins: dict[str, Ref] = {}
+        traits = value.get("traits")
+        for index, _ in enumerate(traits if isinstance(traits, list) else []):
+            trait, trait_at = self.resolve(at.child("traits", index))
+            if isinstance(trait, dict):
+                merged.update(trait)
+                origins.update({key: trait_at.child(key) for key in trait})
+        merged.update({k: v for k, v in value.items() if k != "traits"})
+        origins.update({key: at.child(key) for key in value if key != "traits"})
+        return merged, origins
+
+    def parameters(self, params: Any, at: Ref, version: int) -> list[Parameter]:
+        result: list[Parameter] = []
+        if not isinstance(params, dict):
+            return result
+        for name in params:
+            value, value_at = self.resolve(at.child(name))
+            if not isinstance(value, dict):
+                value = {}
+            source = value
+            if version == 2:
+                schema: Any = {}
+                if "schema" in value:
+                    schema, _ = self.resolve(value_at.child("schema"))
+                source = schema if isinstance(schema, dict) else {}
+            enum = source.get("enum")
+            default = source.get("default")
+            examples = source.get("examples")
+            result.append(
+                Parameter(
+                    name=name,
+                    description=_text(value.get("description")),
+                    enum=[str(v) for v in enum] if isinstance(enum, list) else None,
+                    default=str(default) if default is not None else None,
+                    examples=[str(v) for v in examples] if isinstance(examples, list) else [],
+                    pattern=_text(source.get("pattern")),
+                )
+            )
+        return result
+
+    def _check_address(self, channel: Channel, at: Ref) -> None:
+        if channel.address is None:
+            return
+        declared = {p.name for p in channel.parameters}
+        for name in address_parameters(channel.address):
+            if name not in declared:
+                raise self.fail(
+                    at,
+                    f"address {channel.address!r} uses parameter {{{name}}} "
+                    "which the channel does not declare in `parameters`",
+                )
+
+    def _bindings(self, ref: Ref) -> dict[str, Any]:
+        value = self.doc.find(ref)
+        if value is None:
+            return {}
+        bindings, at = self.resolve(ref)
+        if not isinstance(bindings, dict):
+            return {}
+        result: dict[str, Any] = {}
+        for protocol in bindings:
+            binding, _ = self.resolve(at.child(protocol))
+            result[protocol] = binding
+        return result
+
+    # -- AsyncAPI 3.0 ----------------------------------------------------------------
+
+    def channel_v3(self, ref: Ref) -> Channel:
+        value, at = self.mapping(ref)
+        if at in self._channels:
+            return self._channels[at]
+        key = unescape_token(at.pointer.rsplit("/", 1)[-1])
+        address = value.get("address")
+        channel = Channel(
+            key=key,
+            address=address if isinstance(address, str) else None,
+            description=_text(value.get("description")),
+            bindings=self._bindings(at.child("bindings")) if "bindings" in value else {},
+            location=self.doc.location(at),
+        )
+        self._channels[at] = channel
+        channel.parameters = self.parameters(value.get("parameters"), at.child("parameters"), 3)
+        self._check_address(channel, at)
+        for name in value.get("messages") or {}:
+            channel.messages.append(self.message(at.child("messages", name), name))
+        return channel
+
+    def build_v3(self, data: dict[str, Any]) -> tuple[list[Channel], list[Operation]]:
+        channels = [self.channel_v3(self.root.child("channels", key)) for key in data.get("channels") or {}]
+        operations: list[Operation] = []
+        for key in data.get("operations") or {}:
+            op_ref = self.root.child("operations", key)
+            value, at = self.mapping(op_ref)
+            action = value.get("action")
+            if action not in ("send", "receive"):
+                raise self.fail(at.child("action"), f"`action` must be send or receive, got {action!r}")
+            channel = self.channel_v3(at.child("channel"))
+            messages = (
+                [self.message(at.child("messages", i), key) for i, _ in enumerate(value["messages"])]
+                if isinstance(value.get("messages"), list) and value["messages"]
+                else list(channel.messages)
+            )
+            for index, message in enumerate(messages):
+                if message not in channel.messages:
+                    raise self.fail(
+                        at.child("messages", index),
+                        f"operation {key!r} uses message {message.name!r}, "
+                        f"which its channel {channel.key!r} does not list",
+                    )
+            traits_bindings: dict[str, Any] = {}
+            for index, _ in enumerate(value.get("traits") or []):
+                trait, trait_at = self.resolve(at.child("traits", index))
+                if isinstance(trait, dict) and "bindings" in trait:
+                    traits_bindings.update(self._bindings(trait_at.child("bindings")))
+            bindings = {**traits_bindings, **self._bindings(at.child("bindings"))}
+            operation = Operation(
+                key=key,
+                action=action,
+                channel=channel,
+                messages=messages,
+                summary=_text(value.get("summary")),
+                description=_text(value.get("description")),
+                bindings=bindings,
+                extensions={k: v for k, v in value.items() if k.startswith("x-")},
+                location=self.doc.location(at),
+            )
+            if value.get("reply") is not None:
+                operation.reply = self.reply_v3(at.child("reply"), key)
+            operations.append(operation)
+        return channels, operations
+
+    def reply_v3(self, ref: Ref, op_key: str) -> Reply:
+        value, at = self.mapping(ref)
+        channel = self.channel_v3(at.child("channel")) if "channel" in value else None
+        if isinstance(value.get("messages"), list) and value["messages"]:
+            messages = [
+                self.message(at.child("messages", i), f"{op_key}Reply")
+                for i, _ in enumerate(value["messages"])
+            ]
+        else:
+            messages = list(channel.messages) if channel else []
+        location = None
+        if "address" in value:
+            address, _ = self.mapping(at.child("address"))
+            location = _text(address.get("location"))
+        if not messages:
+            raise self.fail(at, f"the reply of operation {op_key!r} names no message")
+        return Reply(channel=channel, messages=messages, address_location=location)
+
+    # -- AsyncAPI 2.x ----------------------------------------------------------------
+
+    def build_v2(self, data: dict[str, Any]) -> tuple[list[Channel], list[Operation]]:
+        channels: list[Channel] = []
+        operations: list[Operation] = []
+        seen_ids: dict[str, Ref] = {}
+        for address in data.get("channels") or {}:
+            value, at = self.mapping(self.root.child("channels", address))
+            channel = Channel(
+                key=address,
+                address=address,
+                description=_text(value.get("description")),
+                bindings=self._bindings(at.child("bindings")) if "bindings" in value else {},
+                location=self.doc.location(at),
+            )
+            channel.parameters = self.parameters(value.get("parameters"), at.child("parameters"), 2)
+            self._check_address(channel, at)
+            channels.append(channel)
+            for verb, action in (("publish", "receive"), ("subscribe", "send")):
+                if verb not in value:
+                    continue
+                operations.append(self.operation_v2(channel, at.child(verb), action, seen_ids))
+        return channels, operations
+
+    def operation_v2(
+        self, channel: Channel, ref: Ref, action: Action, seen_ids: dict[str, Ref]
+    ) -> Operation:
+        value, at = self.mapping(ref)
+        value, origins = self._apply_traits(value, at)
+        key = _text(value.get("operationId")) or f"{action} {channel.key}"
+        if key in seen_ids:
+            raise self.fail(
+                at.child("operationId"),
+                f"operationId {key!r} is used twice (first at {self.doc.location(seen_ids[key])})",
+            )
+        seen_ids[key] = at
+        messages: list[Message] = []
+        message_value, message_at = self.resolve(at.child("message")) if "message" in value else (None, at)
+        if isinstance(message_value, dict) and isinstance(message_value.get("oneOf"), list):
+            for index, _ in enumerate(message_value["oneOf"]):
+                messages.append(self.message(message_at.child("oneOf", index), f"{key} message {index + 1}"))
+        elif message_value is not None:
+            messages.append(self.message(at.child("message"), f"{key} message"))
+        if not messages:
+            raise self.fail(at, f"operation {key!r} has no message")
+        for message in messages:
+            if message not in channel.messages:
+                channel.messages.append(message)
+        return Operation(
+            key=key,
+            action=action,
+            channel=channel,
+            messages=messages,
+            summary=_text(value.get("summary")),
+            description=_text(value.get("description")),
+            bindings=self._bindings(at.child("bindings")) if "bindings" in value else {},
+            extensions={k: v for k, v in value.items() if k.startswith("x-")},
+            location=self.doc.location(at),
+        )
+
+    def servers(self, data: dict[str, Any], version: int) -> list[Server]:
+        result: list[Server] = []
+        for key in data.get("servers") or {}:
+            value, at = self.mapping(self.root.child("servers", key))
+            protocol = str(value.get("protocol", "")).lower()
+            variables = value.get("variables") if isinstance(value.get("variables"), dict) else {}
+            if version == 2:
+                url = str(value.get("url", ""))
+                host = re.sub(r"^[a-z][a-z0-9+.-]*://", "", url)
+                pathname = None
+            else:
+                host = str(value.get("host", ""))
+                pathname = _text(value.get("pathname"))
+            for name, variable in (variables or {}).items():
+                variable, _ = self.resolve(at.child("variables", name))
+                default = variable.get("default") if isinstance(variable, dict) else None
+                if default is not None:
+                    host = host.replace(f"{{{name}}}", str(default))
+            result.append(
+                Server(
+                    key=key,
+                    host=host,
+                    protocol=protocol,
+                    protocol_version=_text(str(value.get("protocolVersion") or "")),
+                    pathname=pathname,
+                    description=_text(value.get("description")),
+                    bindings=self._bindings(at.child("bindings")) if "bindings" in value else {},
+                )
+            )
+        return result
+
+
+def build_api(doc: Document) -> tuple[Api, list[Problem]]:
+    """Map the document into an `Api`; returns it with any warnings found on the way."""
+    data = doc.data
+    builder = _Builder(doc)
+    version_text = str(data.get("asyncapi", ""))
+    version = 3 if version_text.startswith("3.") else 2
+    builder.default_content_type = _text(data.get("defaultContentType")) or "application/json"
+    info, _ = builder.mapping(builder.root.child("info"))
+    if version == 3:
+        channels, operations = builder.build_v3(data)
+    else:
+        channels, operations = builder.build_v2(data)
+    api = Api(
+        title=_text(info.get("title")) or "AsyncAPI service",
+        version=str(info.get("version", "")),
+        asyncapi=version_text,
+        description=_text(info.get("description")),
+        default_content_type=builder.default_content_type,
+        servers=builder.servers(data, version),
+        channels=channels,
+        operations=operations,
+        messages=list(builder._message_order),
+        schemas=builder.schemas,
+    )
+    return api, builder.warnings

@@ -1,0 +1,123 @@
+"""The version-neutral model of an API that the templates are rendered from.
+
+Names here are the spec's own (`deviceId`, `receiveTelemetry`); turning them into Python
+identifiers is the render stage's job. `action` is always from the application's view:
+`receive` means the generated service subscribes, `send` means it publishes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from asyncgen.errors import Location
+
+Action = Literal["send", "receive"]
+
+_PARAM = re.compile(r"\{([^{}]+)\}")
+
+
+def address_parameters(address: str) -> list[str]:
+    """The `{name}` parameters of an address, in order of appearance."""
+    return _PARAM.findall(address)
+
+
+@dataclass
+class Server:
+    key: str
+    host: str
+    protocol: str
+    protocol_version: str | None = None
+    pathname: str | None = None
+    description: str | None = None
+    bindings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Parameter:
+    name: str
+    description: str | None = None
+    enum: list[str] | None = None
+    default: str | None = None
+    examples: list[str] = field(default_factory=list)
+    pattern: str | None = None
+
+
+@dataclass
+class Example:
+    name: str | None
+    payload: Any
+    headers: dict[str, Any] | None = None
+    has_payload: bool = True
+
+
+@dataclass
+class Message:
+    """A message; `payload` and `headers` name definitions in `Api.schemas`."""
+
+    key: str
+    name: str
+    title: str | None = None
+    summary: str | None = None
+    description: str | None = None
+    content_type: str = "application/json"
+    payload: str | None = None
+    headers: str | None = None
+    examples: list[Example] = field(default_factory=list)
+    location: Location | None = None
+
+
+@dataclass
+class Channel:
+    key: str
+    address: str | None
+    parameters: list[Parameter] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    description: str | None = None
+    bindings: dict[str, Any] = field(default_factory=dict)
+    location: Location | None = None
+
+
+@dataclass
+class Reply:
+    """Where and what a request/reply operation answers (AsyncAPI 3.0 `reply`)."""
+
+    channel: Channel | None
+    messages: list[Message]
+    address_location: str | None = None
+
+
+@dataclass
+class Operation:
+    key: str
+    action: Action
+    channel: Channel
+    messages: list[Message]
+    summary: str | None = None
+    description: str | None = None
+    bindings: dict[str, Any] = field(default_factory=dict)
+    reply: Reply | None = None
+    extensions: dict[str, Any] = field(default_factory=dict)
+    location: Location | None = None
+
+    def binding(self, protocol: str, name: str, default: Any = None) -> Any:
+        value = self.bindings.get(protocol)
+        if isinstance(value, dict):
+            return value.get(name, default)
+        return default
+
+
+@dataclass
+class Api:
+    title: str
+    version: str
+    asyncapi: str
+    description: str | None = None
+    default_content_type: str = "application/json"
+    servers: list[Server] = field(default_factory=list)
+    channels: list[Channel] = field(default_factory=list)
+    operations: list[Operation] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    #: JSON Schema definitions by name; refs between them read `#/$defs/<name>`.
+    schemas: dict[str, Any] = field(default_factory=dict)

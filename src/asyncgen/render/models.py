@@ -1,0 +1,93 @@
+"""Pydantic v2 models of the payload schemas, through datamodel-code-generator."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import warnings
+from typing import Any
+
+from asyncgen.errors import UnsupportedError
+
+#: Names the models module imports or that would read badly as a model name.
+MODEL_RESERVED = {
+    "Annotated", "Any", "AwareDatetime", "BaseModel", "ConfigDict", "Enum", "Field",
+    "IntEnum", "Literal", "Model", "NaiveDatetime", "Optional", "RootModel", "StrEnum",
+    "Union", "UUID", "AnyUrl", "EmailStr", "date", "datetime", "time", "timedelta",
+}
+
+
+def _rewrite_refs(value: Any, names: dict[str, str]) -> Any:
+    if isinstance(value, list):
+        return [_rewrite_refs(item, names) for item in value]
+    if not isinstance(value, dict):
+        return value
+    result: dict[str, Any] = {}
+    for key, item in value.items():
+        if key == "$ref" and isinstance(item, str) and item.startswith("#/$defs/"):
+            result[key] = "#/$defs/" + names[item[len("#/$defs/") :]]
+        elif key in ("enum", "const", "default", "examples", "example"):
+            result[key] = item
+        else:
+            result[key] = _rewrite_refs(item, names)
+    return result
+
+
+def bundle(schemas: dict[str, Any], class_names: dict[str, str]) -> dict[str, Any]:
+    """One JSON Schema whose `$defs` are keyed by the Python class names."""
+    return {
+        "$defs": {
+            class_names[name]: _rewrite_refs(copy.deepcopy(schema), class_names)
+            if isinstance(schema, dict)
+            else schema
+            for name, schema in schemas.items()
+        }
+    }
+
+
+def generate_models(schemas: dict[str, Any], class_names: dict[str, str]) -> str:
+    """Python source of one module holding a model per schema (unformatted)."""
+    if not schemas:
+        return "from __future__ import annotations\n"
+    from datamodel_code_generator import DataModelType, InputFileType, generate
+
+    document = bundle(schemas, class_names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            source = generate(
+                json.loads(json.dumps(document)),
+                input_file_type=InputFileType.JsonSchema,
+                output_model_type=DataModelType.PydanticV2BaseModel,
+                target_python_version="3.11",
+                disable_timestamp=True,
+                skip_root_model=True,
+                snake_case_field=True,
+                field_constraints=True,
+                use_annotated=True,
+                use_standard_collections=True,
+                use_union_operator=True,
+                use_schema_description=True,
+                use_field_description=True,
+                use_double_quotes=True,
+                allow_population_by_field_name=True,
+                capitalise_enum_members=True,
+                set_default_enum_member=True,
+                formatters=[],
+            )
+        except Exception as exc:  # the library raises many kinds; all mean the same here
+            raise UnsupportedError(
+                f"unsupported: a payload schema could not be turned into models ({exc})"
+            ) from exc
+    if not isinstance(source, str):
+        raise UnsupportedError("unsupported: the payload schemas produced several modules")
+    lines = source.splitlines()
+    while lines and (lines[0].startswith("#") or not lines[0].strip()):
+        lines.pop(0)
+    source = "\n".join(lines) + "\n"
+    defined = {node.name for node in ast.parse(source).body if isinstance(node, ast.ClassDef)}
+    missing = sorted(set(class_names.values()) - defined)
+    if missing:
+        raise UnsupportedError(f"unsupported: model generation did not produce classes {', '.join(missing)}")
+    return source
