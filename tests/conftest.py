@@ -1,0 +1,154 @@
+"""Shared fixtures: example specs, generated projects, and brokers started per test."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+SHARED_SPECS = REPO.parent / "shared" / "specs"
+SHARED_SCHEMAS = REPO.parent / "shared" / "asyncapi-schemas"
+REQUIRE_BROKERS = os.environ.get("ASYNCGEN_REQUIRE_BROKERS") == "1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def broker_binary(name: str) -> str:
+    """The path of a broker binary, or skip (fail when brokers are required)."""
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+    if path is None:
+        message = f"{name} is not installed"
+        if REQUIRE_BROKERS:
+            pytest.fail(message + " and ASYNCGEN_REQUIRE_BROKERS=1")
+        pytest.skip(message)
+    return path
+
+
+class Mosquitto:
+    """A mosquitto of our own on a free loopback port, with a config we write."""
+
+    def __init__(self, workdir: Path, extra_config: str = "", port: int | None = None) -> None:
+        self.binary = broker_binary("mosquitto")
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.extra_config = extra_config
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "mosquitto.log"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "mosquitto.conf"
+        config.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            f"persistence_location {self.workdir}/\n"
+            f"{self.extra_config}\n"
+        )
+        self.process = subprocess.Popen(
+            [self.binary, "-c", str(config), "-v"],
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+class ServiceProcess:
+    """`python -m <package>` of a generated project, its log collected in a file."""
+
+    def __init__(self, project: Path, package: str, env: dict[str, str]) -> None:
+        self.project = project
+        self.package = package
+        self.log = project / f"service-{time.monotonic_ns()}.log"
+        full_env = {
+            **os.environ,
+            "PYTHONPATH": str(project / "src"),
+            "PYTHONUNBUFFERED": "1",
+            "STATS_INTERVAL": "0",
+            **env,
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", package],
+            cwd=project,
+            env=full_env,
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, pattern: str, timeout: float = 20.0, count: int = 1) -> str:
+        """Wait until `pattern` has appeared `count` times in the log."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.output()
+            if len(regex.findall(text)) >= count:
+                return text
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{pattern!r} not seen {count}x in the service log:\n{self.output()}")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+def generate(spec: Path, output: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """Run `asyncgen generate` as a user would, in a separate process."""
+    return subprocess.run(
+        [sys.executable, "-m", "asyncgen", "generate", str(spec), "-o", str(output), *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
