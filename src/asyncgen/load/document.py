@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ from asyncgen.load.source import SourceFile, escape_token, read_source, unescape
 
 #: Follow at most this many `$ref`s in a chain before calling it a loop.
 MAX_REF_CHAIN = 64
+#: An array index in a JSON pointer (RFC 6901: no leading zeros, ASCII digits only).
+_INDEX = re.compile(r"0|[1-9][0-9]*")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,13 @@ class Document:
         if source is None:
             return Location(ref.file, ref.pointer)
         return source.location(ref.pointer)
+
+    def key_location(self, ref: Ref) -> Location:
+        """Where the key naming `ref` is written (`info:`), else where its value is."""
+        source = self.files.get(ref.file)
+        if source is None:
+            return Location(ref.file, ref.pointer)
+        return source.key_location(ref.pointer)
 
     def problem(self, ref: Ref, message: str) -> Problem:
         return Problem(self.location(ref), message)
@@ -124,12 +134,11 @@ class Document:
             key = unescape_token(token)
             if isinstance(value, dict) and key in value:
                 value = value[key]
-            elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            elif isinstance(value, list) and _INDEX.fullmatch(key) and int(key) < len(value):
                 value = value[int(key)]
             else:
-                raise SpecError(
-                    [self.problem(at, f"$ref target not found: {target.file.name}#{target.pointer}")]
-                )
+                missing = f"{target.file.name}#{target.pointer}"
+                raise SpecError([self.problem(at, f"$ref target not found: {missing}")])
         return value
 
     def find(self, ref: Ref) -> Any:

@@ -29,11 +29,13 @@ Position = tuple[int, int]
 
 @dataclass
 class SourceFile:
-    """A parsed file: its data and the line/column of every value by JSON pointer."""
+    """A parsed file: its data and the line/column of every value (and key) by JSON pointer."""
 
     path: Path
     data: Any
     positions: dict[str, Position] = field(default_factory=dict)
+    #: The line/column of the key of each mapping member, by the member's pointer.
+    key_positions: dict[str, Position] = field(default_factory=dict)
 
     def location(self, pointer: str) -> Location:
         """The location of `pointer`, or of its nearest ancestor with a known position."""
@@ -45,6 +47,13 @@ class SourceFile:
             if not probe:
                 return Location(self.path, pointer, 1, 1)
             probe = probe.rsplit("/", 1)[0]
+
+    def key_location(self, pointer: str) -> Location:
+        """The location of the key naming `pointer` (`info:`), else that of its value."""
+        if pointer in self.key_positions:
+            line, column = self.key_positions[pointer]
+            return Location(self.path, pointer, line, column)
+        return self.location(pointer)
 
 
 def escape_token(token: str) -> str:
@@ -94,56 +103,191 @@ class _ComposeLoader(
 ):
     """Builds the node graph only; turning nodes into data is done by `_Builder`."""
 
-    def __init__(self, stream: str) -> None:
+    def __init__(self, stream: str, path: Path) -> None:
         yaml.reader.Reader.__init__(self, stream)
         yaml.scanner.Scanner.__init__(self)
         yaml.parser.Parser.__init__(self)
         yaml.composer.Composer.__init__(self)
         _CoreResolver.__init__(self)
+        self.path = path
+        self.depth = 0
+
+    def _too_deep(self, mark: Any) -> SpecError:
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        where = Location(self.path, "", line, column)
+        return SpecError([Problem(where, f"the document is nested deeper than {MAX_DEPTH} levels")])
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+        # The scanner's work grows with the square of the `[`/`{` nesting: stop it early.
+        if self.flow_level > MAX_DEPTH:
+            raise self._too_deep(self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        # The composer recurses once per level; refuse deep input before Python's stack does.
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH + 1:
+                event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+                raise self._too_deep(event.start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _mark(node: yaml.Node) -> Position:
+    return node.start_mark.line + 1, node.start_mark.column + 1
 
 
 def _scalar(node: yaml.ScalarNode) -> Any:
+    """The value of a scalar; ValueError when an explicit tag does not fit its text."""
     tag, text = node.tag, node.value
     if tag == "tag:yaml.org,2002:null":
         return None
     if tag == "tag:yaml.org,2002:bool":
+        if text.lower() not in ("true", "false"):
+            raise ValueError(text)
         return text.lower() == "true"
     if tag == "tag:yaml.org,2002:int":
         if text.startswith(("0o", "0x")):
             return int(text, 0)
         return int(text)
     if tag == "tag:yaml.org,2002:float":
-        return float(text.replace(".inf", "inf").replace(".Inf", "inf").replace(".INF", "inf"))
+        lowered = text.lower()
+        if lowered.endswith(".inf"):
+            return float(lowered.replace(".inf", "inf"))
+        if lowered == ".nan":
+            return float("nan")
+        return float(text)
     return text
 
 
 class _Builder:
     """Turns a node graph into data, recording positions and refusing runaway input."""
 
-    def __init__(self, path: Path, keep_data: bool = True) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
         self.positions: dict[str, Position] = {}
+        self.key_positions: dict[str, Position] = {}
         self.count = 0
-        self.keep_data = keep_data
+        self._members_memo: dict[int, dict[str, tuple[yaml.Node, yaml.Node]]] = {}
+        self._size_memo: dict[int, int] = {}
+        self._in_progress: set[int] = set()
 
     def _fail(self, node: yaml.Node, pointer: str, message: str) -> SpecError:
-        line, column = node.start_mark.line + 1, node.start_mark.column + 1
+        line, column = _mark(node)
         return SpecError([Problem(Location(self.path, pointer, line, column), message)])
+
+    def _too_many(self, node: yaml.Node, pointer: str) -> SpecError:
+        return self._fail(
+            node,
+            pointer,
+            f"the document expands to more than {MAX_NODES:,} values "
+            "(YAML aliases repeated many times?); refusing to expand it",
+        )
+
+    def _too_deep(self, node: yaml.Node, pointer: str) -> SpecError:
+        return self._fail(node, pointer, f"the document is nested deeper than {MAX_DEPTH} levels")
+
+    def _recursive(self, node: yaml.Node, pointer: str) -> SpecError:
+        return self._fail(
+            node, pointer, "a YAML alias refers to a value that contains it (recursive data)"
+        )
+
+    def _key(self, key_node: yaml.Node, pointer: str) -> str:
+        """A mapping key as written: `true:` is "true", `1e3:` is "1e3"."""
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise self._fail(
+                key_node, pointer, "mapping keys must be strings, not lists or mappings"
+            )
+        return str(key_node.value)
+
+    def members(
+        self, node: yaml.MappingNode, pointer: str
+    ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        """The key/value nodes of a mapping in document order, with merge keys applied.
+
+        An explicit key wins over one merged in with `<<` wherever it stands; among merged
+        mappings the first that has a key wins. A key written twice is an error.
+        """
+        memo = self._members_memo.get(id(node))
+        if memo is not None:
+            return memo
+        if id(node) in self._in_progress:
+            raise self._recursive(node, pointer)
+        self._in_progress.add(id(node))
+        result: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        explicit: set[str] = set()
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                sources = (
+                    value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                )
+                for source in sources:
+                    if not isinstance(source, yaml.MappingNode):
+                        raise self._fail(
+                            source,
+                            pointer,
+                            "a YAML merge key (<<) needs a mapping or a list of mappings",
+                        )
+                    for key, pair in self.members(source, pointer).items():
+                        result.setdefault(key, pair)
+                continue
+            key = self._key(key_node, pointer)
+            if key in explicit:
+                child = f"{pointer}/{escape_token(key)}"
+                raise self._fail(key_node, child, f"duplicate key {key!r}")
+            explicit.add(key)
+            result[key] = (key_node, value_node)
+        self._in_progress.discard(id(node))
+        self._members_memo[id(node)] = result
+        return result
+
+    def check_size(self, node: yaml.Node, pointer: str = "", depth: int = 0) -> int:
+        """How many values `node` expands to; refuses alias bombs before expanding them."""
+        known = self._size_memo.get(id(node))
+        if known is not None:
+            return known
+        if depth > MAX_DEPTH:
+            raise self._too_deep(node, pointer)
+        if id(node) in self._in_progress:
+            raise self._recursive(node, pointer)
+        size = 1
+        if isinstance(node, yaml.SequenceNode):
+            self._in_progress.add(id(node))
+            for index, item in enumerate(node.value):
+                size += self.check_size(item, f"{pointer}/{index}", depth + 1)
+                if size > MAX_NODES:
+                    raise self._too_many(item, f"{pointer}/{index}")
+            self._in_progress.discard(id(node))
+        elif isinstance(node, yaml.MappingNode):
+            members = self.members(node, pointer)
+            self._in_progress.add(id(node))
+            for key, (_, value_node) in members.items():
+                child = f"{pointer}/{escape_token(key)}"
+                size += self.check_size(value_node, child, depth + 1)
+                if size > MAX_NODES:
+                    raise self._too_many(value_node, child)
+            self._in_progress.discard(id(node))
+        self._size_memo[id(node)] = size
+        return size
 
     def build(self, node: yaml.Node, pointer: str = "", depth: int = 0) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
-            raise self._fail(
-                node,
-                pointer,
-                f"the document expands to more than {MAX_NODES:,} values "
-                "(YAML aliases repeated many times?); refusing to expand it",
-            )
+            raise self._too_many(node, pointer)
         if depth > MAX_DEPTH:
-            raise self._fail(node, pointer, f"the document is nested deeper than {MAX_DEPTH} levels")
-        self.positions.setdefault(pointer, (node.start_mark.line + 1, node.start_mark.column + 1))
+            raise self._too_deep(node, pointer)
+        self.positions.setdefault(pointer, _mark(node))
         if isinstance(node, yaml.ScalarNode):
-            return _scalar(node)
+            try:
+                return _scalar(node)
+            except ValueError:
+                tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+                raise self._fail(node, pointer, f"{node.value!r} cannot be read as {tag}") from None
         if isinstance(node, yaml.SequenceNode):
             return [
                 self.build(item, f"{pointer}/{index}", depth + 1)
@@ -151,40 +295,34 @@ class _Builder:
             ]
         assert isinstance(node, yaml.MappingNode)
         result: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                self._merge(result, value_node, pointer, depth)
-                continue
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise self._fail(key_node, pointer, "mapping keys must be plain strings")
-            key = str(_scalar(key_node)) if key_node.tag != "tag:yaml.org,2002:null" else "null"
+        for key, (key_node, value_node) in self.members(node, pointer).items():
             child = f"{pointer}/{escape_token(key)}"
-            if key in result:
-                raise self._fail(key_node, child, f"duplicate key {key!r}")
+            self.key_positions.setdefault(child, _mark(key_node))
             result[key] = self.build(value_node, child, depth + 1)
         return result
 
-    def _merge(self, result: dict[str, Any], node: yaml.Node, pointer: str, depth: int) -> None:
-        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
-        for source in sources:
-            merged = self.build(source, pointer, depth + 1)
-            if not isinstance(merged, dict):
-                raise self._fail(source, pointer, "a YAML merge key (<<) needs a mapping")
-            for key, value in merged.items():
-                result.setdefault(key, value)
+    def run(self, node: yaml.Node) -> Any:
+        self.check_size(node)
+        return self.build(node)
 
 
-def _yaml_error(path: Path, exc: yaml.YAMLError) -> SpecError:
+def _yaml_error(path: Path, exc: yaml.YAMLError, text: str) -> SpecError:
+    if isinstance(exc, yaml.reader.ReaderError):
+        before = text[: int(exc.position)]
+        line = before.count("\n") + 1
+        column = len(before) - (before.rfind("\n") + 1) + 1
+        message = f"invalid YAML: the character U+{int(exc.character):04X} is not allowed"
+        return SpecError([Problem(Location(path, "", line, column), message)])
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     problem = getattr(exc, "problem", None) or str(exc)
     context = getattr(exc, "context", None)
-    text = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
-    return SpecError([Problem(Location(path, "", line, column), text)])
+    message = f"invalid YAML: {context}: {problem}" if context else f"invalid YAML: {problem}"
+    return SpecError([Problem(Location(path, "", line, column), message)])
 
 
 def _compose(path: Path, text: str) -> yaml.Node | None:
-    loader = _ComposeLoader(text)
+    loader = _ComposeLoader(text, path)
     try:
         node = loader.get_single_node()
     finally:
@@ -192,33 +330,59 @@ def _compose(path: Path, text: str) -> yaml.Node | None:
     return node
 
 
-def _json_positions(path: Path, text: str) -> dict[str, Position]:
-    """Positions for a JSON document, read through the YAML composer.
+def _json_positions(
+    path: Path, text: str
+) -> tuple[dict[str, Position], dict[str, Position]] | None:
+    """Value and key positions for a JSON document, read through the YAML composer.
 
     JSON forbids raw tabs inside strings, so swapping each tab for a space keeps every
-    column where it was while sparing the YAML scanner the tabs it rejects.
+    column where it was while sparing the YAML scanner the tabs it rejects. Returns None
+    when the YAML reader cannot follow the JSON text; raises SpecError for what YAML
+    input would be refused for too (duplicate keys, nesting, size).
     """
     try:
         node = _compose(path, text.replace("\t", " "))
     except (yaml.YAMLError, RecursionError):
-        return {}
+        return None
     if node is None:
-        return {}
+        return None
     builder = _Builder(path)
-    try:
-        builder.build(node)
-    except SpecError:
-        return {}
-    return builder.positions
+    builder.run(node)
+    return builder.positions, builder.key_positions
 
 
-def _check_json_keys(path: Path, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+class _DuplicateJsonKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _check_json_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise SpecError([Problem(Location(path, "", 1, 1), f"duplicate key {key!r}")])
+            raise _DuplicateJsonKey(key)
         result[key] = value
     return result
+
+
+def _read_json(path: Path, text: str) -> SourceFile:
+    try:
+        data = json.loads(text, object_pairs_hook=_check_json_keys)
+    except _DuplicateJsonKey as exc:
+        _json_positions(path, text)  # raises the error at the duplicate key's position
+        raise SpecError([Problem(Location(path, "", 1, 1), f"duplicate key {exc.key!r}")]) from None
+    except json.JSONDecodeError as exc:
+        where = Location(path, "", exc.lineno, exc.colno)
+        raise SpecError([Problem(where, f"invalid JSON: {exc.msg}")]) from exc
+    except RecursionError as exc:
+        raise SpecError(
+            [Problem(Location(path, "", 1, 1), "the document is nested too deeply")]
+        ) from exc
+    found = _json_positions(path, text)
+    if found is None:
+        return SourceFile(path, data)
+    return SourceFile(path, data, found[0], found[1])
 
 
 def read_source(path: Path) -> SourceFile:
@@ -247,22 +411,15 @@ def read_source(path: Path) -> SourceFile:
             [Problem(Location(path), f"the file is not UTF-8 text (byte {exc.start})")]
         ) from exc
 
+    if not text.strip():
+        raise SpecError([Problem(Location(path, "", 1, 1), "the file is empty")])
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text, object_pairs_hook=lambda pairs: _check_json_keys(path, pairs))
-        except json.JSONDecodeError as exc:
-            where = Location(path, "", exc.lineno, exc.colno)
-            raise SpecError([Problem(where, f"invalid JSON: {exc.msg}")]) from exc
-        except RecursionError as exc:
-            raise SpecError(
-                [Problem(Location(path, "", 1, 1), "the document is nested too deeply")]
-            ) from exc
-        return SourceFile(path, data, _json_positions(path, text))
+        return _read_json(path, text)
 
     try:
         node = _compose(path, text)
     except yaml.YAMLError as exc:
-        raise _yaml_error(path, exc) from exc
+        raise _yaml_error(path, exc, text) from exc
     except RecursionError as exc:
         raise SpecError(
             [Problem(Location(path, "", 1, 1), "the document is nested too deeply")]
@@ -270,5 +427,5 @@ def read_source(path: Path) -> SourceFile:
     if node is None:
         raise SpecError([Problem(Location(path, "", 1, 1), "the file is empty")])
     builder = _Builder(path)
-    data = builder.build(node)
-    return SourceFile(path, data, builder.positions)
+    data = builder.run(node)
+    return SourceFile(path, data, builder.positions, builder.key_positions)

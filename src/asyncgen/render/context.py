@@ -146,6 +146,10 @@ class ProjectContext:
         return "topic" if self.protocol == "mqtt" else "subject"
 
     @property
+    def send_uses_literal(self) -> bool:
+        return any(p.type_expr.startswith("Literal") for op in self.send for p in op.channel.params)
+
+    @property
     def uses_literal(self) -> bool:
         return any(p.type_expr.startswith("Literal") for c in self.channels for p in c.params)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import copy
 import json
+import re
 import warnings
 from typing import Any
 
@@ -18,11 +19,41 @@ MODEL_RESERVED = {
 }
 
 
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "boolean": (bool,),
+    "integer": (int,),
+    "number": (int, float),
+    "array": (list,),
+    "object": (dict,),
+}
+
+
+def _default_fits(schema: dict[str, Any]) -> bool:
+    """Whether a schema's `default` is a value the schema itself allows."""
+    default = schema["default"]
+    if isinstance(schema.get("enum"), list) and default not in schema["enum"]:
+        return False
+    kind = schema.get("type")
+    if isinstance(kind, str) and kind in _JSON_TYPES:
+        if isinstance(default, bool) and kind != "boolean":
+            return False
+        return isinstance(default, _JSON_TYPES[kind])
+    return True
+
+
 def _rewrite_refs(value: Any, names: dict[str, str]) -> Any:
+    """Point refs at class names, and drop defaults the schema contradicts.
+
+    A default such as `"false"` on a boolean would become a model that fails its own
+    type check; dropping it keeps the field optional without a wrong value.
+    """
     if isinstance(value, list):
         return [_rewrite_refs(item, names) for item in value]
     if not isinstance(value, dict):
         return value
+    if "default" in value and not _default_fits(value):
+        value = {key: item for key, item in value.items() if key != "default"}
     result: dict[str, Any] = {}
     for key, item in value.items():
         if key == "$ref" and isinstance(item, str) and item.startswith("#/$defs/"):
@@ -50,9 +81,28 @@ def generate_models(schemas: dict[str, Any], class_names: dict[str, str]) -> str
     """Python source of one module holding a model per schema (unformatted)."""
     if not schemas:
         return "from __future__ import annotations\n"
-    from datamodel_code_generator import DataModelType, InputFileType, generate
 
     document = bundle(schemas, class_names)
+    source = _generate(document, collapse=True)
+    if set(class_names.values()) - _classes(source):
+        # Collapsing inlines root models that fields refer to; when a message payload is
+        # one of them, generate without collapsing so that the payload keeps its class.
+        source = _generate(document, collapse=False)
+    missing = sorted(set(class_names.values()) - _classes(source))
+    if missing:
+        raise UnsupportedError(
+            f"unsupported: model generation did not produce classes {', '.join(missing)}"
+        )
+    return source
+
+
+def _classes(source: str) -> set[str]:
+    return {node.name for node in ast.parse(source).body if isinstance(node, ast.ClassDef)}
+
+
+def _generate(document: dict[str, Any], collapse: bool) -> str:
+    from datamodel_code_generator import DataModelType, InputFileType, generate
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -74,6 +124,7 @@ def generate_models(schemas: dict[str, Any], class_names: dict[str, str]) -> str
                 allow_population_by_field_name=True,
                 capitalise_enum_members=True,
                 set_default_enum_member=True,
+                collapse_root_models=collapse,
                 formatters=[],
             )
         except Exception as exc:  # the library raises many kinds; all mean the same here
@@ -85,9 +136,12 @@ def generate_models(schemas: dict[str, Any], class_names: dict[str, str]) -> str
     lines = source.splitlines()
     while lines and (lines[0].startswith("#") or not lines[0].strip()):
         lines.pop(0)
-    source = "\n".join(lines) + "\n"
-    defined = {node.name for node in ast.parse(source).body if isinstance(node, ast.ClassDef)}
-    missing = sorted(set(class_names.values()) - defined)
-    if missing:
-        raise UnsupportedError(f"unsupported: model generation did not produce classes {', '.join(missing)}")
-    return source
+    # `x: Annotated[Flag | None, Field(validate_default=True)] = False` (a default for a
+    # root model) is right at run time but wrong to a type checker: move the default
+    # into Field, where both agree.
+    return _VALIDATED_DEFAULT.sub(r"\1: Annotated[\2, Field(default=\3, validate_default=True)]", "\n".join(lines)) + "\n"
+
+
+_VALIDATED_DEFAULT = re.compile(
+    r"^(\s+\w+): Annotated\[(.+), Field\(validate_default=True\)\] = (.+)$", re.MULTILINE
+)

@@ -1,0 +1,1 @@
+"""IoT Device Management: a MQTT service generated from its AsyncAPI document."""
