@@ -1,0 +1,136 @@
+"""The `asyncgen` command as a user meets it: exit codes, messages, nothing written on error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from conftest import EXAMPLES
+from typer.testing import CliRunner
+
+from asyncgen import __version__
+from asyncgen.cli import app
+
+runner = CliRunner()
+
+BROKEN = textwrap.dedent(
+    """\
+    asyncapi: 3.0.0
+    info:
+      version: 1.0.0
+    channels:
+      telemetry:
+        address: devices/{deviceId}/telemetry
+    operations:
+      receiveTelemetry:
+        action: publish
+        channel:
+          $ref: '#/channels/telemetry'
+    """
+)
+
+KAFKA_ONLY = textwrap.dedent(
+    """\
+    asyncapi: 3.0.0
+    info: {title: Kafka thing, version: 1.0.0}
+    servers:
+      prod: {host: 'kafka:9092', protocol: kafka}
+    channels:
+      events: {address: events, messages: {e: {payload: {type: object}}}}
+    operations:
+      receiveEvents:
+        action: receive
+        channel: {$ref: '#/channels/events'}
+    """
+)
+
+
+def test_version_prints_the_package_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"asyncgen {__version__}"
+
+
+def test_help_does_not_import_the_heavy_libraries() -> None:
+    code = (
+        "import sys, asyncgen.cli; "
+        "heavy = [m for m in ('datamodel_code_generator', 'black', 'jinja2', 'jsonschema') "
+        "if m in sys.modules]; print(heavy)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_validate_accepts_the_example() -> None:
+    result = runner.invoke(app, ["validate", str(EXAMPLES / "mqtt" / "asyncapi.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
+
+
+def test_validate_reports_every_error_with_file_line_and_pointer(tmp_path: Path) -> None:
+    spec = tmp_path / "broken.yaml"
+    spec.write_text(BROKEN)
+    result = runner.invoke(app, ["validate", str(spec)])
+    assert result.exit_code == 1
+    assert f"{spec}:2:1 #/info: error:" in result.output or f"{spec}:3:3 #/info" in result.output
+    assert "`title` is required" in result.output
+    assert "#/operations/receiveTelemetry/action" in result.output
+    assert "'publish'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_generate_writes_nothing_for_an_invalid_spec(tmp_path: Path) -> None:
+    spec = tmp_path / "broken.yaml"
+    spec.write_text(BROKEN)
+    output = tmp_path / "out"
+    result = runner.invoke(app, ["generate", str(spec), "-o", str(output)])
+    assert result.exit_code == 1
+    assert "nothing written" in result.output
+    assert not output.exists()
+
+
+def test_undeclared_address_parameter_is_reported(tmp_path: Path) -> None:
+    spec = tmp_path / "params.yaml"
+    spec.write_text(
+        textwrap.dedent(
+            """\
+            asyncapi: 3.0.0
+            info: {title: T, version: 1.0.0}
+            channels:
+              telemetry:
+                address: devices/{deviceId}/telemetry
+            """
+        )
+    )
+    result = runner.invoke(app, ["validate", str(spec)])
+    assert result.exit_code == 1
+    assert f"{spec}:5:5 #/channels/telemetry: error:" in result.output
+    assert "{deviceId}" in result.output
+
+
+def test_a_kafka_only_document_is_unsupported_without_protocol(tmp_path: Path) -> None:
+    spec = tmp_path / "kafka.yaml"
+    spec.write_text(KAFKA_ONLY)
+    output = tmp_path / "out"
+    result = runner.invoke(app, ["generate", str(spec), "-o", str(output)])
+    assert result.exit_code == 1
+    assert "unsupported:" in result.output
+    assert "kafka" in result.output
+    assert not output.exists()
+    forced = runner.invoke(app, ["generate", str(spec), "-o", str(output), "--protocol", "mqtt"])
+    assert forced.exit_code == 0, forced.output
+    assert (output / "src" / "kafka_thing" / "handlers" / "receive_events.py").is_file()
+
+
+def test_missing_spec_file_is_a_usage_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["generate", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert "no such file" in result.output
+
+
+def test_generate_without_spec_outside_a_project_is_a_usage_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["generate", "-o", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "[tool.asyncgen]" in result.output
