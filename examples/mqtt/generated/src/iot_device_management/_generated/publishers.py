@@ -38,11 +38,7 @@ class Publishers:
 
         Operation `sendCommand`: publishes to `devices/{deviceId}/commands` with QoS 1.
         """
-        topic = channels.DEVICE_COMMANDS.build(
-            {
-                "deviceId": device_id,
-            }
-        )
+        topic = channels.DEVICE_COMMANDS.build({"deviceId": device_id})
         await self._transport.publish(topic, encode(message), qos=1, retain=False)
 
     async def send_critical_alert(self, message: models.CriticalAlert) -> None:

@@ -1,4 +1,5 @@
 """Handler of `receiveStatus`: Track the health and status reported by a device.
+
 Receives on `devices/{deviceId}/status`. This module is yours: asyncgen wrote it once
 and will not touch it again.
 """

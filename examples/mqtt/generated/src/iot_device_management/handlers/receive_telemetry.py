@@ -1,4 +1,5 @@
 """Handler of `receiveTelemetry`: Process sensor readings sent by a device.
+
 Receives on `devices/{deviceId}/telemetry`. This module is yours: asyncgen wrote it once
 and will not touch it again.
 """
