@@ -152,3 +152,63 @@ def generate(spec: Path, output: Path, *extra: str) -> subprocess.CompletedProce
         text=True,
         timeout=120,
     )
+
+
+class NatsServer:
+    """A nats-server of our own on free loopback ports, with JetStream and optional MQTT."""
+
+    def __init__(
+        self, workdir: Path, *, mqtt: bool = False, websocket: bool = False, extra_config: str = ""
+    ) -> None:
+        self.binary = broker_binary("nats-server")
+        self.workdir = workdir
+        self.port = free_port()
+        self.mqtt_port = free_port() if mqtt else None
+        self.websocket_port = free_port() if websocket else None
+        self.extra_config = extra_config
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = workdir / "nats-server.log"
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = [
+            'server_name: "asyncgen-test"',
+            "listen: 127.0.0.1:%d" % self.port,
+            'jetstream { store_dir: "%s" }' % (self.workdir / "jetstream"),
+        ]
+        if self.mqtt_port:
+            config.append("mqtt { listen: 127.0.0.1:%d }" % self.mqtt_port)
+        if self.websocket_port:
+            config.append("websocket { listen: 127.0.0.1:%d\n no_tls: true }" % self.websocket_port)
+        config.append(self.extra_config)
+        path = self.workdir / "nats.conf"
+        path.write_text("\n".join(config) + "\n")
+        self.process = subprocess.Popen(
+            [self.binary, "-c", str(path)], stdout=self.log.open("ab"), stderr=subprocess.STDOUT
+        )
+        wait_for_port(self.port)
+        for port in (self.mqtt_port, self.websocket_port):
+            if port:
+                wait_for_port(port)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    yield server
+    server.stop()

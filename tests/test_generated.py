@@ -71,6 +71,7 @@ def test_golden_record_matches_what_the_spec_generates(example: str, tmp_path: P
 
 SNAPSHOT_SPECS = {
     "example-mqtt": EXAMPLES / "mqtt" / "asyncapi.yaml",
+    "example-nats": EXAMPLES / "nats" / "asyncapi.yaml",
     "streetlights-mqtt-2.6.0": SHARED_SPECS / "2.6.0" / "streetlights-mqtt.yml",
     "streetlights-mqtt-3.0.0": SHARED_SPECS / "3.0.0" / "streetlights-mqtt-asyncapi.yml",
 }
@@ -114,7 +115,7 @@ def shared_documents() -> list[Path]:
 def generated_projects(tmp_path_factory: pytest.TempPathFactory) -> list[Outcome]:
     """Every example and shared document generated once, each under its own package name."""
     root = tmp_path_factory.mktemp("projects")
-    specs = [EXAMPLES / "mqtt" / "asyncapi.yaml"]
+    specs = [EXAMPLES / "mqtt" / "asyncapi.yaml", EXAMPLES / "nats" / "asyncapi.yaml"]
     specs += shared_documents()
     outcomes = []
     for index, spec in enumerate(specs):

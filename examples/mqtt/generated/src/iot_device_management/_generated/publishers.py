@@ -16,7 +16,7 @@ class Transport(Protocol):
     """Where published messages go: the MQTT client, or a list in memory in tests."""
 
     async def publish(
-        self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False
+        self, topic: str, payload: bytes, /, *, qos: int = 0, retain: bool = False
     ) -> None: ...
 
 

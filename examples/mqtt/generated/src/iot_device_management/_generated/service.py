@@ -63,12 +63,12 @@ class Route:
 
     operation: str
     address: channels.Address[Any]
-    qos: int
     validate: Callable[[bytes], Any]
     handler: Callable[..., Awaitable[Any]]
     with_params: bool
     reply: TypeAdapter[Any] | None = None
     reply_address: channels.Address[Any] | None = None
+    qos: int = 0
 
 
 @dataclass(frozen=True)
@@ -86,21 +86,9 @@ class MemoryTransport:
     published: list[PublishedMessage] = field(default_factory=list)
 
     async def publish(
-        self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False
+        self, topic: str, payload: bytes, /, *, qos: int = 0, retain: bool = False
     ) -> None:
         self.published.append(PublishedMessage(topic, payload, qos, retain))
-
-
-class MqttTransport:
-    """Publishes through a connected aiomqtt client."""
-
-    def __init__(self, client: aiomqtt.Client) -> None:
-        self._client = client
-
-    async def publish(
-        self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False
-    ) -> None:
-        await self._client.publish(topic, payload, qos=qos, retain=retain)
 
 
 def _describe(error: pydantic.ValidationError) -> str:
@@ -111,6 +99,18 @@ def _describe(error: pydantic.ValidationError) -> str:
         parts.append(f"{where}: {item['msg']}")
     more = error.error_count() - len(parts)
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+class MqttTransport:
+    """Publishes through a connected aiomqtt client."""
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        self._client = client
+
+    async def publish(
+        self, topic: str, payload: bytes, /, *, qos: int = 0, retain: bool = False
+    ) -> None:
+        await self._client.publish(topic, payload, qos=qos, retain=retain)
 
 
 class Service:
@@ -132,35 +132,35 @@ class Service:
         self._inflight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(self.settings.max_concurrency)
 
+    async def publish(
+        self, topic: str, payload: bytes, /, *, qos: int = 0, retain: bool = False
+    ) -> None:
+        """Publish through the current connection (the transport `Publishers` uses)."""
+        await self.transport.publish(topic, payload, qos=qos, retain=retain)
+
     def _routes(self) -> list[Route]:
         return [
             Route(
                 operation="receiveTelemetry",
                 address=channels.DEVICE_TELEMETRY,
-                qos=1,
                 validate=TypeAdapter[models.TelemetryPayload](
                     models.TelemetryPayload
                 ).validate_json,
                 handler=self.handlers.receive_telemetry,
                 with_params=True,
+                qos=1,
             ),
             Route(
                 operation="receiveStatus",
                 address=channels.DEVICE_STATUS,
-                qos=1,
                 validate=TypeAdapter[models.DeviceStatus](
                     models.DeviceStatus
                 ).validate_json,
                 handler=self.handlers.receive_status,
                 with_params=True,
+                qos=1,
             ),
         ]
-
-    async def publish(
-        self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False
-    ) -> None:
-        """Publish through the current connection (the transport `Publishers` uses)."""
-        await self.transport.publish(topic, payload, qos=qos, retain=retain)
 
     # -- the receive path ------------------------------------------------------------
 
@@ -169,109 +169,92 @@ class Service:
         topic: str,
         payload: bytes,
         *,
+        headers: dict[str, str] | None = None,
         qos: int = 0,
         retain: bool = False,
-        headers: dict[str, str] | None = None,
-        response_topic: str | None = None,
+        reply_to: str | None = None,
+        dead_letter_failures: bool = True,
     ) -> DispatchResult:
-        """Route, validate and handle one message, exactly as if it came from the broker."""
+        """Route, validate and handle one message, exactly as if it came from the broker.
+
+        `reply_to` is where a request/reply operation answers (the MQTT 5 response
+        topic). With `dead_letter_failures=False` a message whose handler
+        raises is not dead-lettered, so that the caller can have it redelivered.
+        """
+        address = topic
         for route in self.routes:
             try:
-                params = route.address.parse(topic)
+                params = route.address.parse(address)
             except pydantic.ValidationError as exc:
                 self.stats[route.operation].received += 1
                 self.stats[route.operation].invalid += 1
                 reason = f"invalid topic parameters: {_describe(exc)}"
-                await self._dead_letter(route.operation, topic, payload, reason)
+                await self._dead_letter(route.operation, address, payload, reason)
                 return DispatchResult("invalid", route.operation, reason)
             if params is None:
                 continue
-            return await self._run(
-                route,
-                topic,
-                payload,
-                params,
-                qos,
-                retain,
-                headers or {},
-                response_topic,
-            )
-        logger.warning("no operation receives on topic %s; message ignored", topic)
-        return DispatchResult("unrouted", reason=f"no operation receives on {topic}")
-
-    async def _run(
-        self,
-        route: Route,
-        topic: str,
-        payload: bytes,
-        params: BaseModel,
-        qos: int,
-        retain: bool,
-        headers: dict[str, str],
-        response_topic: str | None,
-    ) -> DispatchResult:
-        stats = self.stats[route.operation]
-        stats.received += 1
-        try:
-            message = route.validate(payload)
-        except pydantic.ValidationError as exc:
-            stats.invalid += 1
-            reason = f"payload does not match the schema: {_describe(exc)}"
-            await self._dead_letter(route.operation, topic, payload, reason)
-            return DispatchResult("invalid", route.operation, reason)
-        context = MessageContext(
-            operation=route.operation,
-            topic=topic,
-            payload=payload,
-            publishers=self.publishers,
-            qos=qos,
-            retain=retain,
-            headers=headers,
-        )
-        args = (message, params, context) if route.with_params else (message, context)
-        try:
-            timeout = self.settings.handler_timeout
-            result = await asyncio.wait_for(route.handler(*args), timeout)
-        except Exception as exc:
-            stats.failed += 1
-            logger.exception("handler of %s failed on %s", route.operation, topic)
-            reason = f"handler raised {type(exc).__name__}: {exc}"
-            await self._dead_letter(route.operation, topic, payload, reason)
-            return DispatchResult("failed", route.operation, reason)
-        if route.reply is not None:
+            stats = self.stats[route.operation]
+            stats.received += 1
             try:
-                result = route.reply.validate_python(result)
+                message = route.validate(payload)
             except pydantic.ValidationError as exc:
-                stats.failed += 1
-                reason = (
-                    f"the handler's reply does not match the schema: {_describe(exc)}"
+                stats.invalid += 1
+                reason = f"payload does not match the schema: {_describe(exc)}"
+                await self._dead_letter(route.operation, address, payload, reason)
+                return DispatchResult("invalid", route.operation, reason)
+            context = MessageContext(
+                operation=route.operation,
+                topic=address,
+                payload=payload,
+                publishers=self.publishers,
+                headers=headers or {},
+                qos=qos,
+                retain=retain,
+            )
+            args = (
+                (message, params, context) if route.with_params else (message, context)
+            )
+            try:
+                result = await asyncio.wait_for(
+                    route.handler(*args), self.settings.handler_timeout
                 )
-                await self._dead_letter(route.operation, topic, payload, reason)
+                if route.reply is not None:
+                    result = route.reply.validate_python(result)
+            except Exception as exc:
+                stats.failed += 1
+                logger.exception("handler of %s failed on %s", route.operation, address)
+                reason = f"handler raised {type(exc).__name__}: {exc}"
+                if dead_letter_failures:
+                    await self._dead_letter(route.operation, address, payload, reason)
                 return DispatchResult("failed", route.operation, reason)
-            await self._reply(route, params, response_topic, result)
-        stats.handled += 1
-        logger.debug("%s handled a message on %s", route.operation, topic)
-        return DispatchResult("handled", route.operation, reply=result)
+            if route.reply is not None:
+                await self._reply(route, params, reply_to, result)
+            stats.handled += 1
+            logger.debug("%s handled a message on %s", route.operation, address)
+            return DispatchResult("handled", route.operation, reply=result)
+        logger.warning("no operation receives on topic %s; message ignored", address)
+        return DispatchResult("unrouted", reason=f"no operation receives on {address}")
 
     async def _reply(
-        self, route: Route, params: BaseModel, response_topic: str | None, reply: Any
+        self, route: Route, params: BaseModel, reply_to: str | None, reply: Any
     ) -> None:
-        topic = response_topic
-        if topic is None and route.reply_address is not None:
+        address = reply_to
+        if address is None and route.reply_address is not None:
             try:
-                topic = route.reply_address.build(params.model_dump(by_alias=True))
+                address = route.reply_address.build(params.model_dump(by_alias=True))
             except (ValueError, pydantic.ValidationError) as exc:
                 logger.error("cannot address the reply of %s: %s", route.operation, exc)
                 return
-        if topic is None:
+        if address is None:
             logger.warning("the reply of %s has no address; not sent", route.operation)
             return
-        await self.publish(topic, encode(reply), qos=route.qos)
+        await self.publish(address, encode(reply), qos=route.qos)
 
     async def _dead_letter(
-        self, operation: str, topic: str, payload: bytes, reason: str
+        self, operation: str, address: str, payload: bytes, reason: str
     ) -> None:
-        logger.error("%s: message on %s rejected: %s", operation, topic, reason)
+        """Log the rejection and publish the original bytes in a JSON envelope."""
+        logger.error("%s: message on %s rejected: %s", operation, address, reason)
         target = self.settings.mqtt_dead_letter_topic
         if not target:
             return
@@ -280,7 +263,7 @@ class Service:
         except UnicodeDecodeError:
             text, encoding = base64.b64encode(payload).decode("ascii"), "base64"
         envelope = {
-            "topic": topic,
+            "topic": address,
             "operation": operation,
             "reason": reason,
             "payload": text,
@@ -293,6 +276,26 @@ class Service:
             logger.exception("could not publish to the dead-letter topic %s", target)
             return
         self.stats[operation].dead_lettered += 1
+
+    async def _drain(self) -> None:
+        """Wait for in-flight handlers, up to the shutdown grace period."""
+        if not self._inflight:
+            return
+        _, pending = await asyncio.wait(
+            set(self._inflight), timeout=self.settings.shutdown_grace_period
+        )
+        for task in pending:
+            task.cancel()
+        if pending:
+            logger.warning(
+                "%d handlers did not finish within the grace period", len(pending)
+            )
+
+    async def _log_stats(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.stats_interval)
+            for operation, stats in self.stats.items():
+                logger.info("stats %s %s", operation, json.dumps(asdict(stats)))
 
     # -- the connection --------------------------------------------------------------
 
@@ -451,30 +454,10 @@ class Service:
                 qos=message.qos,
                 retain=message.retain,
                 headers=headers,
-                response_topic=response_topic,
+                reply_to=response_topic,
             )
         except Exception:
             logger.exception("unexpected error on %s", message.topic.value)
-
-    async def _drain(self) -> None:
-        """Wait for in-flight handlers, up to the shutdown grace period."""
-        if not self._inflight:
-            return
-        _, pending = await asyncio.wait(
-            set(self._inflight), timeout=self.settings.shutdown_grace_period
-        )
-        for task in pending:
-            task.cancel()
-        if pending:
-            logger.warning(
-                "%d handlers did not finish within the grace period", len(pending)
-            )
-
-    async def _log_stats(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.stats_interval)
-            for operation, stats in self.stats.items():
-                logger.info("stats %s %s", operation, json.dumps(asdict(stats)))
 
 
 class _JsonFormatter(logging.Formatter):

@@ -1,0 +1,1 @@
+"""IoT Device Management (NATS): a NATS service generated from its AsyncAPI document."""
