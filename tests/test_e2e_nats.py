@@ -255,3 +255,69 @@ def test_jetstream_loses_nothing_across_downtime_and_a_crash(
         assert duplicates <= 20
     finally:
         assert restarted.stop() == 0, restarted.output()
+
+
+REQUESTER = '''
+import asyncio, json, sys
+
+import nats
+
+from {package}._generated import models
+from {package}._generated.publishers import NoResponders, Publishers
+from {package}._generated.service import NatsTransport
+
+
+async def main() -> None:
+    connection = await nats.connect(sys.argv[1])
+    publishers = Publishers(NatsTransport(connection))
+    request = models.GetStatus.model_validate(json.loads(sys.argv[2]))
+    reply = await publishers.query_device_status(request, device_id="dev9", timeout=5)
+    print(type(reply).__name__, reply.model_dump_json(by_alias=True))
+    try:
+        await publishers.query_device_status(request, device_id="nobody.here", timeout=1)
+    except ValueError as exc:
+        print("refused:", "nobody.here" in str(exc))
+    await connection.close()
+    connection = await nats.connect(sys.argv[3])
+    try:
+        await Publishers(NatsTransport(connection)).query_device_status(request, device_id="dev9")
+    except NoResponders as exc:
+        print("no responders:", exc)
+    await connection.close()
+
+
+asyncio.run(main())
+'''
+
+
+def test_typed_request_returns_the_typed_reply(
+    project: Path, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    lonely = NatsServer(tmp_path / "lonely")
+    lonely.start()
+    service = start_service(project, nats_server, tmp_path / "record.jsonl")
+    try:
+        service.wait_for("subscribed to")
+        script = tmp_path / "requester.py"
+        script.write_text(REQUESTER.format(package=PACKAGE))
+        result = subprocess.run(
+            [sys.executable, str(script), nats_server.url, json.dumps(spec_example("GetStatus")), lonely.url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(project / "src")},
+        )
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        kind, _, body = lines[0].partition(" ")
+        assert kind == "DeviceStatus"
+        assert json.loads(body)["deviceId"] == spec_example("DeviceStatus")["deviceId"]
+        assert lines[1] == "refused: True"
+        assert lines[2].startswith("no responders: no responders on devices.dev9.status")
+    finally:
+        assert service.stop() == 0, service.output()
+        lonely.stop()
