@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -9,10 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import paho.mqtt.client as paho
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +44,9 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 
 def broker_binary(name: str) -> str:
     """The path of a broker binary, or skip (fail when brokers are required)."""
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None
+    )
     if path is None:
         message = f"{name} is not installed"
         if REQUIRE_BROKERS:
@@ -177,13 +183,13 @@ class NatsServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = [
             'server_name: "asyncgen-test"',
-            "listen: 127.0.0.1:%d" % self.port,
-            'jetstream { store_dir: "%s" }' % (self.workdir / "jetstream"),
+            f"listen: 127.0.0.1:{self.port}",
+            f'jetstream {{ store_dir: "{self.workdir / "jetstream"}" }}',
         ]
         if self.mqtt_port:
-            config.append("mqtt { listen: 127.0.0.1:%d }" % self.mqtt_port)
+            config.append(f"mqtt {{ listen: 127.0.0.1:{self.mqtt_port} }}")
         if self.websocket_port:
-            config.append("websocket { listen: 127.0.0.1:%d\n no_tls: true }" % self.websocket_port)
+            config.append(f"websocket {{ listen: 127.0.0.1:{self.websocket_port}\n no_tls: true }}")
         config.append(self.extra_config)
         path = self.workdir / "nats.conf"
         path.write_text("\n".join(config) + "\n")
@@ -212,3 +218,50 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     server.start()
     yield server
     server.stop()
+
+
+class Listener:
+    """A paho client that collects what arrives on some topics."""
+
+    def __init__(self, port: int, topics: list[str]) -> None:
+        self.messages: list[tuple[str, bytes]] = []
+        self._lock = threading.Lock()
+        self.client = paho.Client(
+            paho.CallbackAPIVersion.VERSION2, client_id=f"test-{time.monotonic_ns()}"
+        )
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        for topic in topics:
+            self.client.subscribe(topic, qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        with self._lock:
+            self.messages.append((message.topic, bytes(message.payload)))
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        self.client.publish(topic, payload, qos=qos).wait_for_publish(5)
+
+    def wait_for(self, count: int, timeout: float = 15.0) -> list[tuple[str, bytes]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.messages) >= count:
+                    return list(self.messages)
+            time.sleep(0.05)
+        raise AssertionError(f"expected {count} messages, got {self.messages}")
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def read_records(path: Path, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            lines = [json.loads(line) for line in path.read_text().splitlines() if line]
+            if len(lines) >= count:
+                return lines
+        time.sleep(0.05)
+    raise AssertionError(f"expected {count} handled messages in {path}")

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
 import yaml
-from conftest import EXAMPLES, Mosquitto, ServiceProcess, generate
+from conftest import EXAMPLES, Listener, Mosquitto, ServiceProcess, generate, read_records
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 PACKAGE = "iot_device_management"
 
-RECORDING_HANDLER = '''
+RECORDING_HANDLER = """
 import json
 import os
 
@@ -34,52 +32,7 @@ async def handle(
               "message": message.model_dump(mode="json", by_alias=True)}}
     with open(os.environ["RECORD_FILE"], "a") as stream:
         stream.write(json.dumps(record) + "\\n")
-'''
-
-
-class Listener:
-    """A paho client that collects what arrives on some topics."""
-
-    def __init__(self, port: int, topics: list[str]) -> None:
-        self.messages: list[tuple[str, bytes]] = []
-        self._lock = threading.Lock()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"test-{time.monotonic_ns()}")
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        for topic in topics:
-            self.client.subscribe(topic, qos=1)
-        self.client.loop_start()
-
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        with self._lock:
-            self.messages.append((message.topic, bytes(message.payload)))
-
-    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        self.client.publish(topic, payload, qos=qos).wait_for_publish(5)
-
-    def wait_for(self, count: int, timeout: float = 15.0) -> list[tuple[str, bytes]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if len(self.messages) >= count:
-                    return list(self.messages)
-            time.sleep(0.05)
-        raise AssertionError(f"expected {count} messages, got {self.messages}")
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-def read_records(path: Path, count: int, timeout: float = 15.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            lines = [json.loads(line) for line in path.read_text().splitlines() if line]
-            if len(lines) >= count:
-                return lines
-        time.sleep(0.05)
-    raise AssertionError(f"expected {count} handled messages in {path}")
+"""
 
 
 def spec_examples() -> list[tuple[str, dict[str, Any]]]:
@@ -165,7 +118,10 @@ def test_bad_messages_are_dead_lettered_and_service_carries_on(
         listener.publish("devices/dev-2/telemetry", json.dumps(violation).encode())
         dead = listener.wait_for(2)
         envelopes = [json.loads(payload) for _, payload in dead]
-        assert [e["topic"] for e in envelopes] == ["devices/dev-1/telemetry", "devices/dev-2/telemetry"]
+        assert [e["topic"] for e in envelopes] == [
+            "devices/dev-1/telemetry",
+            "devices/dev-2/telemetry",
+        ]
         assert envelopes[0]["payload"] == "{not json"
         assert "humidity" in envelopes[1]["reason"]
         assert json.loads(envelopes[1]["payload"]) == violation

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 PACKAGE = "iot_device_management_nats"
 
-RECORDING_HANDLER = '''
+RECORDING_HANDLER = """
 import asyncio
 import json
 import os
@@ -35,7 +35,7 @@ async def handle(message: Any, *rest: Any) -> None:
               "message": message.model_dump(mode="json", by_alias=True)}
     with open(os.environ["RECORD_FILE"], "a") as stream:
         stream.write(json.dumps(record) + "\\n")
-'''
+"""
 
 
 def spec_example(message: str) -> dict[str, Any]:
@@ -90,7 +90,11 @@ def test_service_handles_examples_and_answers_requests(
     try:
         service.wait_for("subscribed to")
         reading = spec_example("TemperatureReading")
-        asyncio.run(publish_all(nats_server.url, [("sensors.temperature.dev1", json.dumps(reading).encode())]))
+        asyncio.run(
+            publish_all(
+                nats_server.url, [("sensors.temperature.dev1", json.dumps(reading).encode())]
+            )
+        )
         records = read_records(record, 1)
         assert records[0]["operation"] == "receiveTemperatureReading"
         assert records[0]["params"] == {"deviceId": "dev1"}
@@ -213,7 +217,9 @@ def test_jetstream_loses_nothing_across_downtime_and_a_crash(
         connection = await nats.connect(nats_server.url)
         js = connection.jetstream()
         for i in range(start, start + count):
-            await js.publish("devices.announce", json.dumps({**announcement, "deviceId": f"d{i}"}).encode())
+            await js.publish(
+                "devices.announce", json.dumps({**announcement, "deviceId": f"d{i}"}).encode()
+            )
         await connection.close()
 
     # The service creates the stream and its durable consumer, then goes away.
@@ -257,7 +263,7 @@ def test_jetstream_loses_nothing_across_downtime_and_a_crash(
         assert restarted.stop() == 0, restarted.output()
 
 
-REQUESTER = '''
+REQUESTER = """
 import asyncio, json, sys
 
 import nats
@@ -287,7 +293,7 @@ async def main() -> None:
 
 
 asyncio.run(main())
-'''
+"""
 
 
 def test_typed_request_returns_the_typed_reply(
@@ -305,7 +311,13 @@ def test_typed_request_returns_the_typed_reply(
         script = tmp_path / "requester.py"
         script.write_text(REQUESTER.format(package=PACKAGE))
         result = subprocess.run(
-            [sys.executable, str(script), nats_server.url, json.dumps(spec_example("GetStatus")), lonely.url],
+            [
+                sys.executable,
+                str(script),
+                nats_server.url,
+                json.dumps(spec_example("GetStatus")),
+                lonely.url,
+            ],
             capture_output=True,
             text=True,
             timeout=60,

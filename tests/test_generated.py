@@ -104,11 +104,7 @@ class Outcome:
 def shared_documents() -> list[Path]:
     if not SHARED_SPECS.is_dir():
         return []
-    return sorted(
-        path
-        for path in SHARED_SPECS.rglob("*.y*ml")
-        if "common" not in path.parts
-    )
+    return sorted(path for path in SHARED_SPECS.rglob("*.y*ml") if "common" not in path.parts)
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +127,9 @@ def generated_projects(tmp_path_factory: pytest.TempPathFactory) -> list[Outcome
             # A Kafka, AMQP, HTTP or WebSocket document: its models and handlers still
             # make an MQTT service, which is what `--protocol mqtt` asks for.
             code, text = run_generate(spec, output, *extra, "--protocol", "mqtt")
-        name = spec.relative_to(spec.parents[2] if "social-media" not in spec.parts else spec.parents[3]).as_posix()
+        name = spec.relative_to(
+            spec.parents[2] if "social-media" not in spec.parts else spec.parents[3]
+        ).as_posix()
         outcomes.append(Outcome(name, spec, output, package, code, text))
     return outcomes
 

@@ -55,9 +55,7 @@ class _Builder:
         return SpecError([self.doc.problem(ref, message)])
 
     def warn(self, ref: Ref, message: str) -> None:
-        self.warnings.append(
-            Problem(self.doc.location(ref), message, Level.WARNING)
-        )
+        self.warnings.append(Problem(self.doc.location(ref), message, Level.WARNING))
 
     def mapping(self, ref: Ref) -> tuple[dict[str, Any], Ref]:
         value, at = self.resolve(ref)
@@ -171,7 +169,9 @@ class _Builder:
         self._messages[at] = message
         self._message_order.append(message)
         if "payload" in value:
-            message.payload = self.payload(origins["payload"], f"{name}Payload", value.get("schemaFormat"))
+            message.payload = self.payload(
+                origins["payload"], f"{name}Payload", value.get("schemaFormat")
+            )
         else:
             message.payload = self._unique_schema_name(f"{name}Payload")
             self.schemas[message.payload] = {}
@@ -183,7 +183,9 @@ class _Builder:
                     Example(
                         name=_text(example.get("name")) or _text(example.get("summary")),
                         payload=example.get("payload"),
-                        headers=example.get("headers") if isinstance(example.get("headers"), dict) else None,
+                        headers=example.get("headers")
+                        if isinstance(example.get("headers"), dict)
+                        else None,
                         has_payload="payload" in example,
                     )
                 )
@@ -284,17 +286,24 @@ class _Builder:
         return channel
 
     def build_v3(self, data: dict[str, Any]) -> tuple[list[Channel], list[Operation]]:
-        channels = [self.channel_v3(self.root.child("channels", key)) for key in data.get("channels") or {}]
+        channels = [
+            self.channel_v3(self.root.child("channels", key)) for key in data.get("channels") or {}
+        ]
         operations: list[Operation] = []
         for key in data.get("operations") or {}:
             op_ref = self.root.child("operations", key)
             value, at = self.mapping(op_ref)
             action = value.get("action")
             if action not in ("send", "receive"):
-                raise self.fail(at.child("action"), f"`action` must be send or receive, got {action!r}")
+                raise self.fail(
+                    at.child("action"), f"`action` must be send or receive, got {action!r}"
+                )
             channel = self.channel_v3(at.child("channel"))
             messages = (
-                [self.message(at.child("messages", i), key) for i, _ in enumerate(value["messages"])]
+                [
+                    self.message(at.child("messages", i), key)
+                    for i, _ in enumerate(value["messages"])
+                ]
                 if isinstance(value.get("messages"), list) and value["messages"]
                 else list(channel.messages)
             )
@@ -363,7 +372,8 @@ class _Builder:
             channel.parameters = self.parameters(value.get("parameters"), at.child("parameters"), 2)
             self._check_address(channel, at)
             channels.append(channel)
-            for verb, action in (("publish", "receive"), ("subscribe", "send")):
+            verbs: tuple[tuple[str, Action], ...] = (("publish", "receive"), ("subscribe", "send"))
+            for verb, action in verbs:
                 if verb not in value:
                     continue
                 operations.append(self.operation_v2(channel, at.child(verb), action, seen_ids))
@@ -382,10 +392,14 @@ class _Builder:
             )
         seen_ids[key] = at
         messages: list[Message] = []
-        message_value, message_at = self.resolve(at.child("message")) if "message" in value else (None, at)
+        message_value, message_at = (
+            self.resolve(at.child("message")) if "message" in value else (None, at)
+        )
         if isinstance(message_value, dict) and isinstance(message_value.get("oneOf"), list):
             for index, _ in enumerate(message_value["oneOf"]):
-                messages.append(self.message(message_at.child("oneOf", index), f"{key} message {index + 1}"))
+                messages.append(
+                    self.message(message_at.child("oneOf", index), f"{key} message {index + 1}")
+                )
         elif message_value is not None:
             messages.append(self.message(at.child("message"), f"{key} message"))
         if not messages:
@@ -400,7 +414,7 @@ class _Builder:
             messages=messages,
             summary=_text(value.get("summary")),
             description=_text(value.get("description")),
-            bindings=self._bindings(at.child("bindings")) if "bindings" in value else {},
+            bindings=self._bindings(origins["bindings"]) if "bindings" in origins else {},
             extensions={k: v for k, v in value.items() if k.startswith("x-")},
             location=self.doc.location(at),
         )

@@ -17,9 +17,27 @@ Protocol = Literal["mqtt", "nats"]
 
 #: Names the generated modules define themselves; channel and handler names avoid them.
 _GENERATED_NAMES = {
-    "Address", "NoParams", "Handlers", "MessageContext", "Publishers", "Transport",
-    "Service", "Settings", "DispatchResult", "Route", "OperationStats", "main", "models",
-    "channels", "handlers", "publishers", "service", "settings", "logging", "logger", "handle",
+    "Address",
+    "NoParams",
+    "Handlers",
+    "MessageContext",
+    "Publishers",
+    "Transport",
+    "Service",
+    "Settings",
+    "DispatchResult",
+    "Route",
+    "OperationStats",
+    "main",
+    "models",
+    "channels",
+    "handlers",
+    "publishers",
+    "service",
+    "settings",
+    "logging",
+    "logger",
+    "handle",
 }
 _MQTT_SEPARATOR = "/"
 _NATS_SEPARATOR = "."
@@ -166,7 +184,10 @@ def subject_address(address: str, protocol: Protocol) -> str:
 
 
 def subscription_for(address: str, protocol: Protocol) -> str:
-    """`devices/{deviceId}/telemetry` -> `devices/+/telemetry` (MQTT), `devices.*.telemetry` (NATS)."""
+    """The subscription of an address: `+` (MQTT) or `*` (NATS) for each parameter level.
+
+    `devices/{deviceId}/telemetry` -> `devices/+/telemetry`, or `devices.*.telemetry`.
+    """
     separator = _MQTT_SEPARATOR if protocol == "mqtt" else _NATS_SEPARATOR
     wildcard = "+" if protocol == "mqtt" else "*"
     levels = subject_address(address, protocol).split(separator)

@@ -13,9 +13,28 @@ from asyncgen.errors import UnsupportedError
 
 #: Names the models module imports or that would read badly as a model name.
 MODEL_RESERVED = {
-    "Annotated", "Any", "AwareDatetime", "BaseModel", "ConfigDict", "Enum", "Field",
-    "IntEnum", "Literal", "Model", "NaiveDatetime", "Optional", "RootModel", "StrEnum",
-    "Union", "UUID", "AnyUrl", "EmailStr", "date", "datetime", "time", "timedelta",
+    "Annotated",
+    "Any",
+    "AwareDatetime",
+    "BaseModel",
+    "ConfigDict",
+    "Enum",
+    "Field",
+    "IntEnum",
+    "Literal",
+    "Model",
+    "NaiveDatetime",
+    "Optional",
+    "RootModel",
+    "StrEnum",
+    "Union",
+    "UUID",
+    "AnyUrl",
+    "EmailStr",
+    "date",
+    "datetime",
+    "time",
+    "timedelta",
 }
 
 
@@ -101,7 +120,9 @@ def _classes(source: str) -> set[str]:
 
 
 def _generate(document: dict[str, Any], collapse: bool) -> str:
-    from datamodel_code_generator import DataModelType, InputFileType, generate
+    from datamodel_code_generator import generate
+    from datamodel_code_generator.enums import DataModelType, InputFileType
+    from datamodel_code_generator.format import PythonVersion
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -110,7 +131,7 @@ def _generate(document: dict[str, Any], collapse: bool) -> str:
                 json.loads(json.dumps(document)),
                 input_file_type=InputFileType.JsonSchema,
                 output_model_type=DataModelType.PydanticV2BaseModel,
-                target_python_version="3.11",
+                target_python_version=PythonVersion.PY_311,
                 disable_timestamp=True,
                 skip_root_model=True,
                 snake_case_field=True,
@@ -139,7 +160,12 @@ def _generate(document: dict[str, Any], collapse: bool) -> str:
     # `x: Annotated[Flag | None, Field(validate_default=True)] = False` (a default for a
     # root model) is right at run time but wrong to a type checker: move the default
     # into Field, where both agree.
-    return _VALIDATED_DEFAULT.sub(r"\1: Annotated[\2, Field(default=\3, validate_default=True)]", "\n".join(lines)) + "\n"
+    return (
+        _VALIDATED_DEFAULT.sub(
+            r"\1: Annotated[\2, Field(default=\3, validate_default=True)]", "\n".join(lines)
+        )
+        + "\n"
+    )
 
 
 _VALIDATED_DEFAULT = re.compile(

@@ -59,13 +59,12 @@ def _format_python(path: str, source: str, package: str) -> str:
     """Imports sorted (isort, black profile) and code formatted (black)."""
     import black
     import isort
+    from black.mode import TargetVersion
 
-    sorted_source = isort.code(
-        source, profile="black", known_first_party=[package], line_length=88
-    )
+    sorted_source = isort.code(source, profile="black", known_first_party=[package], line_length=88)
     try:
         return black.format_str(
-            sorted_source, mode=black.Mode(target_versions={black.TargetVersion.PY311})
+            sorted_source, mode=black.Mode(target_versions={TargetVersion.PY311})
         )
     except black.parsing.InvalidInput as exc:  # a template bug, never the user's fault
         raise RuntimeError(f"generated {path} is not valid Python: {exc}") from exc

@@ -327,7 +327,7 @@ class Service:
             if settings.mqtt_password
             else None
         )
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             hostname=settings.mqtt_host,
             port=settings.mqtt_port,
             username=settings.mqtt_username,
@@ -346,6 +346,12 @@ class Service:
             ),
             tls_context=tls_context,
         )
+        # paho acknowledges a QoS 1 message as soon as aiomqtt has queued it, before any
+        # handler ran. With manual acks the service acknowledges it only after its handler
+        # finished or it was dead-lettered, so a crash means redelivery, not loss.
+        # aiomqtt 2.5 does not expose the switch; its paho client does.
+        client._client.manual_ack_set(True)
+        return client
 
     def _subscriptions(self) -> dict[str, int]:
         """Each topic filter to subscribe to, with the highest QoS asked for it."""
@@ -427,9 +433,11 @@ class Service:
         dead_letter_topic = self.settings.mqtt_dead_letter_topic
         async for message in client.messages:
             if message.topic.value == dead_letter_topic:
+                if message.qos > 0:
+                    client._client.ack(message.mid, message.qos)
                 continue
             await self._slots.acquire()
-            task = asyncio.create_task(self._handle(message))
+            task = asyncio.create_task(self._handle(client, message))
             self._inflight.add(task)
             task.add_done_callback(self._finished)
 
@@ -437,7 +445,7 @@ class Service:
         self._inflight.discard(task)
         self._slots.release()
 
-    async def _handle(self, message: aiomqtt.Message) -> None:
+    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         payload = message.payload
         if not isinstance(payload, bytes):
             payload = b"" if payload is None else str(payload).encode()
@@ -458,6 +466,9 @@ class Service:
             )
         except Exception:
             logger.exception("unexpected error on %s", message.topic.value)
+            return
+        if message.qos > 0:
+            client._client.ack(message.mid, message.qos)
 
 
 class _JsonFormatter(logging.Formatter):
