@@ -71,9 +71,13 @@ class Mosquitto:
         config = self.workdir / "mosquitto.conf"
         config.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            f"persistence_location {self.workdir}/\n"
-            f"{self.extra_config}\n"
+            # As root, mosquitto would switch to its own user, who cannot enter the test's
+            # private temporary folders.
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + "max_queued_messages 0\n"
+            + ("allow_anonymous true\n" if "allow_anonymous" not in self.extra_config else "")
+            + f"persistence_location {self.workdir}/\n"
+            + f"{self.extra_config}\n"
         )
         self.process = subprocess.Popen(
             [self.binary, "-c", str(config), "-v"],

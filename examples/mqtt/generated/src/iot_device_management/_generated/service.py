@@ -16,6 +16,7 @@ import json
 import logging
 import random
 import signal
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -345,6 +346,8 @@ class Service:
                 else None
             ),
             tls_context=tls_context,
+            # Small packets (acks, dead letters) go out at once instead of waiting on Nagle.
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
         # paho acknowledges a QoS 1 message as soon as aiomqtt has queued it, before any
         # handler ran. With manual acks the service acknowledges it only after its handler

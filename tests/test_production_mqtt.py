@@ -1,0 +1,395 @@
+"""The generated MQTT service under production conditions, against mosquitto (and
+nats-server's MQTT-over-WebSocket listener) started by the tests."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import (
+    EXAMPLES,
+    Listener,
+    Mosquitto,
+    NatsServer,
+    ServiceProcess,
+    free_port,
+    generate,
+    read_records,
+)
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+PACKAGE = "iot_device_management"
+
+RECORDING_HANDLER = """
+import asyncio
+import json
+import os
+from typing import Any
+
+
+async def handle(message: Any, *rest: Any) -> None:
+    context = rest[-1]
+    params = rest[0].model_dump(by_alias=True) if len(rest) == 2 else {}
+    record = {"operation": context.operation, "topic": context.topic, "params": params}
+    with open(os.environ["RECORD_FILE"] + ".started", "a") as stream:
+        stream.write(json.dumps(record) + "\\n")
+    await asyncio.sleep(float(os.environ.get("HANDLER_DELAY", "0")))
+    with open(os.environ["RECORD_FILE"], "a") as stream:
+        stream.write(json.dumps(record) + "\\n")
+"""
+
+
+def telemetry() -> dict[str, Any]:
+    spec = yaml.safe_load((EXAMPLES / "mqtt" / "asyncapi.yaml").read_text())
+    return dict(spec["components"]["messages"]["TelemetryData"]["examples"][0]["payload"])
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("mqtt-production") / "iot"
+    result = generate(EXAMPLES / "mqtt" / "asyncapi.yaml", output)
+    assert result.returncode == 0, result.stderr
+    handlers = output / "src" / PACKAGE / "handlers"
+    for module in ("receive_telemetry", "receive_status"):
+        (handlers / f"{module}.py").write_text(RECORDING_HANDLER)
+    return output
+
+
+def start_service(project: Path, port: int, record: Path, **env: str) -> ServiceProcess:
+    return ServiceProcess(
+        project,
+        PACKAGE,
+        {
+            "MQTT_HOST": "127.0.0.1",
+            "MQTT_PORT": str(port),
+            "MQTT_CLIENT_ID": f"iot-{time.monotonic_ns()}",
+            "RECORD_FILE": str(record),
+            "RECONNECT_INITIAL_DELAY": "0.2",
+            "RECONNECT_MAX_DELAY": "1",
+            **env,
+        },
+    )
+
+
+def publish_telemetry(port: int, ids: list[str], qos: int = 1) -> None:
+    listener = Listener(port, [])
+    try:
+        payload = telemetry()
+        for device in ids:
+            body = json.dumps({**payload, "deviceId": device}).encode()
+            listener.publish(f"devices/{device}/telemetry", body, qos=qos)
+    finally:
+        listener.close()
+
+
+def handled_ids(*records: Path) -> Counter[str]:
+    return Counter(
+        json.loads(line)["params"]["deviceId"]
+        for path in records
+        if path.exists()
+        for line in path.read_text().splitlines()
+        if line
+    )
+
+
+def wait_for_ids(expected: set[str], *records: Path, timeout: float = 60.0) -> Counter[str]:
+    deadline = time.monotonic() + timeout
+    counts: Counter[str] = Counter()
+    while time.monotonic() < deadline:
+        counts = handled_ids(*records)
+        if expected <= set(counts):
+            return counts
+        time.sleep(0.1)
+    missing = sorted(expected - set(counts))
+    raise AssertionError(f"{len(missing)} never handled, e.g. {missing[:5]}")
+
+
+def test_service_started_before_the_broker_connects_when_it_comes_up(
+    project: Path, tmp_path: Path
+) -> None:
+    port = free_port()
+    record = tmp_path / "record.jsonl"
+    service = start_service(project, port, record)
+    broker = Mosquitto(tmp_path / "late", port=port)
+    try:
+        service.wait_for("reconnecting in", count=2)
+        assert service.process.poll() is None
+        broker.start()
+        service.wait_for("subscribed to", timeout=30)
+        publish_telemetry(port, ["late-1"])
+        assert read_records(record, 1)[0]["params"]["deviceId"] == "late-1"
+    finally:
+        assert service.stop() == 0, service.output()
+        broker.stop()
+
+
+def test_qos1_messages_published_while_the_service_is_down_are_all_handled(
+    project: Path, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    record = tmp_path / "record.jsonl"
+    client_id = "iot-persistent"
+    first = start_service(project, mosquitto.port, record, MQTT_CLIENT_ID=client_id)
+    first.wait_for("subscribed to")
+    assert first.stop() == 0, first.output()
+
+    ids = [f"offline-{i}" for i in range(200)]
+    publish_telemetry(mosquitto.port, ids)
+    second = start_service(project, mosquitto.port, record, MQTT_CLIENT_ID=client_id)
+    try:
+        counts = wait_for_ids(set(ids), record)
+        assert set(counts) == set(ids)
+    finally:
+        assert second.stop() == 0, second.output()
+
+
+def test_broker_restart_mid_stream_loses_no_qos1_message(project: Path, tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "persistent", extra_config="persistence true")
+    broker.start()
+    record = tmp_path / "record.jsonl"
+    service = start_service(
+        project, broker.port, record, MQTT_CLIENT_ID="iot-restart", HANDLER_DELAY="0.02"
+    )
+    try:
+        service.wait_for("subscribed to")
+        ids = [f"restart-{i}" for i in range(200)]
+        publish_telemetry(broker.port, ids)
+        read_records(record, 30)
+        broker.stop()
+        broker.start()
+        counts = wait_for_ids(set(ids), record, timeout=90)
+        assert set(counts) == set(ids)
+        redelivered = sum(n - 1 for n in counts.values())
+        print(f"\nredelivered after the broker restart: {redelivered} of 200")
+    finally:
+        assert service.stop() == 0, service.output()
+        broker.stop()
+
+
+def test_two_replicas_with_a_shared_group_handle_each_message_once(
+    project: Path, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    records = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    services = [
+        start_service(project, mosquitto.port, path, MQTT_SHARED_GROUP="workers")
+        for path in records
+    ]
+    try:
+        for service in services:
+            service.wait_for("subscribed to")
+        ids = [f"shared-{i}" for i in range(1000)]
+        publish_telemetry(mosquitto.port, ids)
+        counts = wait_for_ids(set(ids), *records)
+        assert set(counts.values()) == {1}
+        per_replica = [len(handled_ids(path)) for path in records]
+        assert all(n > 0 for n in per_replica), per_replica
+    finally:
+        for service in services:
+            assert service.stop() == 0, service.output()
+
+
+def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1, made here: (ca, cert, key)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "asyncgen test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+@pytest.fixture
+def secure_broker(tmp_path: Path) -> Any:
+    ca, cert, key = make_certificates(tmp_path / "certs")
+    passwords = tmp_path / "passwords"
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(passwords), "device-service", "s3cret-pass"],
+        check=True,
+        capture_output=True,
+    )
+    broker = Mosquitto(
+        tmp_path / "secure",
+        extra_config=(
+            f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
+            f"allow_anonymous false\npassword_file {passwords}"
+        ),
+    )
+    broker.start()
+    yield broker, ca
+    broker.stop()
+
+
+def test_service_connects_with_tls_and_a_password(
+    project: Path, secure_broker: Any, tmp_path: Path
+) -> None:
+    broker, ca = secure_broker
+    record = tmp_path / "record.jsonl"
+    service = start_service(
+        project,
+        broker.port,
+        record,
+        MQTT_TLS="true",
+        MQTT_TLS_CA_FILE=str(ca),
+        MQTT_USERNAME="device-service",
+        MQTT_PASSWORD="s3cret-pass",
+    )
+    try:
+        service.wait_for("subscribed to")
+    finally:
+        assert service.stop() == 0, service.output()
+    assert "s3cret-pass" not in service.output()
+
+
+def test_wrong_password_is_retried_with_backoff_and_logged(
+    project: Path, secure_broker: Any, tmp_path: Path
+) -> None:
+    broker, ca = secure_broker
+    service = start_service(
+        project,
+        broker.port,
+        tmp_path / "record.jsonl",
+        MQTT_TLS="true",
+        MQTT_TLS_CA_FILE=str(ca),
+        MQTT_USERNAME="device-service",
+        MQTT_PASSWORD="wrong-pass",
+    )
+    try:
+        service.wait_for("reconnecting in", count=2)
+        time.sleep(3)
+        log = service.output()
+        attempts = log.count("reconnecting in")
+        assert "not authori" in log.lower(), log
+        assert 2 <= attempts <= 12, attempts
+        assert "wrong-pass" not in log
+    finally:
+        assert service.stop() == 0, service.output()
+
+
+def test_service_receives_over_websocket(project: Path, tmp_path: Path) -> None:
+    server = NatsServer(tmp_path / "ws", mqtt=True, websocket=True)
+    server.start()
+    record = tmp_path / "record.jsonl"
+    assert server.websocket_port is not None and server.mqtt_port is not None
+    service = start_service(
+        project,
+        server.websocket_port,
+        record,
+        MQTT_TRANSPORT="websockets",
+        MQTT_WS_PATH="/mqtt",
+        MQTT_DEAD_LETTER_TOPIC="iot/dead-letter",
+    )
+    try:
+        service.wait_for("subscribed to")
+        publish_telemetry(server.mqtt_port, ["over-ws"])
+        assert read_records(record, 1)[0]["params"]["deviceId"] == "over-ws"
+    finally:
+        assert service.stop() == 0, service.output()
+        server.stop()
+
+
+def test_sigterm_lets_a_slow_handler_finish(
+    project: Path, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    record = tmp_path / "record.jsonl"
+    service = start_service(project, mosquitto.port, record, HANDLER_DELAY="2")
+    service.wait_for("subscribed to")
+    publish_telemetry(mosquitto.port, ["slow-1"])
+    started = Path(f"{record}.started")
+    deadline = time.monotonic() + 10
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists()
+    service.process.send_signal(signal.SIGTERM)
+    assert service.process.wait(20) == 0, service.output()
+    assert handled_ids(record) == Counter({"slow-1": 1})
+
+
+def test_malformed_flood_is_dead_lettered_and_valid_messages_handled(
+    project: Path, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    record = tmp_path / "record.jsonl"
+    service = start_service(project, mosquitto.port, record)
+    dead = Listener(mosquitto.port, [f"{PACKAGE}/dead-letter"])
+    publisher = Listener(mosquitto.port, [])
+    try:
+        service.wait_for("subscribed to")
+        valid = telemetry()
+        malformed: list[bytes] = []
+        started = time.monotonic()
+        for i in range(11_000):
+            if i % 11 == 0:
+                body = json.dumps({**valid, "deviceId": f"ok-{i}"}).encode()
+                publisher.client.publish(f"devices/ok-{i}/telemetry", body, qos=1)
+            else:
+                bad = b"\xff\xfe not json %d" % i if i % 2 else b'{"deviceId": %d}' % i
+                malformed.append(bad)
+                publisher.client.publish(f"devices/bad-{i}/telemetry", bad, qos=1)
+        expected = {f"ok-{i}" for i in range(0, 11_000, 11)}
+        counts = wait_for_ids(expected, record, timeout=120)
+        envelopes = [json.loads(p) for _, p in dead.wait_for(len(malformed), timeout=120)]
+        elapsed = time.monotonic() - started
+        print(f"\n11,000 messages (10,000 malformed) through the service in {elapsed:.1f} s")
+        assert set(counts.values()) == {1}
+        import base64
+
+        originals = Counter(
+            base64.b64decode(e["payload"])
+            if e["payload_encoding"] == "base64"
+            else e["payload"].encode()
+            for e in envelopes
+        )
+        assert originals == Counter(malformed)
+        assert service.process.poll() is None
+    finally:
+        dead.close()
+        publisher.close()
+        assert service.stop() == 0, service.output()
