@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import tomllib
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,7 +24,7 @@ EXIT_INVALID = 1
 EXIT_USAGE = 2
 
 
-class ProtocolChoice(str, Enum):
+class ProtocolChoice(StrEnum):
     mqtt = "mqtt"
     nats = "nats"
 
@@ -133,9 +133,10 @@ def generate(
     quiet: Annotated[bool, typer.Option(help="With --check: list stale files, no diff.")] = False,
 ) -> None:
     """Generate (or regenerate) a service project from an AsyncAPI document."""
-    from asyncgen.errors import SpecError, UnsupportedError
-    from asyncgen.pipeline import Options, generate_project
-    from asyncgen.write import MANIFEST, EditedFilesError, compare, manifest_file, write_plan
+    import os
+
+    from asyncgen.resources import builtin_templates
+    from asyncgen.write import fastpath
 
     if spec is None:
         project = (output or Path.cwd()).resolve()
@@ -157,8 +158,30 @@ def generate(
         _err(f"{templates}: error: templates folder not found")
         raise typer.Exit(EXIT_USAGE)
 
+    def relative(path: Path | None, base: Path) -> str | None:
+        return None if path is None else Path(os.path.relpath(path.resolve(), base)).as_posix()
+
+    template_folders = [builtin_templates(), *([templates] if templates else [])]
+    if output is not None and not dry_run:
+        requested = fastpath.Settings(
+            protocol=protocol.value if protocol else "",
+            package=package_name or "",
+            refs_root=relative(refs_root, output.resolve()),
+            allow_outside_refs=allow_outside_refs,
+            templates=relative(templates, output.resolve()),
+        )
+        if fastpath.up_to_date(output.resolve(), requested, template_folders, __version__):
+            typer.echo(
+                f"{output}: generated code is up to date" + ("" if check else "; nothing to do")
+            )
+            return
+
+    from asyncgen.errors import SpecError, UnsupportedError
+    from asyncgen.pipeline import Options, generate_project
+    from asyncgen.write import EditedFilesError, compare, manifest_file, write_plan
+
     options = Options(
-        protocol=protocol.value if protocol else None,  # type: ignore[arg-type]
+        protocol=protocol.value if protocol else None,
         package=package_name,
         templates=templates,
         refs_root=refs_root,
@@ -167,8 +190,8 @@ def generate(
     target = output
     try:
         if target is None:
-            from asyncgen.pipeline import load_and_validate
             from asyncgen.model import build_api
+            from asyncgen.pipeline import load_and_validate
             from asyncgen.render.context import package_name as derive
 
             doc, _ = load_and_validate(spec, options)
@@ -184,11 +207,28 @@ def generate(
         raise typer.Exit(EXIT_INVALID) from None
     _report_problems(generated.warnings)
 
-    plan = [*generated.files, manifest_file(generated.files, __version__)]
+    recorded = fastpath.Settings(
+        protocol=generated.protocol,
+        package=generated.package,
+        refs_root=relative(refs_root, target.resolve()),
+        allow_outside_refs=allow_outside_refs,
+        templates=relative(templates, target.resolve()),
+    )
+    inputs = fastpath.relative_inputs(target.resolve(), generated.inputs)
+    plan = [
+        *generated.files,
+        manifest_file(
+            generated.files,
+            __version__,
+            fastpath.fingerprint(target.resolve(), inputs, recorded, template_folders, __version__),
+            inputs,
+            dict(recorded.__dict__),
+        ),
+    ]
     handler_dir = f"src/{generated.package}/handlers"
     report = compare(target, plan, handler_dir, generated.handler_modules)
     if check:
-        stale = [path for path in report.stale if path != MANIFEST]
+        stale = [path for path in report.stale if path != fastpath.MANIFEST]
         if not stale:
             typer.echo(f"{target}: generated code is up to date")
             return
@@ -201,6 +241,9 @@ def generate(
         raise typer.Exit(EXIT_INVALID)
     if dry_run:
         typer.echo(report.summary())
+        if report.edited:
+            typer.echo(f"edited by hand ({len(report.edited)}; generate stops unless --force):")
+            typer.echo("\n".join(f"  {path}" for path in report.edited))
         return
     try:
         write_plan(target, plan, report, force=force)

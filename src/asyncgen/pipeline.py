@@ -10,9 +10,10 @@ from asyncgen import __version__
 from asyncgen.errors import Level, Problem, SpecError, UnsupportedError
 from asyncgen.load import Document, RefPolicy, load_document
 from asyncgen.model import Api, build_api
+from asyncgen.plan import PlannedFile
 from asyncgen.render.context import Protocol, build_context, package_name
 from asyncgen.render.models import generate_models
-from asyncgen.render.project import PlannedFile, plan_project
+from asyncgen.render.project import plan_project
 from asyncgen.validate import validate_document
 
 _PROTOCOLS: dict[str, Protocol] = {
@@ -44,6 +45,8 @@ class Generated:
     files: list[PlannedFile]
     warnings: list[Problem]
     handler_modules: set[str]
+    #: Every file the spec reached through `$ref`s, the spec itself first.
+    inputs: list[Path]
 
 
 def load_and_validate(spec: Path, options: Options) -> tuple[Document, list[Problem]]:
@@ -84,8 +87,9 @@ def generate_project(spec: Path, output: Path, options: Options) -> Generated:
     package = options.package or package_name(api.title)
     spec_path = Path(os.path.relpath(spec.resolve(), output.resolve())).as_posix()
     context = build_context(api, protocol, package, spec_path, __version__)
-    models_source = generate_models(api.schemas, context.class_names)
-    files = plan_project(context, models_source, options.templates)
+    used = {m.class_name for op in context.operations for m in [*op.messages, *op.reply_messages]}
+    models_source = generate_models(api.schemas, context.class_names, used)
+    files = plan_project(context, models_source, options.templates, output)
     return Generated(
         api=api,
         protocol=protocol,
@@ -93,4 +97,5 @@ def generate_project(spec: Path, output: Path, options: Options) -> Generated:
         files=files,
         warnings=[*warnings, *model_warnings, *context.warnings],
         handler_modules={op.module for op in context.receive},
+        inputs=list(doc.files),
     )

@@ -10,6 +10,7 @@ import warnings
 from typing import Any
 
 from asyncgen.errors import UnsupportedError
+from asyncgen.render import cache
 
 #: Names the models module imports or that would read badly as a model name.
 MODEL_RESERVED = {
@@ -96,18 +97,40 @@ def bundle(schemas: dict[str, Any], class_names: dict[str, str]) -> dict[str, An
     }
 
 
-def generate_models(schemas: dict[str, Any], class_names: dict[str, str]) -> str:
-    """Python source of one module holding a model per schema (unformatted)."""
+def generate_models(
+    schemas: dict[str, Any], class_names: dict[str, str], required: set[str] | None = None
+) -> str:
+    """Python source of one module holding a model per schema (unformatted).
+
+    `required` are the class names other modules use (message payloads and headers):
+    they must exist. Other schemas may be inlined into the fields that use them.
+    Results are cached by the schemas, names and tool versions.
+    """
     if not schemas:
         return "from __future__ import annotations\n"
-
+    needed = set(class_names.values()) if required is None else required
     document = bundle(schemas, class_names)
+    entry = cache.key(
+        "models",
+        cache.tool_version("datamodel-code-generator"),
+        json.dumps(document, sort_keys=True),
+        json.dumps(sorted(needed)),
+    )
+    cached = cache.get("models", entry)
+    if cached is not None:
+        return cached
+    source = _generate_checked(document, needed)
+    cache.put("models", entry, source)
+    return source
+
+
+def _generate_checked(document: dict[str, Any], needed: set[str]) -> str:
     source = _generate(document, collapse=True)
-    if set(class_names.values()) - _classes(source):
+    if needed - _classes(source):
         # Collapsing inlines root models that fields refer to; when a message payload is
         # one of them, generate without collapsing so that the payload keeps its class.
         source = _generate(document, collapse=False)
-    missing = sorted(set(class_names.values()) - _classes(source))
+    missing = sorted(needed - _classes(source))
     if missing:
         raise UnsupportedError(
             f"unsupported: model generation did not produce classes {', '.join(missing)}"

@@ -4,22 +4,27 @@ Generated files are rewritten; user files are created only when missing. A gener
 file whose content no longer matches the hash recorded at the last generation was edited
 by hand: the write stops and names it unless forced. Every file is first written to a
 temporary name beside its target; only when all of them are written are they renamed
-into place, so a failure leaves the tree as it was.
+into place, each replaced file kept under a backup name until the last rename is done,
+so a failure at any point leaves the tree (files and folders) as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
 import os
+import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from asyncgen.render.project import PlannedFile
+from asyncgen.plan import PlannedFile
+from asyncgen.write.fastpath import MANIFEST
 
-MANIFEST = ".asyncgen-manifest.json"
+__all__ = ["MANIFEST", "EditedFilesError", "Report", "compare", "manifest_file", "write_plan"]
 
 
 def digest(content: str) -> str:
@@ -37,13 +42,13 @@ class Report:
     edited: list[str] = field(default_factory=list)
     orphaned: list[str] = field(default_factory=list)
     diffs: dict[str, str] = field(default_factory=dict)
+    #: user-owned files among `created` (missing, so written once)
+    kept_new_user: list[str] = field(default_factory=list)
 
     @property
     def stale(self) -> list[str]:
         """Generated files that differ from what the spec produces."""
-        return sorted(set(self.created) - set(self.kept_new_user) | set(self.updated))
-
-    kept_new_user: list[str] = field(default_factory=list)
+        return sorted((set(self.created) - set(self.kept_new_user)) | set(self.updated))
 
     def summary(self) -> str:
         lines = []
@@ -77,14 +82,30 @@ def read_manifest(root: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
 
 
-def manifest_file(plan: list[PlannedFile], tool_version: str) -> PlannedFile:
-    hashes = {f.path: digest(f.content) for f in plan if f.owner == "generated"}
-    content = json.dumps({"asyncgen": tool_version, "files": hashes}, indent=2, sort_keys=True)
-    return PlannedFile(MANIFEST, content + "\n", "generated")
+def manifest_file(
+    plan: list[PlannedFile],
+    tool_version: str,
+    fingerprint: str | None = None,
+    inputs: list[str] | None = None,
+    settings: dict[str, object] | None = None,
+) -> PlannedFile:
+    """The manifest: hashes of the generated files and what they were generated from."""
+    data = {
+        "asyncgen": tool_version,
+        "files": {f.path: digest(f.content) for f in plan if f.owner == "generated"},
+        "user_files": sorted(f.path for f in plan if f.owner == "user"),
+        "inputs": inputs or [],
+        "settings": settings or {},
+        "fingerprint": fingerprint,
+    }
+    return PlannedFile(MANIFEST, json.dumps(data, indent=2, sort_keys=True) + "\n", "generated")
 
 
 def compare(
-    root: Path, plan: list[PlannedFile], handler_dir: str | None = None, handler_names: set[str] | None = None
+    root: Path,
+    plan: list[PlannedFile],
+    handler_dir: str | None = None,
+    handler_names: set[str] | None = None,
 ) -> Report:
     """What writing `plan` under `root` would do; nothing is written."""
     report = Report()
@@ -132,30 +153,126 @@ def _diff(path: str, before: str, after: str) -> str:
     )
 
 
+TEMP_SUFFIX = ".asyncgen-tmp"
+BACKUP_SUFFIX = ".asyncgen-bak"
+
+
+@dataclass
+class _Step:
+    """One file on its way into place: its staged copy and, once it has one, a backup."""
+
+    target: Path
+    temp: Path
+    backup: Path | None = None
+    committed: bool = False
+
+
 def write_plan(root: Path, plan: list[PlannedFile], report: Report, force: bool = False) -> None:
-    """Write what `report` says needs writing; all files or none."""
+    """Write what `report` says needs writing; all files or none.
+
+    Three phases: stage every file under a temporary name beside its target (creating
+    missing folders), hard-link (or copy) every target that is about to be replaced to a
+    backup name, then rename the staged files into place. A failure in any phase undoes
+    what was done: renamed targets get their backups back, new files are removed,
+    temporary files are deleted, and folders this call created are removed again.
+    """
     if report.edited and not force:
         raise EditedFilesError(report.edited)
-    to_write = [
-        planned
-        for planned in plan
-        if planned.path in report.updated
-        or (planned.path in report.created)
-    ]
-    staged: list[tuple[Path, Path]] = []
+    wanted = set(report.updated) | set(report.created)
+    to_write = [planned for planned in plan if planned.path in wanted]
+    new_file_mode = _new_file_mode()
+    created_dirs: list[Path] = []
+    steps: list[_Step] = []
     try:
         for planned in to_write:
             target = root / planned.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            handle, temp_name = tempfile.mkstemp(
-                prefix=f".{target.name}.", suffix=".asyncgen-tmp", dir=target.parent
-            )
-            with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
-                stream.write(planned.content)
-            staged.append((Path(temp_name), target))
+            _make_dirs(target.parent, created_dirs)
+            steps.append(_stage(target, planned.content, new_file_mode))
+        for step in steps:
+            if step.target.exists():
+                step.backup = _backup(step.target, step.temp)
+        for step in steps:
+            os.replace(step.temp, step.target)
+            step.committed = True
     except BaseException:
-        for temp, _ in staged:
-            temp.unlink(missing_ok=True)
+        _roll_back(steps, created_dirs)
         raise
-    for temp, target in staged:
-        os.replace(temp, target)
+    for step in steps:
+        if step.backup is not None:
+            with contextlib.suppress(OSError):
+                step.backup.unlink()
+
+
+def _make_dirs(folder: Path, created: list[Path]) -> None:
+    """Create `folder` and its missing parents, recording each one made, outermost first."""
+    missing: list[Path] = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir()
+        created.append(path)
+
+
+def _new_file_mode() -> int:
+    """The mode `open()` would give a new file (mkstemp's is always 0600)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _stage(target: Path, content: str, new_file_mode: int) -> _Step:
+    """Write `content` to a fresh temporary file beside `target`, with target's mode."""
+    handle, name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent
+    )
+    step = _Step(target, Path(name))
+    try:
+        try:
+            mode = stat.S_IMODE(target.stat().st_mode)
+        except OSError:
+            mode = new_file_mode
+        os.chmod(name, mode)
+        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as stream:
+            handle = -1
+            stream.write(content)
+    except BaseException:
+        if handle != -1:
+            os.close(handle)
+        step.temp.unlink(missing_ok=True)
+        raise
+    return step
+
+
+def _backup(target: Path, temp: Path) -> Path:
+    """A second name for `target`'s current content, so a rename can be undone."""
+    backup = temp.with_name(temp.name.removesuffix(TEMP_SUFFIX) + BACKUP_SUFFIX)
+    if backup.exists():
+        raise FileExistsError(f"{backup} is in the way")
+    try:
+        os.link(target, backup)
+    except OSError:  # no hard links on this file system: copy instead
+        try:
+            shutil.copy2(target, backup)
+        except BaseException:
+            backup.unlink(missing_ok=True)
+            raise
+    return backup
+
+
+def _roll_back(steps: list[_Step], created_dirs: list[Path]) -> None:
+    """Best effort: put every target back as it was, delete what this write added."""
+    for step in reversed(steps):
+        try:
+            if step.committed and step.backup is not None:
+                os.replace(step.backup, step.target)
+            elif step.committed:
+                step.target.unlink(missing_ok=True)
+            elif step.backup is not None:
+                step.backup.unlink(missing_ok=True)
+            step.temp.unlink(missing_ok=True)
+        except OSError:
+            continue  # leave the backup where it is rather than lose it
+    for folder in reversed(created_dirs):
+        with contextlib.suppress(OSError):
+            folder.rmdir()

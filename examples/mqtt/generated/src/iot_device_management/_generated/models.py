@@ -9,14 +9,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
-
-
-class DeviceId(RootModel[str]):
-    root: Annotated[str, Field(examples=["sensor001"], pattern="^[A-Za-z0-9_-]{1,64}$")]
-    """
-    Unique identifier of a device.
-    """
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 
 class SensorReadings(BaseModel):
@@ -182,7 +175,15 @@ class CriticalAlert(BaseModel):
         populate_by_name=True,
     )
     alert_id: Annotated[UUID, Field(alias="alertId")]
-    device_id: Annotated[DeviceId, Field(alias="deviceId")]
+    device_id: Annotated[
+        str,
+        Field(
+            alias="deviceId", examples=["sensor001"], pattern="^[A-Za-z0-9_-]{1,64}$"
+        ),
+    ]
+    """
+    Unique identifier of a device.
+    """
     severity: Severity
     message: Annotated[str, Field(max_length=500, min_length=1)]
     timestamp: AwareDatetime
@@ -225,7 +226,15 @@ class TelemetryPayload(BaseModel):
         extra="forbid",
         populate_by_name=True,
     )
-    device_id: Annotated[DeviceId, Field(alias="deviceId")]
+    device_id: Annotated[
+        str,
+        Field(
+            alias="deviceId", examples=["sensor001"], pattern="^[A-Za-z0-9_-]{1,64}$"
+        ),
+    ]
+    """
+    Unique identifier of a device.
+    """
     timestamp: AwareDatetime
     """
     When the readings were taken (RFC 3339).
@@ -248,7 +257,15 @@ class CommandPayload(BaseModel):
     """
     Unique id of this command, used for de-duplication and acknowledgement.
     """
-    device_id: Annotated[DeviceId, Field(alias="deviceId")]
+    device_id: Annotated[
+        str,
+        Field(
+            alias="deviceId", examples=["sensor001"], pattern="^[A-Za-z0-9_-]{1,64}$"
+        ),
+    ]
+    """
+    Unique identifier of a device.
+    """
     command: CommandType
     parameters: dict[str, Any] | None = None
     """
@@ -274,7 +291,15 @@ class DeviceStatus(BaseModel):
         extra="forbid",
         populate_by_name=True,
     )
-    device_id: Annotated[DeviceId, Field(alias="deviceId")]
+    device_id: Annotated[
+        str,
+        Field(
+            alias="deviceId", examples=["sensor001"], pattern="^[A-Za-z0-9_-]{1,64}$"
+        ),
+    ]
+    """
+    Unique identifier of a device.
+    """
     status: Status
     """
     Operational state of the device.

@@ -1,0 +1,72 @@
+"""A content-addressed cache of what is costly to produce: formatted source, model code.
+
+Entries are keyed by a hash of everything that determines them (the input text and the
+versions of asyncgen and of the tool that produced them), so a stale entry is never
+used: a changed input or tool simply misses. Regenerating with an unchanged spec then
+needs neither black nor datamodel-code-generator to be imported.
+
+The cache lives in `$ASYNCGEN_CACHE_DIR`, else `$XDG_CACHE_HOME/asyncgen`, else
+`~/.cache/asyncgen`; `ASYNCGEN_NO_CACHE=1` turns it off. It is best effort: a folder that
+cannot be written is no error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+
+@cache
+def tool_version(distribution: str) -> str:
+    """The installed version of a distribution, read without importing it."""
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def cache_dir() -> Path | None:
+    """Where entries live, or None when caching is off."""
+    if os.environ.get("ASYNCGEN_NO_CACHE") == "1":
+        return None
+    if os.environ.get("ASYNCGEN_CACHE_DIR"):
+        return Path(os.environ["ASYNCGEN_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "asyncgen"
+
+
+def key(*parts: str) -> str:
+    digest = hashlib.sha256()
+    for part in (tool_version("asyncgen"), *parts):
+        digest.update(part.encode("utf-8", "surrogatepass"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def get(kind: str, entry: str) -> str | None:
+    folder = cache_dir()
+    if folder is None:
+        return None
+    try:
+        return (folder / kind / entry[:2] / entry).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def put(kind: str, entry: str, content: str) -> None:
+    folder = cache_dir()
+    if folder is None:
+        return
+    target = folder / kind / entry[:2] / entry
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(content)
+        os.replace(temp, target)
+    except OSError:
+        return
