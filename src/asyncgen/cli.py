@@ -256,6 +256,13 @@ def generate(
         )
         raise typer.Exit(EXIT_INVALID) from None
     typer.echo(report.summary())
+    from asyncgen.write.signatures import check_handlers
+
+    mismatches = check_handlers(target / handler_dir, generated.handler_signatures)
+    if mismatches:
+        _err("these handlers no longer match the spec (they are yours: update them):")
+        for mismatch in mismatches:
+            _err(f"  {mismatch}")
     if report.orphaned:
         _err(
             "these handler modules match no receive operation in the spec any more "

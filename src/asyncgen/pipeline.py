@@ -15,6 +15,7 @@ from asyncgen.render.context import Protocol, build_context, package_name
 from asyncgen.render.models import generate_models
 from asyncgen.render.project import plan_project
 from asyncgen.validate import validate_document
+from asyncgen.write.signatures import Expected
 
 _PROTOCOLS: dict[str, Protocol] = {
     "mqtt": "mqtt",
@@ -45,6 +46,7 @@ class Generated:
     files: list[PlannedFile]
     warnings: list[Problem]
     handler_modules: set[str]
+    handler_signatures: list[Expected]
     #: Every file the spec reached through `$ref`s, the spec itself first.
     inputs: list[Path]
 
@@ -97,5 +99,14 @@ def generate_project(spec: Path, output: Path, options: Options) -> Generated:
         files=files,
         warnings=[*warnings, *model_warnings, *context.warnings],
         handler_modules={op.module for op in context.receive},
+        handler_signatures=[
+            Expected(
+                module=op.module,
+                message_type=op.message_type,
+                params_class=op.channel.params_class if op.channel.params else None,
+                reply_type=op.reply_type,
+            )
+            for op in context.receive
+        ],
         inputs=list(doc.files),
     )

@@ -1,0 +1,97 @@
+"""Check the user's handler modules against what the spec now asks of them.
+
+The handlers are the user's code and are never rewritten; when the spec changes a
+message type, a channel's parameters or a reply, the matching `handle` no longer fits.
+mypy would say so too, but this points at the line right after regeneration.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The `handle` signature the generated handler interface expects."""
+
+    module: str
+    message_type: str
+    params_class: str | None
+    reply_type: str | None
+
+
+def _annotation(node: ast.expr | None) -> str | None:
+    return None if node is None else ast.unparse(node).replace("'", "").replace('"', "")
+
+
+def _types(text: str | None) -> set[str]:
+    """`models.A | models.B` -> {"A", "B"}: the class names, however they were imported."""
+    if text is None:
+        return set()
+    return {part.strip().rsplit(".", 1)[-1] for part in text.split("|")}
+
+
+def check_handler(path: Path, expected: Expected) -> list[str]:
+    """Problems of one handler module, each as `file:line: sentence`."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return []  # the user's code is not ours to judge beyond the signature
+    handle = next(
+        (
+            node
+            for node in tree.body
+            if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef) and node.name == "handle"
+        ),
+        None,
+    )
+    if handle is None:
+        return [f"{path}:1: no `handle` function (the service calls {expected.module}.handle)"]
+    where = f"{path}:{handle.lineno}"
+    problems: list[str] = []
+    args = handle.args.posonlyargs + handle.args.args
+    wanted = 3 if expected.params_class else 2
+    if len(args) != wanted and handle.args.vararg is None:
+        shape = "(message, params, context)" if expected.params_class else "(message, context)"
+        problems.append(
+            f"{where}: handle() takes {len(args)} arguments; the spec now wants {shape}"
+        )
+    if args:
+        message = _annotation(args[0].annotation)
+        if (
+            message is not None
+            and "Any" not in message
+            and _types(message) != _types(expected.message_type)
+        ):
+            problems.append(
+                f"{where}: handle() takes message: {message}; "
+                f"the spec now sends {expected.message_type}"
+            )
+    if expected.params_class and len(args) == 3:
+        params = _annotation(args[1].annotation)
+        if params is not None and "Any" not in params and _types(params) != {expected.params_class}:
+            problems.append(
+                f"{where}: handle() takes params: {params}; "
+                f"the channel's parameters are now {expected.params_class}"
+            )
+    returns = _annotation(handle.returns)
+    if returns is not None and "Any" not in returns:
+        if expected.reply_type is None and returns != "None":
+            problems.append(f"{where}: handle() returns {returns}; the operation has no reply now")
+        elif expected.reply_type is not None and _types(returns) != _types(expected.reply_type):
+            problems.append(
+                f"{where}: handle() returns {returns}; the reply is now {expected.reply_type}"
+            )
+    return problems
+
+
+def check_handlers(folder: Path, expected: list[Expected]) -> list[str]:
+    """Problems of every existing handler module under `folder`."""
+    problems: list[str] = []
+    for item in expected:
+        path = folder / f"{item.module}.py"
+        if path.is_file():
+            problems.extend(check_handler(path, item))
+    return problems
