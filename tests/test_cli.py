@@ -134,3 +134,22 @@ def test_generate_without_spec_outside_a_project_is_a_usage_error(tmp_path: Path
     result = runner.invoke(app, ["generate", "-o", str(tmp_path)])
     assert result.exit_code == 2
     assert "[tool.asyncgen]" in result.output
+
+
+def test_a_package_name_that_is_no_identifier_is_a_usage_error(tmp_path: Path) -> None:
+    for name in ("../../evil", "class", "my-package"):
+        output = tmp_path / "out"
+        result = runner.invoke(
+            app,
+            [
+                "generate",
+                str(EXAMPLES / "mqtt" / "asyncapi.yaml"),
+                "-o",
+                str(output),
+                "--package-name",
+                name,
+            ],
+        )
+        assert result.exit_code == 2, result.output
+        assert "not a valid Python package name" in result.output
+        assert not output.exists()

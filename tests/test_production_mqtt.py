@@ -133,18 +133,19 @@ def test_service_started_before_the_broker_connects_when_it_comes_up(
         broker.stop()
 
 
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_qos1_messages_published_while_the_service_is_down_are_all_handled(
-    project: Path, mosquitto: Mosquitto, tmp_path: Path
+    project: Path, mosquitto: Mosquitto, tmp_path: Path, protocol: str
 ) -> None:
     record = tmp_path / "record.jsonl"
-    client_id = "iot-persistent"
-    first = start_service(project, mosquitto.port, record, MQTT_CLIENT_ID=client_id)
+    env = {"MQTT_CLIENT_ID": f"iot-persistent-{protocol}", "MQTT_PROTOCOL": protocol}
+    first = start_service(project, mosquitto.port, record, **env)
     first.wait_for("subscribed to")
     assert first.stop() == 0, first.output()
 
     ids = [f"offline-{i}" for i in range(200)]
     publish_telemetry(mosquitto.port, ids)
-    second = start_service(project, mosquitto.port, record, MQTT_CLIENT_ID=client_id)
+    second = start_service(project, mosquitto.port, record, **env)
     try:
         counts = wait_for_ids(set(ids), record)
         assert set(counts) == set(ids)

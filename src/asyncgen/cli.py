@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keyword
 import sys
 import tomllib
 from enum import StrEnum
@@ -151,8 +152,18 @@ def generate(
             protocol = ProtocolChoice(settings["protocol"])
         if templates is None and settings.get("templates"):
             templates = project / str(settings["templates"])
+        if refs_root is None and settings.get("refs_root"):
+            refs_root = project / str(settings["refs_root"])
+        allow_outside_refs = allow_outside_refs or settings.get("allow_outside_refs") is True
     if not spec.is_file():
         _err(f"{spec}: error: no such file")
+        raise typer.Exit(EXIT_USAGE)
+    if package_name is not None and (
+        not package_name.isidentifier()
+        or keyword.iskeyword(package_name)
+        or not package_name.isascii()
+    ):
+        _err(f"error: --package-name {package_name!r} is not a valid Python package name")
         raise typer.Exit(EXIT_USAGE)
     if templates is not None and not templates.is_dir():
         _err(f"{templates}: error: templates folder not found")

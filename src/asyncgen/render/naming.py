@@ -20,6 +20,9 @@ _RESERVED = (
     | set(dir(builtins))
     | {"self", "cls", "message", "params", "context", "settings", "logger", "typing"}
 )
+#: Longest name that becomes a file or folder name (file systems allow 255 bytes, and
+#: the writer adds a temporary prefix and suffix).
+MAX_FILE_NAME = 120
 # Word boundaries inside camelCase: `deviceId` -> device|Id, `HTTPServer` -> HTTP|Server,
 # `getHTTP` -> get|HTTP, but `IoT` stays one word.
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z][a-zA-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -56,23 +59,37 @@ class Namer:
     spec name returns the same identifier.
     """
 
-    def __init__(self, reserved: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        reserved: set[str] | None = None,
+        reserved_prefixes: tuple[str, ...] = (),
+        max_length: int | None = None,
+    ) -> None:
         self._taken: set[str] = set(reserved or ())
+        #: Names starting with one of these get the fallback in front (pydantic keeps
+        #: `model_` for itself).
+        self._reserved_prefixes = reserved_prefixes
+        #: For names that become file names.
+        self._max_length = max_length
         self._given: dict[tuple[str, str], str] = {}
 
     def _unique(self, candidate: str, fallback: str, style: str, source: str) -> str:
         key = (style, source)
         if key in self._given:
             return self._given[key]
+        if self._max_length is not None:
+            candidate = candidate[: self._max_length].rstrip("_")
         if not candidate:
             candidate = fallback
-        if candidate[0].isdigit():
-            candidate = f"{fallback}_{candidate}" if style == "snake" else f"{fallback}{candidate}"
+        if candidate[0].isdigit() or candidate.startswith(self._reserved_prefixes):
+            candidate = f"{fallback}{candidate}" if style == "pascal" else f"{fallback}_{candidate}"
         if candidate in _RESERVED:
-            candidate += "_"
+            # `None` -> `NonePayload`: a class name with a trailing `_` is renamed by
+            # datamodel-code-generator, which would break the names the templates use.
+            candidate += fallback if style == "pascal" else "_"
         name, counter = candidate, 2
         while name in self._taken:
-            name = f"{candidate}_{counter}" if style == "snake" else f"{candidate}{counter}"
+            name = f"{candidate}{counter}" if style == "pascal" else f"{candidate}_{counter}"
             counter += 1
         self._taken.add(name)
         self._given[key] = name
@@ -133,3 +150,20 @@ def summary_line(text: str | None, limit: int = 100) -> str:
         return ""
     first = text.strip().splitlines()[0] if text.strip() else ""
     return first[:limit]
+
+
+def dotenv_value(text: str) -> str | None:
+    """`text` as the value of a `.env` line: bare when plain, else single-quoted with `\\`
+    and `'` escaped; None when no line holds it exactly (line breaks, control characters,
+    and `${`, which python-dotenv expands even inside quotes)."""
+    if "${" in text or comment(text, limit=len(text)) != text:
+        return None
+    if re.fullmatch(r"[A-Za-z0-9_.:/@+\-]*", text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def toml_string(text: str) -> str:
+    """A TOML basic string (in double quotes) holding exactly `text`."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\u{ord(m.group()):04x}", escaped) + '"'

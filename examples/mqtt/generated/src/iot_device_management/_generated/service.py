@@ -25,6 +25,9 @@ from typing import Any, Literal
 
 import aiomqtt
 import pydantic
+from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from pydantic import BaseModel, TypeAdapter
 
 from . import channels, models
@@ -338,6 +341,11 @@ class Service:
                 aiomqtt.ProtocolVersion.V5 if version5 else aiomqtt.ProtocolVersion.V311
             ),
             clean_session=None if version5 else settings.mqtt_clean_session,
+            # MQTT 5 keeps a session only when asked to, for as long as it is told.
+            clean_start=(
+                settings.mqtt_clean_session if version5 else MQTT_CLEAN_START_FIRST_ONLY
+            ),
+            properties=self._connect_properties() if version5 else None,
             keepalive=settings.mqtt_keepalive,
             transport=settings.mqtt_transport,
             websocket_path=(
@@ -355,6 +363,13 @@ class Service:
         # aiomqtt 2.5 does not expose the switch; its paho client does.
         client._client.manual_ack_set(True)
         return client
+
+    def _connect_properties(self) -> Properties | None:
+        if self.settings.mqtt_clean_session:
+            return None
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = self.settings.mqtt_session_expiry
+        return properties
 
     def _subscriptions(self) -> dict[str, int]:
         """Each topic filter to subscribe to, with the highest QoS asked for it."""

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     #: while the service is away; give each replica its own.
     mqtt_client_id: str = "iot-device-manager"
     mqtt_clean_session: bool = False
+    #: MQTT 5 only: seconds the broker keeps the session after a disconnect.
+    mqtt_session_expiry: int = Field(default=86400, ge=0)
     mqtt_keepalive: int = Field(default=60, ge=1)
     mqtt_protocol: Literal["3.1.1", "5"] = "3.1.1"
     mqtt_transport: Literal["tcp", "websockets"] = "tcp"

@@ -12,13 +12,6 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
 
 
-class DeviceId(RootModel[str]):
-    root: Annotated[str, Field(examples=["sensor001"], pattern="^[A-Za-z0-9_-]{1,64}$")]
-    """
-    Unique identifier of a device.
-    """
-
-
 class Command(StrEnum):
     """
     What the device should do.
@@ -50,7 +43,15 @@ class GetStatus(BaseModel):
         extra="forbid",
         populate_by_name=True,
     )
-    device_id: Annotated[DeviceId, Field(alias="deviceId")]
+    device_id: Annotated[
+        str,
+        Field(
+            alias="deviceId", examples=["sensor001"], pattern="^[A-Za-z0-9_-]{1,64}$"
+        ),
+    ]
+    """
+    Unique identifier of a device.
+    """
     requested_at: Annotated[AwareDatetime | None, Field(alias="requestedAt")] = None
 
 
@@ -63,7 +64,15 @@ class DeviceStatus(BaseModel):
         extra="forbid",
         populate_by_name=True,
     )
-    device_id: Annotated[DeviceId, Field(alias="deviceId")]
+    device_id: Annotated[
+        str,
+        Field(
+            alias="deviceId", examples=["sensor001"], pattern="^[A-Za-z0-9_-]{1,64}$"
+        ),
+    ]
+    """
+    Unique identifier of a device.
+    """
     online: bool
     """
     Whether the device is connected.
@@ -100,7 +109,15 @@ class DeviceAnnouncement(BaseModel):
         extra="forbid",
         populate_by_name=True,
     )
-    device_id: Annotated[DeviceId, Field(alias="deviceId")]
+    device_id: Annotated[
+        str,
+        Field(
+            alias="deviceId", examples=["sensor001"], pattern="^[A-Za-z0-9_-]{1,64}$"
+        ),
+    ]
+    """
+    Unique identifier of a device.
+    """
     device_type: Annotated[DeviceType, Field(alias="deviceType")]
     capabilities: list[Capability]
     """
@@ -126,7 +143,15 @@ class HighTemperatureAlert(BaseModel):
         populate_by_name=True,
     )
     alert_id: Annotated[UUID, Field(alias="alertId")]
-    device_id: Annotated[DeviceId, Field(alias="deviceId")]
+    device_id: Annotated[
+        str,
+        Field(
+            alias="deviceId", examples=["sensor001"], pattern="^[A-Za-z0-9_-]{1,64}$"
+        ),
+    ]
+    """
+    Unique identifier of a device.
+    """
     temperature: float
     """
     The reading that triggered the alert, in degrees Celsius.
@@ -147,7 +172,15 @@ class TemperatureReading(BaseModel):
         extra="forbid",
         populate_by_name=True,
     )
-    device_id: Annotated[DeviceId, Field(alias="deviceId")]
+    device_id: Annotated[
+        str,
+        Field(
+            alias="deviceId", examples=["sensor001"], pattern="^[A-Za-z0-9_-]{1,64}$"
+        ),
+    ]
+    """
+    Unique identifier of a device.
+    """
     value: Annotated[float, Field(ge=-273.15)]
     """
     Temperature in degrees Celsius.
@@ -175,7 +208,15 @@ class DeviceCommand(BaseModel):
     """
     Unique id of this command, used for de-duplication.
     """
-    device_id: Annotated[DeviceId, Field(alias="deviceId")]
+    device_id: Annotated[
+        str,
+        Field(
+            alias="deviceId", examples=["sensor001"], pattern="^[A-Za-z0-9_-]{1,64}$"
+        ),
+    ]
+    """
+    Unique identifier of a device.
+    """
     device_type: Annotated[DeviceType, Field(alias="deviceType")]
     command: Command
     """

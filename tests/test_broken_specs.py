@@ -1,0 +1,138 @@
+"""Broken documents, one per failure (tests/broken/): `asyncgen` refuses each quickly, with
+a message that names the file and the place, no traceback, and nothing written.
+
+The messages are the product: they are snapshotted (tests/__snapshots__/), with the
+machine's paths replaced by placeholders. Run `pytest tests/test_broken_specs.py
+--snapshot-update` after changing a message, and read the snapshot.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from syrupy.assertion import SnapshotAssertion
+
+BROKEN = Path(__file__).resolve().parent / "broken"
+
+#: Every broken document and where its error is reported: `line:column`, or None when
+#: the message can only name the file (a binary file has no lines; the choice of
+#: protocol is about the whole document).
+CASES: dict[str, str | None] = {
+    "alias_bomb.yaml": r"\d+:\d+",
+    "avro_payload.yaml": r"13:13",
+    "binary.yaml": None,
+    "broken_local_ref.yaml": r"10:9",
+    "duplicate_operation_ids.yaml": r"14:20",
+    "empty.yaml": r"1:1",
+    "kafka_only.yaml": None,
+    "malformed_payload_schema.yaml": None,
+    "missing_info.yaml": r"1:1",
+    "missing_ref_file.yaml": r"10:9",
+    "not_a_mapping.yaml": r"1:1",
+    "ref_outside_folder.yaml": r"10:9",
+    "remote_ref.yaml": r"10:9",
+    "undeclared_parameter.yaml": r"7:5",
+    "unknown_version.yaml": r"1:11",
+    "wrong_action.yaml": r"14:13",
+    "yaml_syntax_error.yaml": r"8:14",
+}
+#: Valid AsyncAPI that asyncgen cannot generate code for: `validate` accepts them.
+VALID_BUT_UNSUPPORTED = {"avro_payload.yaml", "kafka_only.yaml"}
+#: Broken documents that `validate` does not catch yet (and why).
+NOT_VALIDATED = {
+    "malformed_payload_schema.yaml": "validate/: payload schemas are only checked to be "
+    "mappings; a property schema that is a list passes, and generate fails without a line",
+}
+#: The generous bound on each run: refusing a document is quick or it is a bug.
+MAX_SECONDS = 5.0
+
+
+def asyncgen(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run the command as a user would, in its own process; returns it and its wall time."""
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "asyncgen", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result, time.monotonic() - start
+
+
+def placeholders(text: str, tmp_path: Path) -> str:
+    """The output with this machine's folders replaced, so that snapshots are portable."""
+    for folder, name in ((BROKEN, "<broken>"), (REPO, "<repo>"), (tmp_path, "<tmp>")):
+        text = text.replace(str(folder), name)
+    return re.sub(r"errors\.pydantic\.dev/[0-9.]+/", "errors.pydantic.dev/<version>/", text)
+
+
+def assert_refused(
+    result: subprocess.CompletedProcess[str], seconds: float, spec: Path, where: str | None
+) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output, output
+    if where is None:
+        assert str(spec) in output, output
+    else:
+        assert re.search(rf"{re.escape(str(spec))}:{where} ", output), output
+    assert seconds < MAX_SECONDS, f"took {seconds:.2f} s"
+
+
+def test_every_broken_document_has_a_case() -> None:
+    assert sorted(path.name for path in BROKEN.iterdir()) == sorted(CASES)
+
+
+def test_the_binary_document_is_binary() -> None:
+    assert b"\x00" in (BROKEN / "binary.yaml").read_bytes()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_generate_refuses_with_a_located_message_and_writes_nothing(
+    name: str, tmp_path: Path, snapshot: SnapshotAssertion
+) -> None:
+    spec = BROKEN / name
+    output = tmp_path / "out"
+    result, seconds = asyncgen("generate", str(spec), "-o", str(output))
+    assert_refused(result, seconds, spec, CASES[name])
+    assert "nothing written" in result.stderr
+    assert not output.exists()
+    assert sorted(tmp_path.iterdir()) == []
+    assert {
+        "stdout": placeholders(result.stdout, tmp_path),
+        "stderr": placeholders(result.stderr, tmp_path),
+    } == snapshot
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.xfail(reason=NOT_VALIDATED[name], strict=True))
+        if name in NOT_VALIDATED
+        else name
+        for name in sorted(set(CASES) - VALID_BUT_UNSUPPORTED)
+    ],
+)
+def test_validate_refuses_with_a_located_message(
+    name: str, tmp_path: Path, snapshot: SnapshotAssertion
+) -> None:
+    spec = BROKEN / name
+    result, seconds = asyncgen("validate", str(spec))
+    assert_refused(result, seconds, spec, CASES[name])
+    assert {
+        "stdout": placeholders(result.stdout, tmp_path),
+        "stderr": placeholders(result.stderr, tmp_path),
+    } == snapshot
+
+
+@pytest.mark.parametrize("name", sorted(VALID_BUT_UNSUPPORTED))
+def test_validate_accepts_valid_documents_that_generate_refuses(name: str) -> None:
+    result, seconds = asyncgen("validate", str(BROKEN / name))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert seconds < MAX_SECONDS
