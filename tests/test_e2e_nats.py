@@ -14,7 +14,7 @@ import nats
 import paho.mqtt.client as paho
 import pytest
 import yaml
-from conftest import EXAMPLES, NatsServer, ServiceProcess, generate
+from conftest import EXAMPLES, NatsServer, ServiceProcess, generate, read_records
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -41,18 +41,6 @@ async def handle(message: Any, *rest: Any) -> None:
 def spec_example(message: str) -> dict[str, Any]:
     spec = yaml.safe_load((EXAMPLES / "nats" / "asyncapi.yaml").read_text())
     return dict(spec["components"]["messages"][message]["examples"][0]["payload"])
-
-
-def read_records(path: Path, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    lines: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        if path.exists():
-            lines = [json.loads(line) for line in path.read_text().splitlines() if line]
-            if len(lines) >= count:
-                return lines
-        time.sleep(0.05)
-    raise AssertionError(f"expected {count} handled messages, got {len(lines)}")
 
 
 @pytest.fixture(scope="module")
