@@ -449,11 +449,6 @@ def mutated_documents(draw: st.DrawFn) -> dict[str, Any]:
     return document
 
 
-@pytest.mark.xfail(
-    reason="render/models.py: datamodel-code-generator writes an enum value holding a line "
-    "separator other than \\n and \\r into a string literal that does not compile",
-    strict=True,
-)
 @pytest.mark.parametrize("separator", list(LINE_SEPARATORS))
 def test_an_enum_value_with_a_line_separator_generates_or_fails_cleanly(
     separator: str, tmp_path: Path
@@ -467,11 +462,6 @@ def test_an_enum_value_with_a_line_separator_generates_or_fails_cleanly(
     assert result.exit_code in (0, 1), result.output
 
 
-@pytest.mark.xfail(
-    reason="load/source.py: a JSON escape of a lone surrogate reaches the writer, which "
-    "cannot encode it (UnicodeEncodeError)",
-    strict=True,
-)
 def test_a_lone_surrogate_in_json_text_generates_or_fails_cleanly(tmp_path: Path) -> None:
     document = copy.deepcopy(VALID)
     document["components"]["schemas"]["Location"]["description"] = "half a pair: \udfff"

@@ -406,8 +406,46 @@ def _read_json(path: Path, text: str) -> SourceFile:
     return SourceFile(path, data, found[0], found[1])
 
 
+def _lone_surrogate(value: Any, pointer: str = "") -> str | None:
+    """The pointer of the first text holding half a UTF-16 surrogate pair, if any.
+
+    JSON and YAML escapes such as `\\udfff` decode to such halves, which are not
+    Unicode and could never be written out again.
+    """
+    stack: list[tuple[Any, str]] = [(value, pointer)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, str):
+            if any("\ud800" <= ch <= "\udfff" for ch in item):
+                return at
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if any("\ud800" <= ch <= "\udfff" for ch in key):
+                    return at
+                stack.append((child, f"{at}/{escape_token(key)}"))
+        elif isinstance(item, list):
+            stack.extend((child, f"{at}/{index}") for index, child in enumerate(item))
+    return None
+
+
 def read_source(path: Path) -> SourceFile:
     """Parse `path` (YAML, or JSON when it ends in .json) or raise SpecError."""
+    source = _read_source(path)
+    bad = _lone_surrogate(source.data)
+    if bad is not None:
+        raise SpecError(
+            [
+                Problem(
+                    source.location(bad),
+                    "the text holds an escaped lone surrogate (such as \\udfff), "
+                    "which is not valid Unicode",
+                )
+            ]
+        )
+    return source
+
+
+def _read_source(path: Path) -> SourceFile:
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:

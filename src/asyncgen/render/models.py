@@ -139,7 +139,17 @@ def _generate_checked(document: dict[str, Any], needed: set[str]) -> str:
 
 
 def _classes(source: str) -> set[str]:
-    return {node.name for node in ast.parse(source).body if isinstance(node, ast.ClassDef)}
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        # datamodel-code-generator writes some unusual characters (vertical tab, U+2028,
+        # ...) of enum values into literals as they are, which Python does not accept.
+        raise UnsupportedError(
+            f"unsupported: the models generated from the payload schemas are not valid "
+            f"Python ({exc.msg} at line {exc.lineno}); look for control or line-separator "
+            "characters in enum values or defaults"
+        ) from exc
+    return {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
 
 
 def _generate(document: dict[str, Any], collapse: bool) -> str:
