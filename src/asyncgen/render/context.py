@@ -56,7 +56,7 @@ _GENERATED_NAMES = {
 _MQTT_SEPARATOR = "/"
 _NATS_SEPARATOR = "."
 #: Module-level names of channels.py that channel constants must not replace.
-_CHANNELS_MODULE_NAMES = {"P", "SEPARATOR", "WILDCARD", "FORBIDDEN"}
+_CHANNELS_MODULE_NAMES = {"P", "SEPARATOR", "WILDCARD", "FORBIDDEN", "PARSED_CACHE_SIZE"}
 #: Names a parameter's attribute must avoid: pydantic's own attributes, and the locals
 #: and keyword arguments of the publisher methods that take parameters as arguments.
 _PARAM_RESERVED = (

@@ -17,6 +17,8 @@ WILDCARD = "*"
 #: Characters a parameter value may not hold: they would change the subject's meaning.
 FORBIDDEN = frozenset(".*> \t\r\n\x00")
 _PARAMETER = re.compile(r"\{([^{}]+)\}")
+#: Addresses whose parsed parameters each channel keeps.
+PARSED_CACHE_SIZE = 4096
 
 
 class NoParams(BaseModel):
@@ -48,18 +50,26 @@ class Address(Generic[P]):
             position = match.end()
         pattern += re.escape(template[position:])
         self._pattern = re.compile(pattern)
+        # Parameter models are frozen, so the parameters of a busy address can be reused.
+        self._parsed: dict[str, P] = {}
 
     def parse(self, address: str) -> P | None:
         """The parameters in `address`, or None when it is not on this channel.
 
         Raises pydantic.ValidationError when the address matches but a value is invalid.
         """
+        parsed = self._parsed.get(address)
+        if parsed is not None:
+            return parsed
         match = self._pattern.fullmatch(address)
         if match is None:
             return None
-        return self.params.model_validate(
+        parsed = self.params.model_validate(
             dict(zip(self.names, match.groups(), strict=True))
         )
+        if len(self._parsed) < PARSED_CACHE_SIZE:
+            self._parsed[address] = parsed
+        return parsed
 
     def format(self, params: P) -> str:
         """The concrete address for `params`; refuses values that would change its meaning."""
