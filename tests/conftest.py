@@ -154,6 +154,17 @@ class ServiceProcess:
         return int(self.process.returncode)
 
 
+def project_with_handlers(output: Path, example: str, handlers: dict[str, str]) -> Path:
+    """Generate examples/<example> into `output`, then replace handler modules by source."""
+    result = generate(EXAMPLES / example / "asyncapi.yaml", output)
+    assert result.returncode == 0, result.stderr
+    packages = [p for p in (output / "src").iterdir() if p.is_dir()]
+    assert len(packages) == 1, packages
+    for module, source in handlers.items():
+        (packages[0] / "handlers" / f"{module}.py").write_text(source)
+    return output
+
+
 def generate(spec: Path, output: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """Run `asyncgen generate` as a user would, in a separate process."""
     return subprocess.run(

@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import EXAMPLES, Listener, Mosquitto, ServiceProcess, generate, read_records
+from conftest import (
+    EXAMPLES,
+    Listener,
+    Mosquitto,
+    ServiceProcess,
+    project_with_handlers,
+    read_records,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -49,17 +56,17 @@ def spec_examples() -> list[tuple[str, dict[str, Any]]]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     output = tmp_path_factory.mktemp("mqtt") / "iot"
-    result = generate(EXAMPLES / "mqtt" / "asyncapi.yaml", output)
-    assert result.returncode == 0, result.stderr
-    handlers = output / "src" / PACKAGE / "handlers"
-    for module, model, params_class in (
-        ("receive_telemetry", "TelemetryPayload", "DeviceTelemetryParams"),
-        ("receive_status", "DeviceStatus", "DeviceStatusParams"),
-    ):
-        (handlers / f"{module}.py").write_text(
-            RECORDING_HANDLER.format(package=PACKAGE, model=model, params_class=params_class)
-        )
-    return output
+    return project_with_handlers(
+        output,
+        "mqtt",
+        {
+            module: RECORDING_HANDLER.format(package=PACKAGE, model=model, params_class=params)
+            for module, model, params in (
+                ("receive_telemetry", "TelemetryPayload", "DeviceTelemetryParams"),
+                ("receive_status", "DeviceStatus", "DeviceStatusParams"),
+            )
+        },
+    )
 
 
 def start_service(project: Path, broker: Mosquitto, record: Path, **env: str) -> ServiceProcess:

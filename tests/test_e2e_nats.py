@@ -14,7 +14,13 @@ import nats
 import paho.mqtt.client as paho
 import pytest
 import yaml
-from conftest import EXAMPLES, NatsServer, ServiceProcess, generate, read_records
+from conftest import (
+    EXAMPLES,
+    NatsServer,
+    ServiceProcess,
+    project_with_handlers,
+    read_records,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -43,15 +49,19 @@ def spec_example(message: str) -> dict[str, Any]:
     return dict(spec["components"]["messages"][message]["examples"][0]["payload"])
 
 
+RECORDING_MODULES = ("receive_temperature_reading", "receive_device_announcement")
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     output = tmp_path_factory.mktemp("nats") / "iot"
-    result = generate(EXAMPLES / "nats" / "asyncapi.yaml", output)
-    assert result.returncode == 0, result.stderr
-    handlers = output / "src" / PACKAGE / "handlers"
-    for module in ("receive_temperature_reading", "receive_device_announcement"):
-        (handlers / f"{module}.py").write_text(RECORDING_HANDLER)
-    return output
+    return project_with_handlers(
+        output,
+        "nats",
+        dict.fromkeys(
+            ("receive_temperature_reading", "receive_device_announcement"), RECORDING_HANDLER
+        ),
+    )
 
 
 def start_service(project: Path, server: NatsServer, record: Path, **env: str) -> ServiceProcess:

@@ -22,7 +22,7 @@ from conftest import (
     NatsServer,
     ServiceProcess,
     free_port,
-    generate,
+    project_with_handlers,
     read_records,
 )
 
@@ -54,15 +54,15 @@ def telemetry() -> dict[str, Any]:
     return dict(spec["components"]["messages"]["TelemetryData"]["examples"][0]["payload"])
 
 
+RECORDING_MODULES = ("receive_telemetry", "receive_status")
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     output = tmp_path_factory.mktemp("mqtt-production") / "iot"
-    result = generate(EXAMPLES / "mqtt" / "asyncapi.yaml", output)
-    assert result.returncode == 0, result.stderr
-    handlers = output / "src" / PACKAGE / "handlers"
-    for module in ("receive_telemetry", "receive_status"):
-        (handlers / f"{module}.py").write_text(RECORDING_HANDLER)
-    return output
+    return project_with_handlers(
+        output, "mqtt", dict.fromkeys(RECORDING_MODULES, RECORDING_HANDLER)
+    )
 
 
 def start_service(project: Path, port: int, record: Path, **env: str) -> ServiceProcess:

@@ -29,7 +29,14 @@ from typing import Any
 import nats
 import pytest
 import yaml
-from conftest import EXAMPLES, NatsServer, ServiceProcess, free_port, generate, wait_for_port
+from conftest import (
+    EXAMPLES,
+    NatsServer,
+    ServiceProcess,
+    free_port,
+    project_with_handlers,
+    wait_for_port,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -96,15 +103,19 @@ def wait_for_records(*paths: Path, count: int, timeout: float = 20.0) -> list[di
     raise AssertionError(f"expected {count} handled messages, got {len(records)}")
 
 
+RECORDING_MODULES = ("receive_temperature_reading", "receive_device_announcement")
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     output = tmp_path_factory.mktemp("nats-production") / "iot"
-    result = generate(EXAMPLES / "nats" / "asyncapi.yaml", output)
-    assert result.returncode == 0, result.stderr
-    handlers = output / "src" / PACKAGE / "handlers"
-    for module in ("receive_temperature_reading", "receive_device_announcement"):
-        (handlers / f"{module}.py").write_text(RECORDING_HANDLER)
-    return output
+    return project_with_handlers(
+        output,
+        "nats",
+        dict.fromkeys(
+            ("receive_temperature_reading", "receive_device_announcement"), RECORDING_HANDLER
+        ),
+    )
 
 
 def start_service(project: Path, url: str, record: Path, **env: str) -> ServiceProcess:

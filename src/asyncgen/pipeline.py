@@ -62,7 +62,7 @@ def load_and_validate(spec: Path, options: Options) -> tuple[Document, list[Prob
     return doc, [p for p in problems if p.level == Level.WARNING]
 
 
-def choose_protocol(api: Api, requested: Protocol | None, spec: Path) -> Protocol:
+def choose_protocol(api: Api, requested: Protocol | None) -> Protocol:
     """The protocol asked for, else the first MQTT or NATS server's, else MQTT."""
     if requested is not None:
         return requested
@@ -85,7 +85,7 @@ def generate_project(spec: Path, output: Path, options: Options) -> Generated:
     """Everything up to, not including, writing files."""
     doc, warnings = load_and_validate(spec, options)
     api, model_warnings = build_api(doc)
-    protocol = choose_protocol(api, options.protocol, spec)
+    protocol = choose_protocol(api, options.protocol)
     package = options.package or package_name(api.title)
     spec_path = Path(os.path.relpath(spec.resolve(), output.resolve())).as_posix()
     context = build_context(api, protocol, package, spec_path, __version__)

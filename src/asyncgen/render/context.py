@@ -178,7 +178,6 @@ class ProjectContext:
     package: str
     project_name: str
     title: str
-    version: str
     api_version: str
     description: str | None
     asyncapi: str
@@ -625,7 +624,6 @@ def build_context(
         project_name=package.replace("_", "-"),
         # A title is one line wherever it is shown: a docstring's first line, a heading.
         title=" ".join(api.title.split()),
-        version=api.version,
         api_version=api.version,
         description=api.description,
         asyncapi=api.asyncapi,
