@@ -165,6 +165,25 @@ def project_with_handlers(output: Path, example: str, handlers: dict[str, str]) 
     return output
 
 
+def not_black_formatted(output: Path, package: str) -> list[str]:
+    """Generated Python files that isort and black, run as a user would, would change.
+
+    asyncgen runs black only where its templates cannot promise black's layout; this is
+    the check that the promise holds."""
+    import black
+    import isort
+    from black.mode import TargetVersion
+
+    mode = black.Mode(target_versions={TargetVersion.PY311})
+    changed = []
+    for path in sorted(output.rglob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        sorted_source = isort.code(source, profile="black", known_first_party=[package])
+        if black.format_str(sorted_source, mode=mode) != source:
+            changed.append(path.relative_to(output).as_posix())
+    return changed
+
+
 def generate(spec: Path, output: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """Run `asyncgen generate` as a user would, in a separate process."""
     return subprocess.run(

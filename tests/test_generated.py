@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, SHARED_SPECS
+from conftest import EXAMPLES, SHARED_SPECS, not_black_formatted
 from syrupy.assertion import SnapshotAssertion
 from typer.testing import CliRunner
 
@@ -170,6 +170,17 @@ def test_every_generated_tree_passes_ruff(generated_projects: list[Outcome]) -> 
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_generated_file_is_already_formatted_by_isort_and_black(
+    generated_projects: list[Outcome],
+) -> None:
+    changed = {
+        o.name: files
+        for o in _ok(generated_projects)
+        if (files := not_black_formatted(o.output, o.package))
+    }
+    assert changed == {}
 
 
 def test_every_generated_tree_passes_mypy(generated_projects: list[Outcome]) -> None:

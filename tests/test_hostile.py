@@ -26,7 +26,7 @@ from typing import Any
 import dotenv
 import pytest
 import yaml
-from conftest import EXAMPLES, generate
+from conftest import EXAMPLES, generate, not_black_formatted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -255,6 +255,10 @@ def test_the_project_compiles(project: Project) -> None:
 def test_the_project_passes_ruff(project: Project) -> None:
     result = project.run("-m", "ruff", "check", "--no-cache", ".")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_project_is_already_formatted_by_isort_and_black(project: Project) -> None:
+    assert not_black_formatted(project.output, project.package) == []
 
 
 def test_the_project_passes_mypy_strict(project: Project) -> None:

@@ -473,17 +473,17 @@ def memoized_formatting() -> Iterator[None]:
 
     The property test regenerates and checks about a hundred times over sources that are
     mostly the same; this keeps it near half a minute without changing any output."""
-    real = project_module._format_python
-    cache: dict[tuple[str, str, str], str] = {}
+    real = project_module.format_python
+    cache: dict[tuple[str, str, str, bool], str] = {}
 
-    def format_once(path: str, source: str, package: str) -> str:
-        key = (path, source, package)
+    def format_once(path: str, source: str, package: str, *, whole: bool = False) -> str:
+        key = (path, source, package, whole)
         if key not in cache:
-            cache[key] = real(path, source, package)
+            cache[key] = real(path, source, package, whole=whole)
         return cache[key]
 
     with pytest.MonkeyPatch.context() as patched:
-        patched.setattr(project_module, "_format_python", format_once)
+        patched.setattr(project_module, "format_python", format_once)
         yield
 
 

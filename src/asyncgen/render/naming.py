@@ -111,15 +111,26 @@ class Namer:
 def py_literal(value: Any) -> str:
     """A Python literal for JSON-like data (str, numbers, bool, None, lists, dicts)."""
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return f"float({str(value)!r})"
+        return f'float("{value}")'
     if isinstance(value, dict):
         items = ", ".join(f"{py_literal(str(k))}: {py_literal(v)}" for k, v in value.items())
         return "{" + items + "}"
     if isinstance(value, list | tuple):
         return "[" + ", ".join(py_literal(item) for item in value) + "]"
-    if value is None or isinstance(value, bool | int | float | str):
+    if isinstance(value, str):
+        return _py_str(value)
+    if value is None or isinstance(value, bool | int | float):
         return repr(value)
-    return repr(str(value))
+    return _py_str(str(value))
+
+
+def _py_str(text: str) -> str:
+    """A string literal quoted as black quotes it: double quotes unless that escapes more."""
+    literal = repr(text)
+    if literal.startswith('"') or text.count('"') > text.count("'"):
+        return literal
+    body = literal[1:-1].replace("\\'", "'").replace('"', '\\"')
+    return f'"{body}"'
 
 
 def docstring(text: str | None, limit: int = 2000) -> str:

@@ -9,6 +9,7 @@ import jinja2
 from asyncgen.plan import Owner, PlannedFile
 from asyncgen.render import cache
 from asyncgen.render.context import ProjectContext
+from asyncgen.render.formatting import format_python
 from asyncgen.render.naming import comment, docstring, py_literal, summary_line
 from asyncgen.resources import builtin_templates
 
@@ -45,29 +46,6 @@ def environment(custom: Path | None = None) -> jinja2.Environment:
     return env
 
 
-def _format_python(path: str, source: str, package: str) -> str:
-    """Imports sorted (isort, black profile) and code formatted (black), cached."""
-    entry = cache.key(
-        "format", cache.tool_version("black"), cache.tool_version("isort"), package, source
-    )
-    cached = cache.get("format", entry)
-    if cached is not None:
-        return cached
-    import black
-    import isort
-    from black.mode import TargetVersion
-
-    sorted_source = isort.code(source, profile="black", known_first_party=[package], line_length=88)
-    try:
-        formatted = black.format_str(
-            sorted_source, mode=black.Mode(target_versions={TargetVersion.PY311})
-        )
-    except black.parsing.InvalidInput as exc:  # a template bug, never the user's fault
-        raise RuntimeError(f"generated {path} is not valid Python: {exc}") from exc
-    cache.put("format", entry, formatted)
-    return formatted
-
-
 def plan_project(
     context: ProjectContext,
     models_source: str,
@@ -91,13 +69,15 @@ def plan_project(
             return ""
         return env.get_template(template).render(**values, **extra)
 
+    # datamodel-code-generator's code is not in black's style: it is formatted whole.
+    formatted_models = format_python(f"{gen}/models.py", models_source, package, whole=True)
     # (path, template or None for an empty file, extra context, owner)
     files: list[tuple[str, str | None, dict[str, object], Owner]] = [
         (f"{gen}/__init__.py", "common/_generated/__init__.py.jinja", {}, "generated"),
         (
             f"{gen}/models.py",
             "common/_generated/models.py.jinja",
-            {"models_source": models_source},
+            {"models_source": formatted_models},
             "generated",
         ),
         (f"{gen}/channels.py", "common/_generated/channels.py.jinja", {}, "generated"),
@@ -125,6 +105,6 @@ def plan_project(
             continue
         content = render(template, **extra)
         if path.endswith(".py") and content.strip():
-            content = _format_python(path, content, package)
+            content = format_python(path, content, package)
         planned.append(PlannedFile(path, content, owner))
     return planned

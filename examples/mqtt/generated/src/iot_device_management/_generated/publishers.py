@@ -21,7 +21,7 @@ class Transport(Protocol):
 
 
 def encode(message: Any) -> bytes:
-    """A message (a model, or a list or enum of the spec's) as JSON, fields named as in the spec."""
+    """A message (model, list or enum) as JSON, its fields named as in the spec."""
     return pydantic_core.to_json(message, by_alias=True, exclude_none=True)
 
 

@@ -50,7 +50,7 @@ class Address(Generic[P]):
             position = match.end()
         pattern += re.escape(template[position:])
         self._pattern = re.compile(pattern)
-        # Parameter models are frozen, so the parameters of a busy address can be reused.
+        # Parameter models are frozen: the parameters of a busy address can be reused.
         self._parsed: dict[str, P] = {}
 
     def parse(self, address: str) -> P | None:
@@ -64,27 +64,27 @@ class Address(Generic[P]):
         match = self._pattern.fullmatch(address)
         if match is None:
             return None
-        parsed = self.params.model_validate(
-            dict(zip(self.names, match.groups(), strict=True))
-        )
+        values = dict(zip(self.names, match.groups(), strict=True))
+        parsed = self.params.model_validate(values)
         if len(self._parsed) < PARSED_CACHE_SIZE:
             self._parsed[address] = parsed
         return parsed
 
     def format(self, params: P) -> str:
-        """The concrete address for `params`; refuses values that would change its meaning."""
+        """The concrete address for `params`; refuses values that change its meaning."""
         values = params.model_dump(by_alias=True)
         for name in self.names:
             value = str(values[name])
             if not value or FORBIDDEN.intersection(value):
+                forbidden = "".join(sorted(FORBIDDEN)).strip()
                 raise ValueError(
-                    f"parameter {name!r} of {self.template!r} must be non-empty and free of "
-                    f"{''.join(sorted(FORBIDDEN)).strip()!r}: got {value!r}"
+                    f"parameter {name!r} of {self.template!r} must be non-empty and "
+                    f"free of {forbidden!r}: got {value!r}"
                 )
         return _PARAMETER.sub(lambda match: str(values[match.group(1)]), self.template)
 
     def build(self, values: dict[str, str]) -> str:
-        """The concrete address for parameter values given by their names in the spec."""
+        """The concrete address for parameter values keyed by their spec names."""
         return self.format(self.params.model_validate(values))
 
 

@@ -31,7 +31,7 @@ class RequestTimeout(Exception):
 
 
 class Transport(Protocol):
-    """Where published messages go: the NATS connection, or a list in memory in tests."""
+    """Where published messages go: the NATS connection, or a list in memory (tests)."""
 
     async def publish(
         self, subject: str, payload: bytes, /, *, headers: dict[str, str] | None = None
@@ -43,7 +43,7 @@ class Transport(Protocol):
 
 
 def encode(message: Any) -> bytes:
-    """A message (a model, or a list or enum of the spec's) as JSON, fields named as in the spec."""
+    """A message (model, list or enum) as JSON, its fields named as in the spec."""
     return pydantic_core.to_json(message, by_alias=True, exclude_none=True)
 
 

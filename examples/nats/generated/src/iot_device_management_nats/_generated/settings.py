@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    """Every setting can be given as an environment variable of the same name in capitals."""
+    """Every setting can be given as an environment variable named in capitals."""
 
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore"
@@ -31,14 +31,14 @@ class Settings(BaseSettings):
     nats_tls_key_file: Path | None = None
     #: The client name the server shows in its monitoring.
     nats_name: str = "iot-device-management-nats"
-    #: Queue group of operations that do not name one (NATS binding `queue`) in the spec.
+    #: Queue group of the operations whose spec names none (NATS binding `queue`).
     nats_queue: str | None = None
     #: Where messages that fail validation or whose handler raised are published.
     nats_dead_letter_subject: str = "iot_device_management_nats.dead-letter"
     nats_request_timeout: float = Field(default=5.0, gt=0)
     #: Before the first connection: the wait after the first failed attempt, doubled
-    #: (with jitter) after each further one up to `nats_reconnect_max_wait`. After a loss:
-    #: nats-py's wait between reconnection attempts.
+    #: (with jitter) after each further one up to `nats_reconnect_max_wait`. After a
+    #: loss: nats-py's wait between reconnection attempts.
     nats_reconnect_wait: float = Field(default=2.0, gt=0)
     nats_reconnect_max_wait: float = Field(default=30.0, gt=0)
     #: Timeout of each step of connecting (TCP, TLS handshake, the server's answer).
