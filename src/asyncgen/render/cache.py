@@ -16,13 +16,16 @@ import hashlib
 import os
 import tempfile
 from functools import cache
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from asyncgen import __version__
 
 
 @cache
 def tool_version(distribution: str) -> str:
     """The installed version of a distribution, read without importing it."""
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version(distribution)
     except PackageNotFoundError:
@@ -41,7 +44,7 @@ def cache_dir() -> Path | None:
 
 def key(*parts: str) -> str:
     digest = hashlib.sha256()
-    for part in (tool_version("asyncgen"), *parts):
+    for part in (__version__, *parts):
         digest.update(part.encode("utf-8", "surrogatepass"))
         digest.update(b"\0")
     return digest.hexdigest()
