@@ -20,12 +20,14 @@ corpus is exactly what isort and black make of it.
 from __future__ import annotations
 
 import ast
+import functools
 from typing import TYPE_CHECKING
 
 from asyncgen.render import cache
 
 if TYPE_CHECKING:
     import black
+    import isort
 
 LINE_LENGTH = 88
 
@@ -53,15 +55,21 @@ def format_python(path: str, source: str, package: str, *, whole: bool = False) 
         return cached
     import isort
 
-    sorted_source = isort.code(
-        source, profile="black", known_first_party=[package], line_length=LINE_LENGTH
-    )
+    sorted_source = isort.code(source, config=_isort_config(package))
     try:
         formatted = _black(sorted_source) if whole else _black_where_needed(sorted_source)
     except (SyntaxError, ValueError) as exc:  # a template bug, never the user's fault
         raise RuntimeError(f"generated {path} is not valid Python: {exc}") from exc
     cache.put("format", entry, formatted)
     return formatted
+
+
+@functools.cache
+def _isort_config(package: str) -> isort.Config:
+    """isort's settings, built once: building them costs more than sorting a small file."""
+    import isort
+
+    return isort.Config(profile="black", known_first_party=[package], line_length=LINE_LENGTH)
 
 
 def _width(line: str) -> int:
@@ -120,13 +128,81 @@ def _plan_statements(
         ):
             _plan_statements(node.body, lines, wide, [*scopes, node], replaced)
             continue
-        headers = [
+        headers = "".join(
             "    " * depth + ("class _:\n" if isinstance(scope, ast.ClassDef) else "def _():\n")
             for depth, scope in enumerate(scopes)
-        ]
+        )
+        items = _exploded_items(node, lines)
+        if items and all(any(a <= n <= b for a, b in items) for n in holds):
+            # A list or call laid out one item per line with a trailing comma (the table of
+            # routes, say): black keeps that layout and formats each item on its own, so
+            # only the items that hold a wide line need it, each inside a copy of the
+            # statement's opening and closing lines.
+            opening, closing = headers + lines[first - 1], lines[last - 1]
+            pieces: dict[int, tuple[int, str]] = {}
+            for a, b in items:
+                if any(a <= n <= b for n in holds):
+                    text = _black_inside(opening, "".join(lines[a - 1 : b]), closing)
+                    if text is None:
+                        break
+                    pieces[a] = (b, text)
+            else:
+                replaced.update(pieces)
+                continue
         statement = "".join(lines[first - 1 : last])
-        formatted = _black("".join(headers) + statement)
-        replaced[first] = (last, formatted.split("\n", len(headers))[-1])
+        text = _black_inside(headers, statement, "")
+        if text is None:
+            raise ValueError(f"black changed the stand-in headers around line {first}")
+        replaced[first] = (last, text)
+
+
+def _exploded_items(node: ast.stmt, lines: list[str]) -> list[tuple[int, int]] | None:
+    """The line spans of the items of a statement laid out as
+
+        opening line ending in `[` or `(`
+            one item per line or lines, each ending in a comma
+        `]` or `)` alone
+
+    (a `return`, an assignment or an expression of a list, tuple or call), else None."""
+    if not isinstance(node, ast.Return | ast.Assign | ast.AnnAssign | ast.Expr):
+        return None
+    value = node.value
+    items: list[ast.expr | ast.keyword]
+    if isinstance(value, ast.List | ast.Tuple):
+        items = list(value.elts)
+    elif isinstance(value, ast.Call):
+        items = [*value.args, *value.keywords]
+    else:
+        return None
+    last = node.end_lineno or node.lineno
+    if (
+        not items
+        or not lines[node.lineno - 1].rstrip().endswith(("[", "("))
+        or lines[last - 1].strip() not in ("]", ")")
+    ):
+        return None
+    spans: list[tuple[int, int]] = []
+    previous = node.lineno
+    for item in sorted(items, key=lambda item: (item.lineno, item.col_offset)):
+        start, end = item.lineno, item.end_lineno or item.lineno
+        if (
+            start <= previous
+            or lines[start - 1][: item.col_offset].strip()
+            or not lines[end - 1].rstrip().endswith(",")
+        ):
+            return None
+        spans.append((start, end))
+        previous = end
+    return spans if previous == last - 1 else None
+
+
+def _black_inside(prefix: str, text: str, suffix: str) -> str | None:
+    """`text` formatted by black between `prefix` and `suffix`, or None when black
+    changed the prefix or the suffix too."""
+    formatted = _black(prefix + text + suffix)
+    if not formatted.startswith(prefix) or not formatted.endswith(suffix):
+        return None
+    return formatted[len(prefix) : len(formatted) - len(suffix)]
 
 
 def _body_below(node: _Scope, lines: list[str]) -> bool:
