@@ -606,10 +606,13 @@ class Service:
                     core.setdefault((route.address.subscription, queue), []).append(
                         route
                     )
+            shared = len(core) > 1
             for (subject, queue), routes in core.items():
                 subscriptions.append(
                     await connection.subscribe(
-                        subject, queue=queue, cb=self._receiver(RouteTable(routes))
+                        subject,
+                        queue=queue,
+                        cb=self._receiver(RouteTable(routes), shared),
                     )
                 )
             url = connection.connected_url
@@ -653,22 +656,31 @@ class Service:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
 
-    def _receiver(self, table: RouteTable) -> Callable[[Msg], Awaitable[None]]:
-        """The callback of one subscription, routing among `table`'s routes only."""
+    def _receiver(
+        self, table: RouteTable, shared: bool
+    ) -> Callable[[Msg], Awaitable[None]]:
+        """The callback of one subscription, routing among `table`'s routes only.
+
+        `shared` says whether other subscriptions' callbacks share the handler slots.
+        """
         stopping = self._stopping
 
         if self.settings.max_concurrency == 1:
+            # nats-py awaits the callback before it delivers the subscription's next
+            # message, so running the handler in it keeps messages in order without a task
+            # per message. The slot keeps other subscriptions' handlers out meanwhile.
 
-            async def handle_inline(msg: Msg) -> None:
-                # nats-py awaits the callback before it delivers the subscription's next
-                # message, so running the handler here keeps messages in order without a
-                # task per message; the slot keeps other subscriptions' handlers out.
+            async def handle_inline_shared(msg: Msg) -> None:
                 if stopping.is_set():
                     return
                 async with self._slots:
                     await self._handle(table, msg)
 
-            return handle_inline
+            async def handle_inline(msg: Msg) -> None:
+                if not stopping.is_set():
+                    await self._handle(table, msg)
+
+            return handle_inline_shared if shared else handle_inline
 
         async def handle_in_task(msg: Msg) -> None:
             if stopping.is_set():
