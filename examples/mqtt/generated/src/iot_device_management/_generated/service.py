@@ -530,11 +530,11 @@ class Service:
             )
         finally:
             stopper.cancel()
-        if consumer in done:
+        if consumer in done and consumer.exception() is not None:
             # The connection is gone: the broker redelivers what was not acknowledged.
             acks.close()
             consumer.result()
-            return
+        # Stopping (the consumer may have returned at the stop by itself already).
         if not self._handling_inline:
             # Waiting for a message, or for a free slot before taking one: nothing to lose.
             consumer.cancel()
@@ -557,18 +557,13 @@ class Service:
         dead_letter_topic = self.settings.mqtt_dead_letter_topic
         inline = self.settings.max_concurrency == 1
         messages = client.messages
-        # aiomqtt's iterator waits for each message in a new task, even when messages are
-        # already queued; those are taken directly, which costs a fraction of that.
-        queued = client._queue
         while True:
             if not inline:
                 # Take a message only with a free slot, so that cancelling this loop at a
                 # stop never drops one that was taken.
                 await self._slots.acquire()
             try:
-                message = (
-                    queued.get_nowait() if queued.qsize() else await anext(messages)
-                )
+                message = await anext(messages)
             except BaseException:
                 if not inline:
                     self._slots.release()
