@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import re
 import signal
 import subprocess
 import time
@@ -33,6 +34,7 @@ PACKAGE = "iot_device_management"
 RECORDING_HANDLER = """
 import asyncio
 import json
+import re
 import os
 from typing import Any
 
@@ -394,3 +396,139 @@ def test_malformed_flood_is_dead_lettered_and_valid_messages_handled(
         dead.close()
         publisher.close()
         assert service.stop() == 0, service.output()
+
+
+# -- acknowledgements: only once handled, in arrival order, flushed at a stop --------------
+
+# Waits the number of milliseconds at the end of the device id ("ack-3-250": 250 ms), so
+# that with several handlers at once later messages finish before earlier ones.
+DELAYED_HANDLER = """
+import asyncio
+import json
+import re
+import os
+from typing import Any
+
+
+async def handle(message: Any, params: Any, context: Any) -> None:
+    device = params.device_id
+    await asyncio.sleep(int(device.rsplit("-", 1)[1]) / 1000)
+    record = {"operation": context.operation, "topic": context.topic,
+              "params": params.model_dump(by_alias=True)}
+    with open(os.environ["RECORD_FILE"], "a") as stream:
+        stream.write(json.dumps(record) + "\\n")
+"""
+
+
+@pytest.fixture(scope="module")
+def delayed_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("mqtt-delayed") / "iot"
+    return project_with_handlers(output, "mqtt", {"receive_telemetry": DELAYED_HANDLER})
+
+
+def broker_log(broker: Mosquitto, client_id: str) -> tuple[list[int], list[int]]:
+    """The packet ids mosquitto sent to `client_id` in PUBLISHes and got back in PUBACKs."""
+    published, acked = [], []
+    for line in broker.log.read_text(errors="replace").splitlines():
+        if f"Sending PUBLISH to {client_id} " in line:
+            match = re.search(r"\(d\d, q1, r\d, m(\d+),", line)
+            if match:
+                published.append(int(match.group(1)))
+        elif f"Received PUBACK from {client_id} " in line:
+            match = re.search(r"\(Mid: (\d+)", line)
+            if match:
+                acked.append(int(match.group(1)))
+    return published, acked
+
+
+def test_acks_follow_arrival_order_when_handlers_finish_out_of_order(
+    delayed_project: Path, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    record = tmp_path / "record.jsonl"
+    client_id = f"iot-order-{time.monotonic_ns()}"
+    service = start_service(
+        delayed_project, mosquitto.port, record, MQTT_CLIENT_ID=client_id, MAX_CONCURRENCY="4"
+    )
+    try:
+        service.wait_for("subscribed to")
+        # Slow, fast, fast, ...: the fast ones finish while the slow one at their head runs.
+        ids = [f"ack-{i}-{300 if i % 8 == 0 else 5}" for i in range(64)]
+        publish_telemetry(mosquitto.port, ids)
+        wait_for_ids(set(ids), record)
+        finished = [json.loads(line)["params"]["deviceId"] for line in record.read_text().splitlines()]
+        assert finished != ids, "the handlers did not finish out of order; the test proves nothing"
+        deadline = time.monotonic() + 10
+        published, acked = broker_log(mosquitto, client_id)
+        while len(acked) < len(ids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            published, acked = broker_log(mosquitto, client_id)
+    finally:
+        assert service.stop() == 0, service.output()
+    assert len(published) == len(ids)
+    assert acked == published
+
+
+@pytest.mark.parametrize("concurrency", ["1", "4"])
+def test_a_crash_mid_stream_loses_no_qos1_message(
+    project: Path, mosquitto: Mosquitto, tmp_path: Path, concurrency: str
+) -> None:
+    # A message acknowledged before its handler finished would be lost to the kill.
+    record = tmp_path / "record.jsonl"
+    env = {
+        "MQTT_CLIENT_ID": f"iot-crash-{concurrency}",
+        "MQTT_CLEAN_SESSION": "false",
+        "MAX_CONCURRENCY": concurrency,
+    }
+    # A first run makes the session; the messages wait in it, to arrive as a backlog.
+    first = start_service(project, mosquitto.port, record, **env)
+    first.wait_for("subscribed to")
+    assert first.stop() == 0, first.output()
+    ids = [f"crash-{i}" for i in range(300)]
+    publish_telemetry(mosquitto.port, ids)
+    first = start_service(project, mosquitto.port, record, HANDLER_DELAY="0.02", **env)
+    read_records(record, 40)
+    first.process.kill()
+    first.process.wait(10)
+    handled_before = set(handled_ids(record))
+    assert handled_before < set(ids), "everything was handled before the kill"
+
+    second = start_service(project, mosquitto.port, record, **env)
+    try:
+        counts = wait_for_ids(set(ids), record)
+        assert set(counts) == set(ids)
+    finally:
+        assert second.stop() == 0, second.output()
+
+
+@pytest.mark.parametrize("concurrency", ["1", "4"])
+def test_sigterm_mid_stream_acks_what_was_handled_and_loses_nothing(
+    project: Path, mosquitto: Mosquitto, tmp_path: Path, concurrency: str
+) -> None:
+    record = tmp_path / "record.jsonl"
+    env = {
+        "MQTT_CLIENT_ID": f"iot-sigterm-{concurrency}",
+        "MQTT_CLEAN_SESSION": "false",
+        "MAX_CONCURRENCY": concurrency,
+    }
+    # A first run makes the session; the messages wait in it, to arrive as a backlog.
+    first = start_service(project, mosquitto.port, record, **env)
+    first.wait_for("subscribed to")
+    assert first.stop() == 0, first.output()
+    ids = [f"term-{i}" for i in range(300)]
+    publish_telemetry(mosquitto.port, ids)
+    first = start_service(project, mosquitto.port, record, HANDLER_DELAY="0.02", **env)
+    read_records(record, 40)
+    first.process.send_signal(signal.SIGTERM)
+    assert first.process.wait(20) == 0, first.output()
+    handled_before = set(handled_ids(record))
+    assert handled_before < set(ids), "everything was handled before the stop"
+
+    second = start_service(project, mosquitto.port, record, **env)
+    try:
+        counts = wait_for_ids(set(ids), record)
+    finally:
+        assert second.stop() == 0, second.output()
+    assert set(counts) == set(ids)
+    # Every message handled before the stop was acknowledged before the connection
+    # closed, so the broker delivered none of them again.
+    assert set(counts.values()) == {1}, sorted(k for k, n in counts.items() if n > 1)[:10]

@@ -454,12 +454,19 @@ def test_service_without_the_ca_refuses_the_server_and_retries(
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("concurrency", ["1", "4"])
 def test_sigterm_lets_a_slow_handler_finish(
-    project: Path, nats_server: NatsServer, tmp_path: Path
+    project: Path, nats_server: NatsServer, tmp_path: Path, concurrency: str
 ) -> None:
+    # MAX_CONCURRENCY 1 runs the handler in nats-py's callback, more in tasks of their own.
     record, started = tmp_path / "record.jsonl", tmp_path / "started.txt"
     service = start_service(
-        project, nats_server.url, record, HANDLER_DELAY="2", STARTED_FILE=str(started)
+        project,
+        nats_server.url,
+        record,
+        HANDLER_DELAY="2",
+        STARTED_FILE=str(started),
+        MAX_CONCURRENCY=concurrency,
     )
     try:
         service.wait_for("subscribed to")

@@ -18,7 +18,8 @@ import random
 import signal
 import socket
 import ssl
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -73,6 +74,66 @@ class Route:
     reply: TypeAdapter[Any] | None = None
     reply_address: channels.Address[Any] | None = None
     qos: int = 0
+
+
+@dataclass
+class _Level:
+    """One address level in `RouteTable`'s tree."""
+
+    literal: dict[str, _Level] = field(default_factory=dict)
+    wildcard: _Level | None = None
+    #: Routes whose address ends here, with their position in the table.
+    routes: list[tuple[int, Route]] = field(default_factory=list)
+
+
+class RouteTable:
+    """Finds the routes an address can take without trying every route's pattern.
+
+    Routes sit in a tree by address level, a level holding a parameter being a wildcard.
+    A lookup follows the address's levels to the few routes that can match, in the order
+    the routes were given, so the first whose pattern matches wins just as if each were
+    tried in turn. The candidates of busy addresses are remembered.
+    """
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self._root = _Level()
+        for position, route in enumerate(routes):
+            node = self._root
+            for level in route.address.subscription.split(channels.SEPARATOR):
+                if level == channels.WILDCARD:
+                    node.wildcard = node.wildcard or _Level()
+                    node = node.wildcard
+                else:
+                    node = node.literal.setdefault(level, _Level())
+            node.routes.append((position, route))
+        self._candidates: dict[str, tuple[Route, ...]] = {}
+
+    def candidates(self, address: str) -> tuple[Route, ...]:
+        """The routes whose subscription matches `address`, in table order."""
+        found = self._candidates.get(address)
+        if found is not None:
+            return found
+        nodes = [self._root]
+        for level in address.split(channels.SEPARATOR):
+            nodes = [
+                child
+                for node in nodes
+                for child in (node.literal.get(level), node.wildcard)
+                if child is not None
+            ]
+            if not nodes:
+                break
+        entries = sorted(
+            (entry for node in nodes for entry in node.routes), key=_position
+        )
+        found = tuple(route for _, route in entries)
+        if len(self._candidates) < channels.PARSED_CACHE_SIZE:
+            self._candidates[address] = found
+        return found
+
+
+def _position(entry: tuple[int, Route]) -> int:
+    return entry[0]
 
 
 @dataclass(frozen=True)
@@ -131,10 +192,14 @@ class Service:
         self.transport: Transport = transport or MemoryTransport()
         self.publishers = Publishers(self)
         self.routes = self._routes()
+        self._table = RouteTable(self.routes)
         self.stats = {route.operation: OperationStats() for route in self.routes}
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(self.settings.max_concurrency)
+        # True while the receive loop itself runs a handler (MAX_CONCURRENCY 1): a stop
+        # then waits for it instead of cancelling the loop.
+        self._handling_inline = False
 
     async def publish(
         self, topic: str, payload: bytes, /, *, qos: int = 0, retain: bool = False
@@ -185,8 +250,31 @@ class Service:
         topic). With `dead_letter_failures=False` a message whose handler
         raises is not dead-lettered, so that the caller can have it redelivered.
         """
-        address = topic
-        for route in self.routes:
+        return await self._dispatch(
+            self._table,
+            topic,
+            payload,
+            headers=headers,
+            qos=qos,
+            retain=retain,
+            reply_to=reply_to,
+            dead_letter_failures=dead_letter_failures,
+        )
+
+    async def _dispatch(
+        self,
+        table: RouteTable,
+        address: str,
+        payload: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        qos: int = 0,
+        retain: bool = False,
+        reply_to: str | None = None,
+        dead_letter_failures: bool = True,
+    ) -> DispatchResult:
+        """`dispatch()` among the routes of `table`."""
+        for route in table.candidates(address):
             try:
                 params = route.address.parse(address)
             except pydantic.ValidationError as exc:
@@ -218,10 +306,12 @@ class Service:
             args = (
                 (message, params, context) if route.with_params else (message, context)
             )
+            timeout = self.settings.handler_timeout
             try:
-                result = await asyncio.wait_for(
-                    route.handler(*args), self.settings.handler_timeout
-                )
+                if timeout is None:
+                    result = await route.handler(*args)
+                else:
+                    result = await asyncio.wait_for(route.handler(*args), timeout)
                 if route.reply is not None:
                     result = route.reply.validate_python(result)
             except Exception as exc:
@@ -431,7 +521,8 @@ class Service:
         logger.info("stopped")
 
     async def _serve(self, client: aiomqtt.Client) -> None:
-        consumer = asyncio.create_task(self._consume(client))
+        acks = _Acks(client)
+        consumer = asyncio.create_task(self._consume(client, acks))
         stopper = asyncio.create_task(self._stopping.wait())
         try:
             done, _ = await asyncio.wait(
@@ -439,39 +530,82 @@ class Service:
             )
         finally:
             stopper.cancel()
-        if consumer in done:
+        if consumer in done and consumer.exception() is not None:
+            # The connection is gone: the broker redelivers what was not acknowledged.
+            acks.close()
             consumer.result()
-            return
-        consumer.cancel()
+        # Stopping (the consumer may have returned at the stop by itself already).
+        if not self._handling_inline:
+            # Waiting for a message, or for a free slot before taking one: nothing to lose.
+            consumer.cancel()
+        _, pending = await asyncio.wait(
+            {consumer}, timeout=self.settings.shutdown_grace_period
+        )
+        if pending:
+            consumer.cancel()
+            logger.warning(
+                "the handler in flight did not finish within the grace period"
+            )
         with contextlib.suppress(asyncio.CancelledError):
             await consumer
         await self._drain()
+        # Acknowledge what was handled before the connection closes; an unfinished message
+        # stays unacknowledged, and so does everything after it.
+        acks.flush()
 
-    async def _consume(self, client: aiomqtt.Client) -> None:
+    async def _consume(self, client: aiomqtt.Client, acks: _Acks) -> None:
         dead_letter_topic = self.settings.mqtt_dead_letter_topic
-        async for message in client.messages:
+        inline = self.settings.max_concurrency == 1
+        messages = client.messages
+        while True:
+            if not inline:
+                # Take a message only with a free slot, so that cancelling this loop at a
+                # stop never drops one that was taken.
+                await self._slots.acquire()
+            try:
+                message = await anext(messages)
+            except BaseException:
+                if not inline:
+                    self._slots.release()
+                raise
+            pending = acks.expect(message)
             if message.topic.value == dead_letter_topic:
-                if message.qos > 0:
-                    client._client.ack(message.mid, message.qos)
+                acks.done(pending)
+                if not inline:
+                    self._slots.release()
                 continue
-            await self._slots.acquire()
-            task = asyncio.create_task(self._handle(client, message))
-            self._inflight.add(task)
-            task.add_done_callback(self._finished)
+            if inline:
+                # One handler at a time: run it here rather than in a task of its own,
+                # which costs more than a small handler itself.
+                self._handling_inline = True
+                try:
+                    await self._handle(message, acks, pending)
+                finally:
+                    self._handling_inline = False
+                if self._stopping.is_set():
+                    return
+            else:
+                task = asyncio.create_task(self._handle(message, acks, pending))
+                self._inflight.add(task)
+                task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         self._slots.release()
 
-    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    async def _handle(
+        self, message: aiomqtt.Message, acks: _Acks, pending: _PendingAck | None
+    ) -> None:
         payload = message.payload
         if not isinstance(payload, bytes):
             payload = b"" if payload is None else str(payload).encode()
-        headers: dict[str, str] = {}
+        headers: dict[str, str] | None = None
         response_topic: str | None = None
         if message.properties is not None:
-            for key, value in getattr(message.properties, "UserProperty", []):
-                headers[str(key)] = str(value)
+            headers = {
+                str(key): str(value)
+                for key, value in getattr(message.properties, "UserProperty", [])
+            }
             response_topic = getattr(message.properties, "ResponseTopic", None)
         try:
             await self.dispatch(
@@ -484,9 +618,89 @@ class Service:
             )
         except Exception:
             logger.exception("unexpected error on %s", message.topic.value)
+            # Not acknowledged: the broker redelivers it on the next connection.
+            acks.skip(pending)
             return
-        if message.qos > 0:
-            client._client.ack(message.mid, message.qos)
+        acks.done(pending)
+
+
+class _PendingAck:
+    """A QoS 1 or 2 message waiting for its handler before it may be acknowledged."""
+
+    __slots__ = ("mid", "qos", "state")
+
+    def __init__(self, mid: int, qos: int) -> None:
+        self.mid = mid
+        self.qos = qos
+        self.state: Literal["waiting", "done", "skipped"] = "waiting"
+
+
+class _Acks:
+    """Acknowledges QoS 1 and 2 messages once handled, in the order they arrived.
+
+    An ack tells the broker the message is safe, so a message is acknowledged only after
+    its handler finished or it was dead-lettered, and MQTT 3.1.1 (section 4.6) wants the
+    acks in the order the messages arrived, also when handlers finish out of order. So
+    acks go out for the longest run of finished messages at the head of the arrival order.
+
+    paho writes each ack to the socket on its own, woken through aiomqtt's writer
+    callback, so the acks go out in batches: when no message waits in aiomqtt's queue
+    (the broker may be holding the next ones back until it sees acks, see mosquitto's
+    max_inflight_messages) or once `BATCH` are ready.
+
+    Acks belong to one connection: a message is redelivered after a reconnect, under a
+    packet id that may since name another message, so `close()` drops what is left.
+    """
+
+    BATCH = 32
+
+    def __init__(self, client: aiomqtt.Client) -> None:
+        # aiomqtt 2.5 sends no acks itself; its paho client does (see `Service._client`).
+        self._paho = client._client
+        self._queued = client.messages
+        self._order: deque[_PendingAck] = deque()
+        self._ready = 0
+        self._closed = False
+
+    def expect(self, message: aiomqtt.Message) -> _PendingAck | None:
+        """Keep `message`'s place in the arrival order; None when it needs no ack."""
+        if message.qos == 0 or self._closed:
+            return None
+        pending = _PendingAck(message.mid, message.qos)
+        self._order.append(pending)
+        return pending
+
+    def done(self, pending: _PendingAck | None) -> None:
+        """`pending` was handled or dead-lettered: it may be acknowledged."""
+        self._settle(pending, "done")
+
+    def skip(self, pending: _PendingAck | None) -> None:
+        """`pending` stays unacknowledged, without holding back the acks after it."""
+        self._settle(pending, "skipped")
+
+    def _settle(
+        self, pending: _PendingAck | None, state: Literal["done", "skipped"]
+    ) -> None:
+        if pending is None or self._closed:
+            return
+        pending.state = state
+        self._ready += 1
+        if self._ready >= self.BATCH or not len(self._queued):
+            self.flush()
+
+    def flush(self) -> None:
+        """Acknowledge the finished messages at the head of the arrival order."""
+        order = self._order
+        while order and order[0].state != "waiting":
+            pending = order.popleft()
+            self._ready -= 1
+            if pending.state == "done" and not self._closed:
+                self._paho.ack(pending.mid, pending.qos)
+
+    def close(self) -> None:
+        self._closed = True
+        self._order.clear()
+        self._ready = 0
 
 
 class _JsonFormatter(logging.Formatter):

@@ -20,7 +20,7 @@ import logging
 import random
 import signal
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -82,6 +82,66 @@ class Route:
     #: JetStream stream and durable consumer, for operations that must not lose messages.
     stream: str | None = None
     durable: str | None = None
+
+
+@dataclass
+class _Level:
+    """One address level in `RouteTable`'s tree."""
+
+    literal: dict[str, _Level] = field(default_factory=dict)
+    wildcard: _Level | None = None
+    #: Routes whose address ends here, with their position in the table.
+    routes: list[tuple[int, Route]] = field(default_factory=list)
+
+
+class RouteTable:
+    """Finds the routes an address can take without trying every route's pattern.
+
+    Routes sit in a tree by address level, a level holding a parameter being a wildcard.
+    A lookup follows the address's levels to the few routes that can match, in the order
+    the routes were given, so the first whose pattern matches wins just as if each were
+    tried in turn. The candidates of busy addresses are remembered.
+    """
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self._root = _Level()
+        for position, route in enumerate(routes):
+            node = self._root
+            for level in route.address.subscription.split(channels.SEPARATOR):
+                if level == channels.WILDCARD:
+                    node.wildcard = node.wildcard or _Level()
+                    node = node.wildcard
+                else:
+                    node = node.literal.setdefault(level, _Level())
+            node.routes.append((position, route))
+        self._candidates: dict[str, tuple[Route, ...]] = {}
+
+    def candidates(self, address: str) -> tuple[Route, ...]:
+        """The routes whose subscription matches `address`, in table order."""
+        found = self._candidates.get(address)
+        if found is not None:
+            return found
+        nodes = [self._root]
+        for level in address.split(channels.SEPARATOR):
+            nodes = [
+                child
+                for node in nodes
+                for child in (node.literal.get(level), node.wildcard)
+                if child is not None
+            ]
+            if not nodes:
+                break
+        entries = sorted(
+            (entry for node in nodes for entry in node.routes), key=_position
+        )
+        found = tuple(route for _, route in entries)
+        if len(self._candidates) < channels.PARSED_CACHE_SIZE:
+            self._candidates[address] = found
+        return found
+
+
+def _position(entry: tuple[int, Route]) -> int:
+    return entry[0]
 
 
 @dataclass(frozen=True)
@@ -177,6 +237,7 @@ class Service:
         self.transport: Transport = transport or MemoryTransport()
         self.publishers = Publishers(self, self.settings.nats_request_timeout)
         self.routes = self._routes()
+        self._table = RouteTable(self.routes)
         self.stats = {route.operation: OperationStats() for route in self.routes}
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
@@ -243,8 +304,27 @@ class Service:
         `reply_to` is where a request/reply operation answers (the request's inbox). With `dead_letter_failures=False` a message whose handler
         raises is not dead-lettered, so that the caller can have it redelivered.
         """
-        address = subject
-        for route in self.routes:
+        return await self._dispatch(
+            self._table,
+            subject,
+            payload,
+            headers=headers,
+            reply_to=reply_to,
+            dead_letter_failures=dead_letter_failures,
+        )
+
+    async def _dispatch(
+        self,
+        table: RouteTable,
+        address: str,
+        payload: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        reply_to: str | None = None,
+        dead_letter_failures: bool = True,
+    ) -> DispatchResult:
+        """`dispatch()` among the routes of `table`."""
+        for route in table.candidates(address):
             try:
                 params = route.address.parse(address)
             except pydantic.ValidationError as exc:
@@ -274,10 +354,12 @@ class Service:
             args = (
                 (message, params, context) if route.with_params else (message, context)
             )
+            timeout = self.settings.handler_timeout
             try:
-                result = await asyncio.wait_for(
-                    route.handler(*args), self.settings.handler_timeout
-                )
+                if timeout is None:
+                    result = await route.handler(*args)
+                else:
+                    result = await asyncio.wait_for(route.handler(*args), timeout)
                 if route.reply is not None:
                     result = route.reply.validate_python(result)
             except Exception as exc:
@@ -510,6 +592,9 @@ class Service:
         subscriptions: list[Subscription] = []
         consumers: list[asyncio.Task[None]] = []
         try:
+            # One subscription per subject and queue group, each knowing the routes its
+            # messages can take.
+            core: dict[tuple[str, str], list[Route]] = {}
             for route in self.routes:
                 if route.stream is not None:
                     js = connection.jetstream()
@@ -518,11 +603,18 @@ class Service:
                     )
                 else:
                     queue = route.queue or self.settings.nats_queue or ""
-                    subscriptions.append(
-                        await connection.subscribe(
-                            route.address.subscription, queue=queue, cb=self._on_message
-                        )
+                    core.setdefault((route.address.subscription, queue), []).append(
+                        route
                     )
+            shared = len(core) > 1
+            for (subject, queue), routes in core.items():
+                subscriptions.append(
+                    await connection.subscribe(
+                        subject,
+                        queue=queue,
+                        cb=self._receiver(RouteTable(routes), shared),
+                    )
+                )
             url = connection.connected_url
             logger.info(
                 "connected to %s; subscribed to %s",
@@ -532,9 +624,7 @@ class Service:
             )
             await self._stopping.wait()
         finally:
-            for subscription in subscriptions:
-                with contextlib.suppress(Exception):
-                    await subscription.unsubscribe()
+            await self._unsubscribe(subscriptions)
             if consumers:
                 await asyncio.wait(
                     consumers, timeout=self.settings.shutdown_grace_period
@@ -549,22 +639,73 @@ class Service:
             await connection.close()
         logger.info("stopped")
 
-    async def _on_message(self, msg: Msg) -> None:
-        # Holding a slot before the next message is taken keeps messages in order when
-        # MAX_CONCURRENCY is 1 and bounds the handlers running at once otherwise.
-        await self._slots.acquire()
-        task = asyncio.create_task(self._handle(msg))
-        self._inflight.add(task)
-        task.add_done_callback(self._finished)
+    async def _unsubscribe(self, subscriptions: list[Subscription]) -> None:
+        """Stop the subscriptions once the handler each may be running has finished.
+
+        Draining waits for the callback in progress; the messages the client buffered
+        behind it are passed over (see `_receiver`), as with an unsubscribe.
+        """
+        # nats-py leaves `drain` unannotated.
+        drains = [subscription.drain() for subscription in subscriptions]  # type: ignore[no-untyped-call]
+        draining = asyncio.gather(*drains, return_exceptions=True)
+        try:
+            await asyncio.wait_for(draining, self.settings.shutdown_grace_period)
+        except TimeoutError:
+            logger.warning("handlers did not finish within the grace period")
+        for subscription in subscriptions:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    def _receiver(
+        self, table: RouteTable, shared: bool
+    ) -> Callable[[Msg], Awaitable[None]]:
+        """The callback of one subscription, routing among `table`'s routes only.
+
+        `shared` says whether other subscriptions' callbacks share the handler slots.
+        """
+        stopping = self._stopping
+
+        if self.settings.max_concurrency == 1:
+            # nats-py awaits the callback before it delivers the subscription's next
+            # message, so running the handler in it keeps messages in order without a task
+            # per message. The slot keeps other subscriptions' handlers out meanwhile.
+
+            async def handle_inline_shared(msg: Msg) -> None:
+                if stopping.is_set():
+                    return
+                async with self._slots:
+                    await self._handle(table, msg)
+
+            async def handle_inline(msg: Msg) -> None:
+                if not stopping.is_set():
+                    await self._handle(table, msg)
+
+            return handle_inline_shared if shared else handle_inline
+
+        async def handle_in_task(msg: Msg) -> None:
+            if stopping.is_set():
+                return
+            # Holding a slot before the next message is taken bounds the handlers running
+            # at once.
+            await self._slots.acquire()
+            task = asyncio.create_task(self._handle(table, msg))
+            self._inflight.add(task)
+            task.add_done_callback(self._finished)
+
+        return handle_in_task
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         self._slots.release()
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, table: RouteTable, msg: Msg) -> None:
         try:
-            await self.dispatch(
-                msg.subject, msg.data, headers=msg.headers, reply_to=msg.reply or None
+            await self._dispatch(
+                table,
+                msg.subject,
+                msg.data,
+                headers=msg.headers,
+                reply_to=msg.reply or None,
             )
         except Exception:
             logger.exception("unexpected error on %s", msg.subject)
@@ -586,6 +727,7 @@ class Service:
     async def _consume_jetstream(self, js: JetStreamContext, route: Route) -> None:
         """Fetch from the durable consumer; ack when handled, nak to retry, term when invalid."""
         settings = self.settings
+        table = RouteTable([route])
         pull: JetStreamContext.PullSubscription | None = None
         try:
             while not self._stopping.is_set():
@@ -617,15 +759,19 @@ class Service:
                             with contextlib.suppress(nats.errors.Error):
                                 await rest.nak()
                         break
-                    await self._settle(route, msg)
+                    await self._settle(table, route, msg)
         finally:
             if pull is not None:
                 with contextlib.suppress(nats.errors.Error):
                     await pull.unsubscribe()
 
-    async def _settle(self, route: Route, msg: Msg) -> None:
-        result = await self.dispatch(
-            msg.subject, msg.data, headers=msg.headers, dead_letter_failures=False
+    async def _settle(self, table: RouteTable, route: Route, msg: Msg) -> None:
+        result = await self._dispatch(
+            table,
+            msg.subject,
+            msg.data,
+            headers=msg.headers,
+            dead_letter_failures=False,
         )
         try:
             if result.status == "handled":
