@@ -64,7 +64,7 @@ class OperationStats:
 
 @dataclass(frozen=True)
 class Route:
-    """How the messages of one receive operation are recognised, validated and handled."""
+    """How the messages of a receive operation are recognised, validated and handled."""
 
     operation: str
     address: channels.Address[Any]
@@ -146,7 +146,7 @@ class PublishedMessage:
 
 @dataclass
 class MemoryTransport:
-    """Keeps published messages in a list: the transport of `dispatch()` without a broker."""
+    """Keeps published messages in a list: `dispatch()`'s transport without a broker."""
 
     published: list[PublishedMessage] = field(default_factory=list)
 
@@ -212,9 +212,7 @@ class Service:
             Route(
                 operation="receiveTelemetry",
                 address=channels.DEVICE_TELEMETRY,
-                validate=TypeAdapter[models.TelemetryPayload](
-                    models.TelemetryPayload
-                ).validate_json,
+                validate=TypeAdapter(models.TelemetryPayload).validate_json,
                 handler=self.handlers.receive_telemetry,
                 with_params=True,
                 qos=1,
@@ -222,9 +220,7 @@ class Service:
             Route(
                 operation="receiveStatus",
                 address=channels.DEVICE_STATUS,
-                validate=TypeAdapter[models.DeviceStatus](
-                    models.DeviceStatus
-                ).validate_json,
+                validate=TypeAdapter(models.DeviceStatus).validate_json,
                 handler=self.handlers.receive_status,
                 with_params=True,
                 qos=1,
@@ -244,7 +240,7 @@ class Service:
         reply_to: str | None = None,
         dead_letter_failures: bool = True,
     ) -> DispatchResult:
-        """Route, validate and handle one message, exactly as if it came from the broker.
+        """Route, validate and handle one message exactly as if it came from the broker.
 
         `reply_to` is where a request/reply operation answers (the MQTT 5 response
         topic). With `dead_letter_failures=False` a message whose handler
@@ -394,7 +390,7 @@ class Service:
     # -- the connection --------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop taking messages; `run()` lets in-flight handlers finish, then returns."""
+        """Stop taking messages; `run()` lets running handlers finish, then returns."""
         self._stopping.set()
 
     def _client(self) -> aiomqtt.Client:
@@ -444,13 +440,14 @@ class Service:
                 else None
             ),
             tls_context=tls_context,
-            # Small packets (acks, dead letters) go out at once instead of waiting on Nagle.
+            # Small packets (acks, dead letters) go out at once instead of waiting on
+            # Nagle.
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
         # paho acknowledges a QoS 1 message as soon as aiomqtt has queued it, before any
-        # handler ran. With manual acks the service acknowledges it only after its handler
-        # finished or it was dead-lettered, so a crash means redelivery, not loss.
-        # aiomqtt 2.5 does not expose the switch; its paho client does.
+        # handler ran. With manual acks the service acknowledges it only after its
+        # handler finished or it was dead-lettered, so a crash means redelivery, not
+        # loss. aiomqtt 2.5 does not expose the switch; its paho client does.
         client._client.manual_ack_set(True)
         return client
 
@@ -473,7 +470,7 @@ class Service:
         return filters
 
     async def run(self) -> None:
-        """Serve until `stop()` or SIGTERM/SIGINT, reconnecting whenever the broker goes away."""
+        """Serve until `stop()` or SIGTERM/SIGINT; reconnect when the broker is lost."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -536,7 +533,8 @@ class Service:
             consumer.result()
         # Stopping (the consumer may have returned at the stop by itself already).
         if not self._handling_inline:
-            # Waiting for a message, or for a free slot before taking one: nothing to lose.
+            # Waiting for a message, or for a free slot before taking one: nothing to
+            # lose.
             consumer.cancel()
         _, pending = await asyncio.wait(
             {consumer}, timeout=self.settings.shutdown_grace_period
@@ -549,8 +547,8 @@ class Service:
         with contextlib.suppress(asyncio.CancelledError):
             await consumer
         await self._drain()
-        # Acknowledge what was handled before the connection closes; an unfinished message
-        # stays unacknowledged, and so does everything after it.
+        # Acknowledge what was handled before the connection closes; an unfinished
+        # message stays unacknowledged, and so does everything after it.
         acks.flush()
 
     async def _consume(self, client: aiomqtt.Client, acks: _Acks) -> None:
@@ -559,8 +557,8 @@ class Service:
         messages = client.messages
         while True:
             if not inline:
-                # Take a message only with a free slot, so that cancelling this loop at a
-                # stop never drops one that was taken.
+                # Take a message only with a free slot, so that cancelling this loop at
+                # a stop never drops one that was taken.
                 await self._slots.acquire()
             try:
                 message = await anext(messages)
@@ -641,7 +639,8 @@ class _Acks:
     An ack tells the broker the message is safe, so a message is acknowledged only after
     its handler finished or it was dead-lettered, and MQTT 3.1.1 (section 4.6) wants the
     acks in the order the messages arrived, also when handlers finish out of order. So
-    acks go out for the longest run of finished messages at the head of the arrival order.
+    acks go out for the longest run of finished messages at the head of the arrival
+    order.
 
     paho writes each ack to the socket on its own, woken through aiomqtt's writer
     callback, so the acks go out in batches: when no message waits in aiomqtt's queue
@@ -655,7 +654,8 @@ class _Acks:
     BATCH = 32
 
     def __init__(self, client: aiomqtt.Client) -> None:
-        # aiomqtt 2.5 sends no acks itself; its paho client does (see `Service._client`).
+        # aiomqtt 2.5 sends no acks itself; its paho client does (see
+        # `Service._client`).
         self._paho = client._client
         self._queued = client.messages
         self._order: deque[_PendingAck] = deque()
