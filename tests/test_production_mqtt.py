@@ -455,7 +455,9 @@ def test_acks_follow_arrival_order_when_handlers_finish_out_of_order(
         ids = [f"ack-{i}-{300 if i % 8 == 0 else 5}" for i in range(64)]
         publish_telemetry(mosquitto.port, ids)
         wait_for_ids(set(ids), record)
-        finished = [json.loads(line)["params"]["deviceId"] for line in record.read_text().splitlines()]
+        finished = [
+            json.loads(line)["params"]["deviceId"] for line in record.read_text().splitlines()
+        ]
         assert finished != ids, "the handlers did not finish out of order; the test proves nothing"
         deadline = time.monotonic() + 10
         published, acked = broker_log(mosquitto, client_id)

@@ -187,6 +187,11 @@ def generate(
             )
             return
 
+    from asyncgen.render import background, models
+
+    # Generating makes models: a second core imports what that needs meanwhile.
+    background.prepare(models.preload)
+
     from asyncgen.errors import SpecError, UnsupportedError
     from asyncgen.pipeline import Options, generate_project
     from asyncgen.write import EditedFilesError, compare, manifest_file, write_plan
@@ -216,6 +221,8 @@ def generate(
     except UnsupportedError as exc:
         _err(f"{spec}: error: {exc}; nothing written")
         raise typer.Exit(EXIT_INVALID) from None
+    finally:
+        background.discard_prepared()
     _report_problems(generated.warnings)
 
     recorded = fastpath.Settings(

@@ -11,8 +11,9 @@ from asyncgen.errors import Level, Problem, SpecError, UnsupportedError
 from asyncgen.load import Document, RefPolicy, load_document
 from asyncgen.model import Api, build_api
 from asyncgen.plan import PlannedFile
+from asyncgen.render.background import Background
 from asyncgen.render.context import Protocol, build_context, package_name
-from asyncgen.render.models import generate_models
+from asyncgen.render.models import formatted_models, models_cached
 from asyncgen.render.project import plan_project
 from asyncgen.validate import validate_document
 from asyncgen.write.signatures import Expected
@@ -90,8 +91,12 @@ def generate_project(spec: Path, output: Path, options: Options) -> Generated:
     spec_path = Path(os.path.relpath(spec.resolve(), output.resolve())).as_posix()
     context = build_context(api, protocol, package, spec_path, __version__)
     used = {m.class_name for op in context.operations for m in [*op.messages, *op.reply_messages]}
-    models_source = generate_models(api.schemas, context.class_names, used)
-    files = plan_project(context, models_source, options.templates, output)
+    # The models and the templates need nothing of each other: with a second core, the
+    # models are made in a child process meanwhile, unless the cache has them already.
+    job = (api.schemas, context.class_names, used, package)
+    cached = models_cached(api.schemas, context.class_names, used)
+    with Background(formatted_models, job, start=not cached) as models:
+        files = plan_project(context, models.result, options.templates, output)
     return Generated(
         api=api,
         protocol=protocol,

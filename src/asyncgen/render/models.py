@@ -11,6 +11,7 @@ from typing import Any
 
 from asyncgen.errors import UnsupportedError
 from asyncgen.render import cache
+from asyncgen.render.formatting import format_python
 
 #: Names the models module imports or that would read badly as a model name.
 MODEL_RESERVED = {
@@ -108,6 +109,43 @@ def generate_models(
     """
     if not schemas:
         return "from __future__ import annotations\n"
+    document, needed, entry = _entry(schemas, class_names, required)
+    cached = cache.get("models", entry)
+    if cached is not None:
+        return cached
+    source = _generate_checked(document, needed)
+    cache.put("models", entry, source)
+    return source
+
+
+def formatted_models(
+    schemas: dict[str, Any], class_names: dict[str, str], required: set[str], package: str
+) -> str:
+    """`generate_models`, formatted whole (datamodel-code-generator's code is not in
+    black's style)."""
+    source = generate_models(schemas, class_names, required)
+    return format_python(f"src/{package}/_generated/models.py", source, package, whole=True)
+
+
+def preload() -> None:
+    """Import what making and formatting models needs (a third of a second together)."""
+    import black  # noqa: F401
+    import datamodel_code_generator.config
+    import datamodel_code_generator.parser.jsonschema  # noqa: F401
+    import isort  # noqa: F401
+
+
+def models_cached(
+    schemas: dict[str, Any], class_names: dict[str, str], required: set[str] | None = None
+) -> bool:
+    """Whether `generate_models` will answer from the cache (or has nothing to do)."""
+    return not schemas or cache.get("models", _entry(schemas, class_names, required)[2]) is not None
+
+
+def _entry(
+    schemas: dict[str, Any], class_names: dict[str, str], required: set[str] | None
+) -> tuple[dict[str, Any], set[str], str]:
+    """The bundled document, the classes it must produce and its cache key."""
     needed = set(class_names.values()) if required is None else required
     document = bundle(schemas, class_names)
     entry = cache.key(
@@ -116,12 +154,7 @@ def generate_models(
         json.dumps(document, sort_keys=True),
         json.dumps(sorted(needed)),
     )
-    cached = cache.get("models", entry)
-    if cached is not None:
-        return cached
-    source = _generate_checked(document, needed)
-    cache.put("models", entry, source)
-    return source
+    return document, needed, entry
 
 
 def _generate_checked(document: dict[str, Any], needed: set[str]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import jinja2
@@ -48,12 +49,14 @@ def environment(custom: Path | None = None) -> jinja2.Environment:
 
 def plan_project(
     context: ProjectContext,
-    models_source: str,
+    models_source: Callable[[], str],
     custom_templates: Path | None = None,
     output: Path | None = None,
 ) -> list[PlannedFile]:
     """Render every file of the project; nothing is written here.
 
+    `models_source()` gives the formatted models module; it is asked for last, so that
+    it can be produced meanwhile elsewhere (see `background`).
     User files that already exist under `output` are planned as kept and not rendered:
     they will not be written anyway.
     """
@@ -69,17 +72,10 @@ def plan_project(
             return ""
         return env.get_template(template).render(**values, **extra)
 
-    # datamodel-code-generator's code is not in black's style: it is formatted whole.
-    formatted_models = format_python(f"{gen}/models.py", models_source, package, whole=True)
     # (path, template or None for an empty file, extra context, owner)
     files: list[tuple[str, str | None, dict[str, object], Owner]] = [
         (f"{gen}/__init__.py", "common/_generated/__init__.py.jinja", {}, "generated"),
-        (
-            f"{gen}/models.py",
-            "common/_generated/models.py.jinja",
-            {"models_source": formatted_models},
-            "generated",
-        ),
+        (f"{gen}/models.py", "common/_generated/models.py.jinja", {}, "generated"),
         (f"{gen}/channels.py", "common/_generated/channels.py.jinja", {}, "generated"),
         (f"{gen}/handlers.py", "common/_generated/handlers.py.jinja", {}, "generated"),
         (f"{gen}/publishers.py", f"{proto}/_generated/publishers.py.jinja", {}, "generated"),
@@ -98,13 +94,18 @@ def plan_project(
     for operation in context.receive:
         path = f"src/{package}/handlers/{operation.module}.py"
         files.append((path, "common/handler.py.jinja", {"op": operation}, "user"))
-    planned: list[PlannedFile] = []
+    planned: dict[str, PlannedFile] = {}
+    models_path = f"{gen}/models.py"
     for path, template, extra, owner in files:
         if owner == "user" and output is not None and (output / path).exists():
-            planned.append(PlannedFile(path, "", owner))
+            planned[path] = PlannedFile(path, "", owner)
+            continue
+        if path == models_path:
             continue
         content = render(template, **extra)
         if path.endswith(".py") and content.strip():
             content = format_python(path, content, package)
-        planned.append(PlannedFile(path, content, owner))
-    return planned
+        planned[path] = PlannedFile(path, content, owner)
+    models = render("common/_generated/models.py.jinja", models_source=models_source())
+    planned[models_path] = PlannedFile(models_path, models, "generated")
+    return [planned[path] for path, *_ in files]

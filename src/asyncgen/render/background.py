@@ -1,0 +1,181 @@
+"""Work done in a forked child process while this one goes on.
+
+Generating the models (datamodel-code-generator) and formatting them (black) is most of a
+first generation's time, and half of that is importing the two; rendering and formatting
+the templates needs nothing the models produce. On a machine with a second core the two
+run side by side:
+
+- `prepare(warm_up)` forks the child early, before the document is even read, and the
+  child runs `warm_up()` (the imports) while this process loads the document;
+- `Background(work, args)` sends `work(*args)` to that child (or forks one), and
+  `result()` takes its value or re-raises its exception, both pickled through a pipe.
+
+Where fork is missing (Windows), only one core is usable, other threads run (forking
+them is unsafe) or `ASYNCGEN_JOBS=1` is set, the work runs in this process instead, when
+its result is asked for. The result is the same either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+_prepared: _Child | None = None
+
+
+def can_fork() -> bool:
+    if not hasattr(os, "fork") or os.environ.get("ASYNCGEN_JOBS") == "1":
+        return False
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (cores or 1) > 1 and threading.active_count() == 1
+
+
+def prepare(warm_up: Callable[[], None]) -> None:
+    """Fork the child for the next `Background` now; it runs `warm_up()` meanwhile."""
+    global _prepared
+    if _prepared is None and can_fork():
+        _prepared = _Child(warm_up)
+
+
+def discard_prepared() -> None:
+    global _prepared
+    if _prepared is not None:
+        _prepared.close()
+        _prepared = None
+
+
+class Background(Generic[T]):
+    """`work(*args)`, started now in a child process when possible; `result()` waits.
+
+    `work` must be a module-level function and `args` picklable. `start=False` runs it
+    in this process instead, when its result is asked for: for work known to be quick.
+    Use as a context manager: leaving it stops a child whose result was never taken.
+    """
+
+    def __init__(
+        self, work: Callable[..., T], args: tuple[Any, ...] = (), *, start: bool = True
+    ) -> None:
+        global _prepared
+        self._work, self._args = work, args
+        self._child: _Child | None = None
+        if start and can_fork():
+            self._child, _prepared = _prepared or _Child(None), None
+            self._child.send(work, args)
+        else:
+            discard_prepared()
+
+    def result(self) -> T:
+        if self._child is None:
+            return self._work(*self._args)
+        payload = self._child.receive()
+        self._child = None
+        if not payload:  # the child died without a word (killed, out of memory): do it here
+            return self._work(*self._args)
+        ok, value = pickle.loads(payload)
+        if ok:
+            return value  # type: ignore[no-any-return]
+        raise value
+
+    def __enter__(self) -> Background[T]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._child is not None:
+            self._child.close()
+            self._child = None
+
+
+class _Child:
+    """A forked process that runs `warm_up()`, then the one job sent to it."""
+
+    def __init__(self, warm_up: Callable[[], None] | None) -> None:
+        job_read, job_write = os.pipe()
+        result_read, result_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the caller's code
+            try:
+                os.close(job_write)
+                os.close(result_read)
+                _serve(warm_up, job_read, result_write)
+            finally:
+                os._exit(0)
+        os.close(job_read)
+        os.close(result_write)
+        self._pid: int | None = pid
+        self._jobs: int | None = job_write
+        self._results: int | None = result_read
+
+    def send(self, work: Callable[..., object], args: tuple[Any, ...]) -> None:
+        assert self._jobs is not None
+        with os.fdopen(self._jobs, "wb") as pipe:
+            pipe.write(pickle.dumps((work, args)))
+        self._jobs = None
+
+    def receive(self) -> bytes:
+        assert self._results is not None
+        with os.fdopen(self._results, "rb") as pipe:
+            payload = pipe.read()
+        self._results = None
+        self._reap()
+        return payload
+
+    def close(self) -> None:
+        for fd in (self._jobs, self._results):
+            if fd is not None:
+                os.close(fd)
+        self._jobs = self._results = None
+        if self._pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, signal.SIGKILL)
+            self._reap()
+
+    def _reap(self) -> None:
+        if self._pid is not None:
+            os.waitpid(self._pid, 0)
+            self._pid = None
+
+
+def _serve(warm_up: Callable[[], None] | None, jobs: int, results: int) -> None:
+    # The caller's output must not wait for this process to end: no inherited streams.
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    # Take the job while warming up, so that the parent never blocks writing it.
+    received = bytearray()
+    reader = threading.Thread(target=_read_all, args=(jobs, received))
+    reader.start()
+    if warm_up is not None:
+        with contextlib.suppress(Exception):
+            warm_up()
+    reader.join()
+    if not received:  # the parent went on without us
+        return
+    work, args = pickle.loads(received)
+    payload = _outcome(work, args)
+    with os.fdopen(results, "wb") as pipe:
+        pipe.write(payload)
+
+
+def _read_all(fd: int, into: bytearray) -> None:
+    with os.fdopen(fd, "rb") as pipe:
+        into.extend(pipe.read())
+
+
+def _outcome(work: Callable[..., object], args: tuple[Any, ...]) -> bytes:
+    """The pickled `(True, value)` or `(False, exception)` of `work(*args)`."""
+    try:
+        return pickle.dumps((True, work(*args)))
+    except BaseException as exc:
+        exc.add_note(f"in asyncgen's background process:\n{traceback.format_exc()}")
+        try:
+            return pickle.dumps((False, exc))
+        except Exception:  # an exception that does not pickle: keep its text
+            return pickle.dumps((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
