@@ -4,6 +4,7 @@
     python bench/generation.py --quick    # 3 runs, 10/100 channels
     python bench/generation.py --huge     # also 5,000 channels (several minutes)
     python bench/generation.py --profile [mqtt|nats|N]   # cProfile of one in-process run
+    python bench/generation.py --peer     # also the official AsyncAPI generator (npm)
 
 Every case runs as its own process (`python -m asyncgen ...`), its wall time taken around
 spawn-to-exit and its peak RSS from os.wait4's rusage. The cases of one round run one after
@@ -85,6 +86,52 @@ def synthetic_spec(channels: int) -> str:
     for i in range(channels):
         out.append(f"    M{i}:\n      payload:\n        $ref: '#/components/schemas/Reading{i}'\n")
     out.append("  schemas:\n")
+    for i in range(channels):
+        out.append(
+            f"    Reading{i}:\n"
+            "      type: object\n"
+            "      required: [id, value]\n"
+            "      properties:\n"
+            "        id:\n"
+            "          type: string\n"
+            "        value:\n"
+            "          type: number\n"
+            "        at:\n"
+            "          type: string\n"
+            "          format: date-time\n"
+        )
+    return "".join(out)
+
+
+def synthetic_spec_v2(channels: int) -> str:
+    """The same channels as `synthetic_spec`, written in AsyncAPI 2.6: the official
+    generator's python-paho template reads 2.x documents only."""
+    out: list[str] = [
+        "asyncapi: 2.6.0\n"
+        "info:\n"
+        f"  title: Synthetic {channels}\n"
+        "  version: 1.0.0\n"
+        "servers:\n"
+        "  local:\n"
+        "    url: localhost:1883\n"
+        "    protocol: mqtt\n"
+        "channels:\n"
+    ]
+    for i in range(channels):
+        out.append(
+            f"  things/{{thingId}}/ch{i}:\n"
+            "    parameters:\n"
+            "      thingId:\n"
+            "        description: Id of the thing.\n"
+            "        schema:\n"
+            "          type: string\n"
+            "    subscribe:\n"
+            f"      operationId: receiveCh{i}\n"
+            "      message:\n"
+            "        payload:\n"
+            f"          $ref: '#/components/schemas/Reading{i}'\n"
+        )
+    out.append("components:\n  schemas:\n")
     for i in range(channels):
         out.append(
             f"    Reading{i}:\n"
@@ -189,29 +236,44 @@ class SpecCases:
         raise ValueError(case)
 
 
-def peer_command() -> tuple[str, Callable[[Path, Path], list[str]]] | None:
-    """The official AsyncAPI generator, if one is on PATH (never installed by us)."""
-    if shutil.which("asyncapi"):
-        return "asyncapi", lambda spec, out: [
-            "asyncapi",
-            "generate",
-            "fromTemplate",
-            str(spec),
-            "@asyncapi/python-paho-template",
-            "-o",
-            str(out),
-            "--force-write",
-        ]
-    if shutil.which("ag"):
-        return "ag", lambda spec, out: [
-            "ag",
-            str(spec),
-            "@asyncapi/python-paho-template",
-            "-o",
-            str(out),
-            "--force-write",
-        ]
-    return None
+#: The official AsyncAPI generator and its Python (paho-mqtt) template. The template
+#: declares `generator <2.0.0`, so generator 1.x it is.
+PEER_PACKAGES = ("@asyncapi/generator@1", "@asyncapi/python-paho-template@0")
+PEER_HOME = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "asyncgen-bench-peer"
+
+
+def peer_command(install: bool) -> tuple[str, Callable[[Path, Path], list[str]]] | str:
+    """The official generator's command line, or why there is none.
+
+    An `ag` already installed (by npm into PEER_HOME, which `--peer` does when npm is
+    there) is used with the template installed beside it.
+    """
+    ag = PEER_HOME / "node_modules" / ".bin" / "ag"
+    template = PEER_HOME / "node_modules" / "@asyncapi" / "python-paho-template"
+    if not ag.exists() and install:
+        npm = shutil.which("npm")
+        if npm is None:
+            return "npm is not installed"
+        PEER_HOME.mkdir(parents=True, exist_ok=True)
+        print(f"installing {' '.join(PEER_PACKAGES)} with npm into {PEER_HOME} ...", flush=True)
+        done = subprocess.run(
+            [npm, "install", "--prefix", str(PEER_HOME), "--no-audit", "--no-fund", *PEER_PACKAGES],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if done.returncode != 0:
+            return f"npm install failed: {done.stderr.strip()[-300:]}"
+    if not ag.exists() or not template.is_dir():
+        return f"not installed (python bench/generation.py --peer installs it into {PEER_HOME})"
+    return f"ag {PEER_PACKAGES[0].split('@')[-1]}.x + python-paho-template", lambda spec, out: [
+        str(ag),
+        str(spec),
+        str(template),
+        "-o",
+        str(out),
+        "--force-write",
+    ]
 
 
 def fmt_run(runs: list[Run]) -> tuple[str, str, str, str]:
@@ -236,7 +298,6 @@ def bench_examples(runs: int, work: Workspace) -> str:
     cases = {name: SpecCases(spec, work) for name, spec in specs.items()}
     for spec_cases in cases.values():
         spec_cases.prepare()
-    peer = peer_command()
     results: dict[tuple[str, str], list[Run]] = defaultdict(list)
     run_measured([PYTHON, "-c", "pass"], env=BASE_ENV)  # untimed: compile
     run_measured([*ASYNCGEN, "--version"], env=BASE_ENV)
@@ -249,17 +310,9 @@ def bench_examples(runs: int, work: Workspace) -> str:
         for name, spec_cases in cases.items():
             for case in CASES:
                 results[(name, case)].append(spec_cases.run(case))
-            if peer is not None:
-                peer_out = work.fresh("peer")
-                results[(name, "peer")].append(
-                    run_measured(peer[1](specs[name], peer_out), env=BASE_ENV, timeout=600)
-                )
-                shutil.rmtree(peer_out, ignore_errors=True)
     baseline = median([r.seconds for r in results[("-", "python -c pass")]])
     rows = []
     for (name, case), measured in results.items():
-        if case == "peer":
-            continue
         med, fastest, rss, cpu = fmt_run(measured)
         ratio = f"{float(med) / baseline:.1f}x" if med != "FAILED" else "-"
         label = CASE_TEXT.get(case, case)
@@ -271,26 +324,54 @@ def bench_examples(runs: int, work: Workspace) -> str:
             title=f"asyncgen generate as a process (median of {runs} runs, interleaved)",
         )
     ]
-    if peer is None:
-        out.append(
-            "official AsyncAPI generator (peer): not installed (no `asyncapi` or `ag` on PATH)"
-        )
-    else:
-        peer_rows = []
-        for name in specs:
-            med, fastest, rss, _cpu = fmt_run(results[(name, "peer")])
-            ours = results[(name, "cold")]
-            ours_med = median([r.seconds for r in ours])
-            ratio = f"{float(med) / ours_med:.1f}x" if med != "FAILED" else "-"
-            peer_rows.append([name, med, fastest, rss, ratio])
-        out.append(
-            table(
-                ["spec", "median s", "min s", "peak RSS MiB", "x asyncgen cold"],
-                peer_rows,
-                title=f"official AsyncAPI generator ({peer[0]}, python-paho-template), cold",
-            )
-        )
     return "\n\n".join(out)
+
+
+def bench_peer(runs: int, work: Workspace, install: bool) -> str:
+    """asyncgen against the official AsyncAPI generator (python-paho-template), cold,
+    on AsyncAPI 2.6 documents: a synthetic one and streetlights-mqtt when ../shared/specs
+    has it."""
+    peer = peer_command(install)
+    if isinstance(peer, str):
+        return f"official AsyncAPI generator (peer): {peer}"
+    label, command = peer
+    specs: dict[str, Path] = {}
+    streetlights = REPO.parent / "shared" / "specs" / "2.6.0" / "streetlights-mqtt.yml"
+    if streetlights.is_file():
+        specs["streetlights-mqtt (2.6)"] = streetlights
+    for channels in (10, 100):
+        path = work.fresh("peer-spec").with_suffix(".yaml")
+        path.write_text(synthetic_spec_v2(channels), encoding="utf-8")
+        specs[f"synthetic {channels} channels (2.6)"] = path
+    results: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for spec in specs.values():  # untimed: npm's and Python's first-run caches
+        run_measured(command(spec, work.fresh("peer-out")), env=BASE_ENV, timeout=600)
+        generate(spec, work.fresh("out"), work.fresh("cache"))
+    for _ in range(runs):
+        for name, spec in specs.items():
+            output, cache = work.fresh("out"), work.fresh("cache-cold")
+            results[(name, "asyncgen")].append(generate(spec, output, cache))
+            peer_out = work.fresh("peer-out")
+            results[(name, "peer")].append(
+                run_measured(command(spec, peer_out), env=BASE_ENV, timeout=600)
+            )
+            for folder in (output, cache, peer_out):
+                shutil.rmtree(folder, ignore_errors=True)
+    rows = []
+    for name in specs:
+        ours, theirs = fmt_run(results[(name, "asyncgen")]), fmt_run(results[(name, "peer")])
+        ratio = (
+            f"{float(theirs[0]) / float(ours[0]):.1f}x"
+            if "FAILED" not in (ours[0], theirs[0])
+            else "-"
+        )
+        rows.append([name, ours[0], ours[2], theirs[0], theirs[2], ratio])
+    return table(
+        ["spec", "asyncgen s", "RSS MiB", "official s", "RSS MiB", "official / asyncgen"],
+        rows,
+        title=f"first generation, cold: asyncgen against the official generator ({label}); "
+        f"median of {runs}",
+    )
 
 
 def bench_synthetic(sizes: list[int], work: Workspace, runs_small: int) -> str:
@@ -411,6 +492,11 @@ def main() -> None:
         help="print a cProfile of one in-process generation (an example, or N channels)",
     )
     parser.add_argument("--top", type=int, default=25, help="functions in the profile")
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="also time the official AsyncAPI generator (installs it with npm if needed)",
+    )
     args = parser.parse_args()
 
     if args.profile:
@@ -436,6 +522,8 @@ def main() -> None:
     try:
         print()
         print(bench_examples(runs, work), flush=True)
+        print()
+        print(bench_peer(runs, work, install=args.peer), flush=True)
         if not args.no_synthetic:
             print()
             print(bench_synthetic(sizes, work, runs_small=3 if not args.quick else 1))

@@ -299,11 +299,6 @@ def test_importing_every_module_runs_nothing_from_the_spec(project: Project) -> 
     assert "49" not in output
 
 
-@pytest.mark.xfail(
-    reason="render/models.py: a payload field named `model_dump` becomes `model_dump_`, "
-    "which pydantic warns about (protected namespace) on import",
-    strict=True,
-)
 def test_importing_every_module_prints_nothing(project: Project) -> None:
     result = import_everything(project, "-W", "error")
     assert result.returncode == 0, result.stdout + result.stderr

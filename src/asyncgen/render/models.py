@@ -7,6 +7,7 @@ import copy
 import json
 import re
 import warnings
+from collections import defaultdict
 from typing import Any
 
 from asyncgen.errors import UnsupportedError
@@ -98,6 +99,10 @@ def bundle(schemas: dict[str, Any], class_names: dict[str, str]) -> dict[str, An
     }
 
 
+# Bumped whenever the way models are generated changes, so cached models of older rules miss.
+_RULES = "2"
+
+
 def generate_models(
     schemas: dict[str, Any], class_names: dict[str, str], required: set[str] | None = None
 ) -> str:
@@ -150,6 +155,7 @@ def _entry(
     document = bundle(schemas, class_names)
     entry = cache.key(
         "models",
+        _RULES,
         cache.tool_version("datamodel-code-generator"),
         json.dumps(document, sort_keys=True),
         json.dumps(sorted(needed)),
@@ -158,11 +164,18 @@ def _entry(
 
 
 def _generate_checked(document: dict[str, Any], needed: set[str]) -> str:
-    source = _generate(document, collapse=True)
+    collapse = True
+    source = _generate(document, collapse=collapse)
     if needed - _classes(source):
         # Collapsing inlines root models that fields refer to; when a message payload is
         # one of them, generate without collapsing so that the payload keeps its class.
-        source = _generate(document, collapse=False)
+        collapse = False
+        source = _generate(document, collapse=collapse)
+    if crowded := _protected_namespace_classes(source):
+        # A payload property named like `model_dump` becomes the field `model_dump_`,
+        # which pydantic warns about on import (its protected `model_` namespace): those
+        # classes opt out of the namespace, as pydantic's warning suggests.
+        source = _generate(document, collapse=collapse, unprotected=crowded)
     missing = sorted(needed - _classes(source))
     if missing:
         raise UnsupportedError(
@@ -185,7 +198,23 @@ def _classes(source: str) -> set[str]:
     return {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
 
 
-def _generate(document: dict[str, Any], collapse: bool) -> str:
+def _protected_namespace_classes(source: str) -> set[str]:
+    """Classes with a field in pydantic's protected `model_` namespace."""
+    return {
+        node.name
+        for node in ast.parse(source).body
+        if isinstance(node, ast.ClassDef)
+        and any(
+            isinstance(item, ast.AnnAssign)
+            and isinstance(item.target, ast.Name)
+            and item.target.id.startswith("model_")
+            and item.target.id != "model_config"
+            for item in node.body
+        )
+    }
+
+
+def _generate(document: dict[str, Any], collapse: bool, unprotected: set[str] | None = None) -> str:
     from datamodel_code_generator import generate
     from datamodel_code_generator.enums import DataModelType, InputFileType
     from datamodel_code_generator.format import PythonVersion
@@ -212,6 +241,11 @@ def _generate(document: dict[str, Any], collapse: bool) -> str:
                 capitalise_enum_members=True,
                 set_default_enum_member=True,
                 collapse_root_models=collapse,
+                extra_template_data=defaultdict(
+                    dict, {name: {"config": {"protected_namespaces": []}} for name in unprotected}
+                )
+                if unprotected
+                else None,
                 formatters=[],
             )
         except Exception as exc:  # the library raises many kinds; all mean the same here
