@@ -1,0 +1,171 @@
+"""Payload and header schemas against JSON Schema's own rules (draft-07).
+
+AsyncAPI's structure check stops at a Schema Object's door: it only asks for a mapping.
+What is inside must be a JSON Schema (AsyncAPI's Schema Object is a superset of draft-07),
+or the models made from it break later without a line to point at. Every schema a message
+reaches, through `$ref`s across files too, is checked here: each keyword's value has the
+right shape, and every `pattern` is a regular expression.
+
+Schemas in another format (Avro, Protobuf, ...) are left alone: generation refuses them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
+
+from jsonschema import Draft7Validator, FormatChecker  # type: ignore[import-untyped, unused-ignore]
+
+from asyncgen.errors import Problem, SpecError
+from asyncgen.load import Document, Ref
+from asyncgen.load.source import escape_token
+
+_JSON_SCHEMA_FORMATS = re.compile(
+    r"^application/(vnd\.aai\.asyncapi(\+json|\+yaml)?|schema\+json|schema\+yaml)(;.*)?$"
+)
+# Keywords whose values are data, not schemas: a `$ref` key in there is not a reference.
+_DATA_KEYS = {"enum", "const", "default", "examples", "example"}
+
+
+@cache
+def _meta_validator() -> Any:
+    checker = FormatChecker(formats=["regex"])
+    return Draft7Validator(Draft7Validator.META_SCHEMA, format_checker=checker)
+
+
+def check_payload_schemas(doc: Document) -> list[Problem]:
+    problems: dict[tuple[str, str], Problem] = {}
+    queue = list(_schemas_of_messages(doc))
+    seen: set[Ref] = set()
+    while queue:
+        at = queue.pop()
+        try:
+            schema, at = doc.resolve_at(at)
+        except SpecError:
+            continue  # reported by the check of references
+        if at in seen:
+            continue
+        seen.add(at)
+        for error in _meta_validator().iter_errors(schema):
+            pointer = at.pointer + "".join(f"/{escape_token(str(t))}" for t in error.absolute_path)
+            problem = doc.problem(Ref(at.file, pointer), _sentence(error))
+            problems.setdefault((str(problem.location), problem.message), problem)
+        queue.extend(_references(doc, schema, at))
+    return sorted(
+        problems.values(),
+        key=lambda p: (str(p.location.file), p.location.line, p.location.column, p.message),
+    )
+
+
+def _sentence(error: Any) -> str:
+    if error.validator == "format":
+        return f"pattern {error.instance!r} is not a valid regular expression"
+    if error.validator == "type":
+        expected = error.validator_value
+        wanted = [str(name) for name in (expected if isinstance(expected, list) else [expected])]
+        shape = (
+            "a schema (a mapping)"
+            if set(wanted) == {"object", "boolean"}
+            else " or ".join(_TYPE_NAMES.get(name, name) for name in wanted)
+        )
+        return f"invalid JSON Schema: this must be {shape}, not {_kind(error.instance)}"
+    return f"invalid JSON Schema: {error.message}"
+
+
+_TYPE_NAMES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "number": "a number",
+    "integer": "an integer",
+    "boolean": "a boolean",
+    "null": "null",
+}
+
+
+def _kind(value: Any) -> str:
+    for kind, name in ((bool, "boolean"), (dict, "object"), (list, "array"), (str, "string")):
+        if isinstance(value, kind):
+            return _TYPE_NAMES[name]
+    if isinstance(value, int | float):
+        return "a number"
+    return "null" if value is None else type(value).__name__
+
+
+def _references(doc: Document, value: Any, at: Ref) -> Iterator[Ref]:
+    """The targets of the `$ref`s inside a schema."""
+    if isinstance(value, dict):
+        if isinstance(value.get("$ref"), str):
+            with contextlib.suppress(SpecError):
+                yield doc.target_of(value, at)
+            return
+        for key, item in value.items():
+            if key not in _DATA_KEYS:
+                yield from _references(doc, item, at.child(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _references(doc, item, at.child(index))
+
+
+def _schemas_of_messages(doc: Document) -> Iterator[Ref]:
+    """Where the payload and headers schemas of every message and component are."""
+    data = doc.data
+    root = Ref(doc.root.path)
+    components = data.get("components") if isinstance(data.get("components"), dict) else {}
+    for name, schema in (components.get("schemas") or {}).items():
+        at = root.child("components", "schemas", name)
+        if isinstance(schema, dict) and "schemaFormat" in schema and "schema" in schema:
+            if _is_json_schema(schema["schemaFormat"]):
+                yield at.child("schema")
+        else:
+            yield at
+    messages = [root.child("components", "messages", n) for n in _keys(components.get("messages"))]
+    channels = data.get("channels") if isinstance(data.get("channels"), dict) else {}
+    for key, channel in channels.items():
+        try:
+            channel, at = doc.resolve(channel, root.child("channels", key))
+        except SpecError:
+            continue
+        if not isinstance(channel, dict):
+            continue
+        messages += [at.child("messages", name) for name in _keys(channel.get("messages"))]
+        for verb in ("publish", "subscribe"):  # AsyncAPI 2.x
+            operation = channel.get(verb)
+            if isinstance(operation, dict) and "message" in operation:
+                message = operation["message"]
+                one_of = message.get("oneOf") if isinstance(message, dict) else None
+                if isinstance(one_of, list):
+                    messages += [at.child(verb, "message", "oneOf", i) for i in range(len(one_of))]
+                else:
+                    messages.append(at.child(verb, "message"))
+    for place in messages:
+        try:
+            message, at = doc.resolve_at(place)
+        except SpecError:
+            continue
+        if not isinstance(message, dict):
+            continue
+        if "headers" in message:
+            yield at.child("headers")
+        payload = message.get("payload")
+        schema_format = message.get("schemaFormat")
+        if isinstance(payload, dict) and "schemaFormat" in payload and "schema" in payload:
+            schema_format, payload_at = payload["schemaFormat"], at.child("payload", "schema")
+        else:
+            payload_at = at.child("payload")
+        if "payload" in message and _is_json_schema(schema_format):
+            yield payload_at
+
+
+def _is_json_schema(schema_format: Any) -> bool:
+    """Whether a `schemaFormat` (None: the default) is AsyncAPI's or JSON Schema's."""
+    return schema_format is None or (
+        isinstance(schema_format, str) and _JSON_SCHEMA_FORMATS.match(schema_format) is not None
+    )
+
+
+def _keys(value: Any) -> list[str]:
+    return list(value) if isinstance(value, dict) else []
