@@ -19,11 +19,9 @@ from asyncgen.model.ir import (
     Reply,
     Server,
     address_parameters,
+    is_json_schema_format,
 )
 
-_JSON_SCHEMA_FORMATS = re.compile(
-    r"^application/(vnd\.aai\.asyncapi(\+json|\+yaml)?|schema\+json|schema\+yaml)(;.*)?$"
-)
 # Keys of AsyncAPI's Schema Object that are not JSON Schema and mean nothing to a model.
 _NON_SCHEMA_KEYS = {"externalDocs", "discriminator", "xml", "deprecated"}
 # Keywords whose values are data, not subschemas: never look for $refs inside them.
@@ -133,9 +131,7 @@ class _Builder:
         if isinstance(resolved, dict) and "schemaFormat" in resolved and "schema" in resolved:
             schema_format = resolved["schemaFormat"]
             ref = resolved_at.child("schema")
-        if schema_format is not None and not (
-            isinstance(schema_format, str) and _JSON_SCHEMA_FORMATS.match(schema_format)
-        ):
+        if schema_format is not None and not is_json_schema_format(schema_format):
             raise self.fail(
                 ref,
                 f"unsupported: schemaFormat {schema_format!r}; asyncgen generates "

@@ -18,6 +18,16 @@ Action = Literal["send", "receive"]
 _PARAM = re.compile(r"\{([^{}]+)\}")
 
 
+_JSON_SCHEMA_FORMATS = re.compile(
+    r"^application/(vnd\.aai\.asyncapi(\+json|\+yaml)?|schema\+json|schema\+yaml)(;.*)?$"
+)
+
+
+def is_json_schema_format(schema_format: Any) -> bool:
+    """Whether a `schemaFormat` names AsyncAPI's Schema Object or JSON Schema."""
+    return isinstance(schema_format, str) and _JSON_SCHEMA_FORMATS.match(schema_format) is not None
+
+
 def address_parameters(address: str) -> list[str]:
     """The `{name}` parameters of an address, in order of appearance."""
     return _PARAM.findall(address)

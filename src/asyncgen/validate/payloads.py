@@ -12,7 +12,6 @@ Schemas in another format (Avro, Protobuf, ...) are left alone: generation refus
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
@@ -22,10 +21,9 @@ from jsonschema import Draft7Validator, FormatChecker  # type: ignore[import-unt
 from asyncgen.errors import Problem, SpecError
 from asyncgen.load import Document, Ref
 from asyncgen.load.source import escape_token
+from asyncgen.model.ir import is_json_schema_format
+from asyncgen.validate.structure import TYPE_NAMES
 
-_JSON_SCHEMA_FORMATS = re.compile(
-    r"^application/(vnd\.aai\.asyncapi(\+json|\+yaml)?|schema\+json|schema\+yaml)(;.*)?$"
-)
 # Keywords whose values are data, not schemas: a `$ref` key in there is not a reference.
 _DATA_KEYS = {"enum", "const", "default", "examples", "example"}
 
@@ -69,27 +67,16 @@ def _sentence(error: Any) -> str:
         shape = (
             "a schema (a mapping)"
             if set(wanted) == {"object", "boolean"}
-            else " or ".join(_TYPE_NAMES.get(name, name) for name in wanted)
+            else " or ".join(TYPE_NAMES.get(name, name) for name in wanted)
         )
         return f"invalid JSON Schema: this must be {shape}, not {_kind(error.instance)}"
     return f"invalid JSON Schema: {error.message}"
 
 
-_TYPE_NAMES = {
-    "object": "a mapping",
-    "array": "a list",
-    "string": "a string",
-    "number": "a number",
-    "integer": "an integer",
-    "boolean": "a boolean",
-    "null": "null",
-}
-
-
 def _kind(value: Any) -> str:
     for kind, name in ((bool, "boolean"), (dict, "object"), (list, "array"), (str, "string")):
         if isinstance(value, kind):
-            return _TYPE_NAMES[name]
+            return TYPE_NAMES[name]
     if isinstance(value, int | float):
         return "a number"
     return "null" if value is None else type(value).__name__
@@ -162,9 +149,7 @@ def _schemas_of_messages(doc: Document) -> Iterator[Ref]:
 
 def _is_json_schema(schema_format: Any) -> bool:
     """Whether a `schemaFormat` (None: the default) is AsyncAPI's or JSON Schema's."""
-    return schema_format is None or (
-        isinstance(schema_format, str) and _JSON_SCHEMA_FORMATS.match(schema_format) is not None
-    )
+    return schema_format is None or is_json_schema_format(schema_format)
 
 
 def _keys(value: Any) -> list[str]:

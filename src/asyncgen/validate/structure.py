@@ -27,7 +27,7 @@ from asyncgen.validate.schemas import SUPPORTED_VERSIONS, Schema, schema_for
 #: Longest excerpt of a value quoted in a message.
 MAX_QUOTE = 60
 
-_TYPE_NAMES = {
+TYPE_NAMES = {
     "object": "a mapping",
     "array": "a list",
     "string": "a string",
@@ -191,7 +191,7 @@ def _expected(schema: Schema) -> str:
         return str(schema["x-expected"])
     types = schema.get("type", [])
     names = " or ".join(
-        _TYPE_NAMES.get(t, t) for t in ([types] if isinstance(types, str) else types)
+        TYPE_NAMES.get(t, t) for t in ([types] if isinstance(types, str) else types)
     )
     title = schema.get("title")
     return f"{_a(title)} ({names})" if title else names
