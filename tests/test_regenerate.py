@@ -13,6 +13,7 @@ import re
 import shutil
 import stat
 import tempfile
+import tomllib
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -398,20 +399,48 @@ def test_a_custom_template_changes_its_file_only_and_survives_regeneration(work:
     normal, overridden = tree(work / "svc"), tree(custom)
     assert normal.keys() == overridden.keys()
     differ = {path for path in normal if normal[path] != overridden[path]}
-    assert differ == {".env.example", MANIFEST}
+    assert differ == {".env.example", "pyproject.toml", MANIFEST}
     assert "OUR_OWN_SETTING=1" in (custom / ".env.example").read_text()
-
-    pyproject = custom / "pyproject.toml"
-    text = pyproject.read_text()
-    assert "[tool.asyncgen]\n" in text
-    pyproject.write_text(
-        text.replace("[tool.asyncgen]\n", '[tool.asyncgen]\ntemplates = "../tpl"\n')
+    # The project remembers its templates, so that a bare `asyncgen generate` uses them.
+    settings = tomllib.loads((custom / "pyproject.toml").read_text())["tool"]["asyncgen"]
+    assert settings["templates"] == "../tpl"
+    assert (
+        "templates"
+        not in tomllib.loads((work / "svc" / "pyproject.toml").read_text())["tool"]["asyncgen"]
     )
     edit_spec(work / "asyncapi.yaml", rename_battery)
     succeed("generate", "-o", str(custom))
     assert "OUR_OWN_SETTING=1" in (custom / ".env.example").read_text()
     assert 'alias="batteryLevel"' in (custom / GENERATED / "models.py").read_text()
     succeed("generate", "--check", "-o", str(custom))
+
+
+def test_refs_root_given_at_first_generation_is_kept_for_the_next(tmp_path: Path) -> None:
+    (tmp_path / "common").mkdir()
+    (tmp_path / "common" / "schemas.yaml").write_text(
+        "Reading:\n  type: object\n  properties:\n    value: {type: number}\n"
+    )
+    (tmp_path / "api").mkdir()
+    spec = tmp_path / "api" / "asyncapi.yaml"
+    spec.write_text(
+        "asyncapi: 3.0.0\ninfo: {title: Shared refs, version: '1'}\n"
+        "channels:\n  readings:\n    address: readings\n    messages:\n      reading:\n"
+        "        payload: {$ref: '../common/schemas.yaml#/Reading'}\n"
+        "operations:\n  receiveReading:\n    action: receive\n"
+        "    channel: {$ref: '#/channels/readings'}\n"
+    )
+    project = tmp_path / "svc"
+    refused = invoke("generate", str(spec), "-o", str(project))
+    assert refused.exit_code == 1 and "--refs-root" in refused.output, explain(refused)
+    succeed("generate", str(spec), "-o", str(project), "--refs-root", str(tmp_path))
+    settings = tomllib.loads((project / "pyproject.toml").read_text())["tool"]["asyncgen"]
+    assert settings["refs_root"] == ".."
+    (tmp_path / "common" / "schemas.yaml").write_text(
+        "Reading:\n  type: object\n  properties:\n    celsius: {type: number}\n"
+    )
+    succeed("generate", "-o", str(project))  # no SPEC, no --refs-root: from the project
+    assert "celsius" in (project / "src" / "shared_refs" / "_generated" / "models.py").read_text()
+    succeed("generate", "--check", "-o", str(project))
 
 
 # -- 6. --dry-run ------------------------------------------------------------------------

@@ -88,8 +88,20 @@ def generate_project(spec: Path, output: Path, options: Options) -> Generated:
     api, model_warnings = build_api(doc)
     protocol = choose_protocol(api, options.protocol)
     package = options.package or package_name(api.title)
-    spec_path = Path(os.path.relpath(spec.resolve(), output.resolve())).as_posix()
-    context = build_context(api, protocol, package, spec_path, __version__)
+
+    def relative(path: Path) -> str:
+        return Path(os.path.relpath(path.resolve(), output.resolve())).as_posix()
+
+    context = build_context(
+        api,
+        protocol,
+        package,
+        relative(spec),
+        __version__,
+        templates_path=relative(options.templates) if options.templates else None,
+        refs_root_path=relative(options.refs_root) if options.refs_root else None,
+        allow_outside_refs=options.allow_outside_refs,
+    )
     used = {m.class_name for op in context.operations for m in [*op.messages, *op.reply_messages]}
     # The models and the templates need nothing of each other: with a second core, the
     # models are made in a child process meanwhile, unless the cache has them already.

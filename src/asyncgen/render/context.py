@@ -191,6 +191,11 @@ class ProjectContext:
     send: list[OperationView]
     class_names: dict[str, str]
     warnings: list[Problem] = field(default_factory=list)
+    #: Options of the first generation that `[tool.asyncgen]` keeps for the next ones:
+    #: folders relative to the project.
+    templates_path: str | None = None
+    refs_root_path: str | None = None
+    allow_outside_refs: bool = False
 
     @property
     def operations(self) -> list[OperationView]:
@@ -205,6 +210,14 @@ class ProjectContext:
     def spec_path_toml(self) -> str:
         """Where the spec is, relative to the project, as a TOML string."""
         return toml_string(self.spec_path)
+
+    @property
+    def templates_path_toml(self) -> str:
+        return toml_string(self.templates_path or "")
+
+    @property
+    def refs_root_path_toml(self) -> str:
+        return toml_string(self.refs_root_path or "")
 
     @property
     def client_id_env(self) -> str | None:
@@ -596,6 +609,10 @@ def build_context(
     package: str,
     spec_path: str,
     tool_version: str,
+    *,
+    templates_path: str | None = None,
+    refs_root_path: str | None = None,
+    allow_outside_refs: bool = False,
 ) -> ProjectContext:
     """Name everything in `api` for the templates of `protocol`."""
     builder = _ContextBuilder(api, protocol)
@@ -637,6 +654,9 @@ def build_context(
         send=send,
         class_names=builder.class_names,
         warnings=builder.warnings,
+        templates_path=templates_path,
+        refs_root_path=refs_root_path,
+        allow_outside_refs=allow_outside_refs,
     )
 
 
