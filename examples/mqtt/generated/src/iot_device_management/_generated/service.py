@@ -271,11 +271,11 @@ class Service:
         table: RouteTable,
         address: str,
         payload: bytes,
-        *,
         headers: dict[str, str] | None = None,
+        reply_to: str | None = None,
+        *,
         qos: int = 0,
         retain: bool = False,
-        reply_to: str | None = None,
         dead_letter_failures: bool = True,
     ) -> DispatchResult:
         """`dispatch()` among the routes of `table`."""
@@ -299,7 +299,7 @@ class Service:
                 reason = f"payload does not match the schema: {_describe(exc)}"
                 await self._dead_letter(route.operation, address, payload, reason)
                 return DispatchResult("invalid", route.operation, reason)
-            # In field order: a frozen dataclass takes positional arguments faster.
+            # Positional, in field order: cheaper than keywords on every message.
             context = MessageContext(
                 route.operation,
                 address,
@@ -309,15 +309,16 @@ class Service:
                 retain,
                 headers or {},
             )
-            args = (
-                (message, params, context) if route.with_params else (message, context)
-            )
             timeout = self.settings.handler_timeout
             try:
-                if timeout is None:
-                    result = await route.handler(*args)
+                if route.with_params:
+                    handling = route.handler(message, params, context)
                 else:
-                    result = await asyncio.wait_for(route.handler(*args), timeout)
+                    handling = route.handler(message, context)
+                if timeout is None:
+                    result = await handling
+                else:
+                    result = await asyncio.wait_for(handling, timeout)
                 if route.reply is not None:
                     result = route.reply.validate_python(result)
             except Exception as exc:
@@ -330,7 +331,9 @@ class Service:
             if route.reply is not None:
                 await self._reply(route, params, reply_to, result)
             stats.handled += 1
-            logger.debug("%s handled a message on %s", route.operation, address)
+            # Asked here rather than inside `debug()`: one call less on every message.
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("%s handled a message on %s", route.operation, address)
             if result is None:
                 return self._handled[route.operation]
             return DispatchResult("handled", route.operation, reply=result)
