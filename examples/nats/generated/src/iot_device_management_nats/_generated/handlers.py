@@ -15,9 +15,15 @@ from . import channels, models
 from .publishers import Publishers
 
 
-@dataclass(frozen=True)
+@dataclass
 class MessageContext:
-    """What a handler knows about a message besides its validated payload."""
+    """What a handler knows about a message besides its validated payload.
+
+    Each message gets a context of its own, and the service reads nothing back from it.
+    It is not frozen because a frozen dataclass sets each field through
+    `object.__setattr__`, which made it the dearest step of the service's own work on
+    a message.
+    """
 
     #: The operation id in the AsyncAPI document.
     operation: str
