@@ -18,6 +18,7 @@ import random
 import signal
 import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -65,6 +66,53 @@ class OperationStats:
     invalid: int = 0
     failed: int = 0
     dead_lettered: int = 0
+
+
+@dataclass
+class _LogWindow:
+    start: float
+    lines: int = 0
+    held_back: int = 0
+
+
+class LogThrottle:
+    """At most `limit` log lines a minute per subject (an operation, say); the others are
+    counted, and the count is logged with the first line let through after the minute.
+
+    A flood of malformed messages then costs a few lines a minute instead of one each;
+    the stats (STATS_INTERVAL) and the dead letters still count every message.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._windows: dict[str, _LogWindow] = {}
+
+    def allow(self, subject: str) -> bool:
+        if self.limit <= 0:
+            return True
+        now = self.clock()
+        window = self._windows.get(subject)
+        if window is None or now - window.start >= self.window:
+            if window is not None and window.held_back:
+                logger.warning(
+                    "%s: %d more log lines held back in the last %.0f s",
+                    subject,
+                    window.held_back,
+                    now - window.start,
+                )
+            window = self._windows[subject] = _LogWindow(now)
+        window.lines += 1
+        if window.lines <= self.limit:
+            return True
+        window.held_back += 1
+        return False
 
 
 @dataclass(frozen=True)
@@ -203,6 +251,7 @@ class Service:
             route.operation: DispatchResult("handled", route.operation)
             for route in self.routes
         }
+        self._log_throttle = LogThrottle(self.settings.log_rejections_per_minute)
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(self.settings.max_concurrency)
@@ -323,7 +372,10 @@ class Service:
                     result = route.reply.validate_python(result)
             except Exception as exc:
                 stats.failed += 1
-                logger.exception("handler of %s failed on %s", route.operation, address)
+                if self._log_throttle.allow(route.operation):
+                    logger.exception(
+                        "handler of %s failed on %s", route.operation, address
+                    )
                 reason = f"handler raised {type(exc).__name__}: {exc}"
                 if dead_letter_failures:
                     await self._dead_letter(route.operation, address, payload, reason)
@@ -337,7 +389,8 @@ class Service:
             if result is None:
                 return self._handled[route.operation]
             return DispatchResult("handled", route.operation, reply=result)
-        logger.warning("no operation receives on topic %s; message ignored", address)
+        if self._log_throttle.allow("unrouted"):
+            logger.warning("no operation receives on topic %s; ignored", address)
         return DispatchResult("unrouted", reason=f"no operation receives on {address}")
 
     async def _reply(
@@ -359,7 +412,8 @@ class Service:
         self, operation: str, address: str, payload: bytes, reason: str
     ) -> None:
         """Log the rejection and publish the original bytes in a JSON envelope."""
-        logger.error("%s: message on %s rejected: %s", operation, address, reason)
+        if self._log_throttle.allow(operation):
+            logger.error("%s: message on %s rejected: %s", operation, address, reason)
         target = self.settings.mqtt_dead_letter_topic
         if not target:
             return

@@ -52,3 +52,6 @@ class Settings(BaseSettings):
     stats_interval: float = Field(default=60.0, ge=0)
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+    #: Log lines a minute about the rejected or failed messages of one operation; the
+    #: lines beyond are counted instead. 0 logs every one.
+    log_rejections_per_minute: int = Field(default=20, ge=0)
