@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import EXAMPLES
+from conftest import EXAMPLES, not_black_formatted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
@@ -413,6 +413,24 @@ def test_a_custom_template_changes_its_file_only_and_survives_regeneration(work:
     assert "OUR_OWN_SETTING=1" in (custom / ".env.example").read_text()
     assert 'alias="batteryLevel"' in (custom / GENERATED / "models.py").read_text()
     succeed("generate", "--check", "-o", str(custom))
+
+
+def test_files_of_custom_templates_are_formatted_like_the_built_in_ones(work: Path) -> None:
+    templates = work / "tpl"
+    (templates / "common" / "_generated").mkdir(parents=True)
+    (templates / "common" / "_generated" / "__init__.py.jinja").write_text(
+        '"""Generated code of {{ ctx.title | doc }}."""\nimport sys,os\n'
+        "VERSIONS=[ 1,2 ,3]\n"
+        "def platform( ):\n  return (sys.platform,os.sep)\n"
+        'NOTE = "a line long enough that black has to split the call that holds it", 1\n'
+    )
+    custom = work / "custom"
+    succeed(
+        "generate", str(work / "asyncapi.yaml"), "-o", str(custom), "--templates", str(templates)
+    )
+    package = next(path.name for path in (custom / "src").iterdir())
+    assert not_black_formatted(custom, package) == []
+    assert "VERSIONS = [1, 2, 3]" in (custom / GENERATED / "__init__.py").read_text()
 
 
 def test_refs_root_given_at_first_generation_is_kept_for_the_next(tmp_path: Path) -> None:

@@ -10,11 +10,10 @@ from typing import Any, Literal
 
 import jsonschema
 import pydantic
-import pydantic_core
 
 from asyncgen.errors import Level, Location, Problem
 from asyncgen.model import Api, Channel, Message, Operation, Parameter
-from asyncgen.model.ir import address_parameters
+from asyncgen.model.ir import address_parameters, regex_engine
 from asyncgen.render.models import MODEL_RESERVED, bundle
 from asyncgen.render.naming import (
     MAX_FILE_NAME,
@@ -283,22 +282,6 @@ def _address_problem(address: str, protocol: Protocol) -> str | None:
     return None
 
 
-def _regex_engine(pattern: str) -> tuple[str | None, str]:
-    """The pydantic regex engine that can use `pattern` ("rust-regex", else "python-re"),
-    or None and why neither can."""
-    try:
-        pydantic_core.SchemaValidator(pydantic_core.core_schema.str_schema(pattern=pattern))
-    except pydantic_core.SchemaError:
-        pass
-    else:
-        return "rust-regex", ""
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        return None, str(exc)
-    return "python-re", ""
-
-
 def _accepts(param: Parameter, value: str, protocol: Protocol) -> bool:
     """Whether `value` is a concrete value of `param` in an address of `protocol`."""
     if not value or _FORBIDDEN_IN_VALUE[protocol].intersection(value):
@@ -385,7 +368,7 @@ class _ContextBuilder:
     def param(self, param: Parameter, channel: Channel, attrs: Namer) -> ParamView:
         pattern, engine = param.pattern, None
         if pattern is not None:
-            engine, error = _regex_engine(pattern)
+            engine, error = regex_engine(pattern)
             if engine is None:
                 self.warn(
                     channel.location,

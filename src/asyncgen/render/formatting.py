@@ -78,7 +78,10 @@ def _width(line: str) -> int:
 
 
 def _black_where_needed(source: str) -> str:
-    lines = source.splitlines(keepends=True)
+    # Split at "\n" only, as Python numbers lines: `splitlines` would also split at
+    # U+2028 and other characters that text inside a string may hold.
+    lines = source.split("\n")
+    lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
     wide = {number for number, line in enumerate(lines, 1) if _width(line.rstrip()) > LINE_LENGTH}
     if not wide:
         return source

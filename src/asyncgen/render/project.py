@@ -96,6 +96,9 @@ def plan_project(
         files.append((path, "common/handler.py.jinja", {"op": operation}, "user"))
     planned: dict[str, PlannedFile] = {}
     models_path = f"{gen}/models.py"
+    # The built-in templates are written in black's layout; custom ones need not be, so
+    # with custom templates every file is formatted whole.
+    whole = custom_templates is not None
     for path, template, extra, owner in files:
         if owner == "user" and output is not None and (output / path).exists():
             planned[path] = PlannedFile(path, "", owner)
@@ -104,8 +107,10 @@ def plan_project(
             continue
         content = render(template, **extra)
         if path.endswith(".py") and content.strip():
-            content = format_python(path, content, package)
+            content = format_python(path, content, package, whole=whole)
         planned[path] = PlannedFile(path, content, owner)
     models = render("common/_generated/models.py.jinja", models_source=models_source())
+    if whole:
+        models = format_python(models_path, models, package, whole=True)
     planned[models_path] = PlannedFile(models_path, models, "generated")
     return [planned[path] for path, *_ in files]

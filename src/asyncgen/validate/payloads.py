@@ -21,7 +21,7 @@ from jsonschema import Draft7Validator, FormatChecker  # type: ignore[import-unt
 from asyncgen.errors import Problem, SpecError
 from asyncgen.load import Document, Ref
 from asyncgen.load.source import escape_token
-from asyncgen.model.ir import is_json_schema_format
+from asyncgen.model.ir import is_json_schema_format, regex_engine
 from asyncgen.validate.structure import TYPE_NAMES
 
 # Keywords whose values are data, not schemas: a `$ref` key in there is not a reference.
@@ -30,7 +30,18 @@ _DATA_KEYS = {"enum", "const", "default", "examples", "example"}
 
 @cache
 def _meta_validator() -> Any:
-    checker = FormatChecker(formats=["regex"])
+    # A `pattern` is checked the way the generated models will use it: with pydantic's
+    # Rust engine, else Python's (the generated code then asks for "python-re").
+    checker = FormatChecker(formats=[])
+
+    @checker.checks("regex", raises=ValueError)
+    def is_regex(value: object) -> bool:
+        if isinstance(value, str):
+            engine, why = regex_engine(value)
+            if engine is None:
+                raise ValueError(why)
+        return True
+
     return Draft7Validator(Draft7Validator.META_SCHEMA, format_checker=checker)
 
 

@@ -714,7 +714,8 @@ class _Acks:
     paho writes each ack to the socket on its own, woken through aiomqtt's writer
     callback, so the acks go out in batches: when no message waits in aiomqtt's queue
     (the broker may be holding the next ones back until it sees acks, see mosquitto's
-    max_inflight_messages) or once `BATCH` are ready.
+    max_inflight_messages), or after `BATCH` messages of any QoS, so that a stream of
+    QoS 0 messages never keeps a QoS 1 ack waiting for long.
 
     Acks belong to one connection: a message is redelivered after a reconnect, under a
     packet id that may since name another message, so `close()` drops what is left.
@@ -729,6 +730,7 @@ class _Acks:
         self._queued = client.messages
         self._order: deque[_PendingAck] = deque()
         self._ready = 0
+        self._settled = 0  # messages settled since the last flush
         self._closed = False
 
     def expect(self, message: aiomqtt.Message) -> _PendingAck | None:
@@ -750,15 +752,18 @@ class _Acks:
     def _settle(
         self, pending: _PendingAck | None, state: Literal["done", "skipped"]
     ) -> None:
-        if pending is None or self._closed:
+        if self._closed:
             return
-        pending.state = state
-        self._ready += 1
-        if self._ready >= self.BATCH or not len(self._queued):
+        if pending is not None:
+            pending.state = state
+            self._ready += 1
+        self._settled += 1
+        if self._ready and (self._settled >= self.BATCH or not len(self._queued)):
             self.flush()
 
     def flush(self) -> None:
         """Acknowledge the finished messages at the head of the arrival order."""
+        self._settled = 0
         order = self._order
         while order and order[0].state != "waiting":
             pending = order.popleft()
