@@ -58,6 +58,21 @@ def test_a_child_that_dies_is_replaced_by_doing_the_work_here() -> None:
         assert job.result() == 2
 
 
+def test_a_prepared_child_that_died_before_its_job_leaves_the_work_to_this_process() -> None:
+    background.prepare(lambda: None)
+    child = background._prepared
+    assert child is not None and child._pid is not None
+    pid = child._pid
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    # A large job, so that writing it to the dead child's pipe fails.
+    with Background(len, (b"x" * 5_000_000,)) as job:
+        assert job._child is None
+        assert job.result() == 5_000_000
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
 def test_a_prepared_child_is_used_once_and_a_discarded_one_ends() -> None:
     background.prepare(lambda: None)
     prepared = background._prepared

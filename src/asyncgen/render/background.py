@@ -67,19 +67,28 @@ class Background(Generic[T]):
         self._work, self._args = work, args
         self._child: _Child | None = None
         if start and can_fork():
-            self._child, _prepared = _prepared or _Child(None), None
-            self._child.send(work, args)
+            child, _prepared = _prepared or _Child(None), None
+            if child.send(work, args):
+                self._child = child
+            else:  # the child is gone: the work will run here
+                child.close()
         else:
             discard_prepared()
 
     def result(self) -> T:
         if self._child is None:
             return self._work(*self._args)
-        payload = self._child.receive()
-        self._child = None
+        child, self._child = self._child, None
+        try:
+            payload = child.receive()
+        finally:
+            child.close()
         if not payload:  # the child died without a word (killed, out of memory): do it here
             return self._work(*self._args)
-        ok, value = pickle.loads(payload)
+        try:
+            ok, value = pickle.loads(payload)
+        except Exception as exc:  # an exception that pickles but does not unpickle
+            raise RuntimeError(f"the background work failed: {exc}") from None
         if ok:
             return value  # type: ignore[no-any-return]
         raise value
@@ -113,24 +122,34 @@ class _Child:
         self._jobs: int | None = job_write
         self._results: int | None = result_read
 
-    def send(self, work: Callable[..., object], args: tuple[Any, ...]) -> None:
-        assert self._jobs is not None
-        with os.fdopen(self._jobs, "wb") as pipe:
-            pipe.write(pickle.dumps((work, args)))
-        self._jobs = None
+    def send(self, work: Callable[..., object], args: tuple[Any, ...]) -> bool:
+        """Hand the job over; False when the child is gone."""
+        # Each descriptor is forgotten before the file object that now owns it can
+        # close it, so that `close()` never closes a number twice.
+        fd, self._jobs = self._jobs, None
+        assert fd is not None
+        try:
+            with os.fdopen(fd, "wb") as pipe:
+                pipe.write(pickle.dumps((work, args)))
+        except OSError:  # BrokenPipeError: the child died before it read its job
+            return False
+        return True
 
     def receive(self) -> bytes:
-        assert self._results is not None
-        with os.fdopen(self._results, "rb") as pipe:
+        """The child's answer (empty when it died without one); it has ended then."""
+        fd, self._results = self._results, None
+        assert fd is not None
+        with os.fdopen(fd, "rb") as pipe:
             payload = pipe.read()
-        self._results = None
         self._reap()
         return payload
 
     def close(self) -> None:
+        """Stop the child if it still runs, and reap it."""
         for fd in (self._jobs, self._results):
             if fd is not None:
-                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         self._jobs = self._results = None
         if self._pid is not None:
             with contextlib.suppress(ProcessLookupError):
