@@ -81,6 +81,11 @@ def _sentence(error: Any) -> str:
             else " or ".join(TYPE_NAMES.get(name, name) for name in wanted)
         )
         return f"invalid JSON Schema: this must be {shape}, not {_kind(error.instance)}"
+    if error.validator == "anyOf" and list(error.absolute_path)[-1:] == ["type"]:
+        return (
+            f"invalid JSON Schema: {error.instance!r} is not a type (string, number, integer, "
+            "boolean, object, array, null)"
+        )
     return f"invalid JSON Schema: {error.message}"
 
 
@@ -109,19 +114,47 @@ def _references(doc: Document, value: Any, at: Ref) -> Iterator[Ref]:
 
 
 def _schemas_of_messages(doc: Document) -> Iterator[Ref]:
-    """Where the payload and headers schemas of every message and component are."""
+    """Where the JSON Schemas of the messages (payloads, headers) and components are."""
     data = doc.data
     root = Ref(doc.root.path)
     components = data.get("components") if isinstance(data.get("components"), dict) else {}
+    foreign: set[Ref] = set()  # schemas that a message of another format points at
+    for place in _messages(doc, components):
+        try:
+            message, at = doc.resolve_at(place)
+        except SpecError:
+            continue
+        if not isinstance(message, dict):
+            continue
+        for part in ("headers", "payload"):
+            if part not in message:
+                continue
+            schema_at, schema_format = _unwrap(message[part], at.child(part))
+            if part == "payload" and schema_format is None:
+                schema_format = message.get("schemaFormat")
+            if _is_json_schema(schema_format):
+                yield schema_at
+            else:
+                with contextlib.suppress(SpecError):
+                    foreign.add(doc.resolve_at(schema_at)[1])
     for name, schema in (components.get("schemas") or {}).items():
-        at = root.child("components", "schemas", name)
-        if isinstance(schema, dict) and "schemaFormat" in schema and "schema" in schema:
-            if _is_json_schema(schema["schemaFormat"]):
-                yield at.child("schema")
-        else:
-            yield at
+        schema_at, schema_format = _unwrap(schema, root.child("components", "schemas", name))
+        if _is_json_schema(schema_format) and schema_at not in foreign:
+            yield schema_at
+
+
+def _unwrap(value: Any, at: Ref) -> tuple[Ref, Any]:
+    """A Multi Format Schema Object's schema and format (AsyncAPI 3.0), else the value's
+    own place and None (the default format)."""
+    if isinstance(value, dict) and "schemaFormat" in value and "schema" in value:
+        return at.child("schema"), value["schemaFormat"]
+    return at, None
+
+
+def _messages(doc: Document, components: dict[str, Any]) -> list[Ref]:
+    root = Ref(doc.root.path)
     messages = [root.child("components", "messages", n) for n in _keys(components.get("messages"))]
-    channels = data.get("channels") if isinstance(data.get("channels"), dict) else {}
+    channels = doc.data.get("channels") if isinstance(doc.data.get("channels"), dict) else {}
     for key, channel in channels.items():
         try:
             channel, at = doc.resolve(channel, root.child("channels", key))
@@ -139,23 +172,7 @@ def _schemas_of_messages(doc: Document) -> Iterator[Ref]:
                     messages += [at.child(verb, "message", "oneOf", i) for i in range(len(one_of))]
                 else:
                     messages.append(at.child(verb, "message"))
-    for place in messages:
-        try:
-            message, at = doc.resolve_at(place)
-        except SpecError:
-            continue
-        if not isinstance(message, dict):
-            continue
-        if "headers" in message:
-            yield at.child("headers")
-        payload = message.get("payload")
-        schema_format = message.get("schemaFormat")
-        if isinstance(payload, dict) and "schemaFormat" in payload and "schema" in payload:
-            schema_format, payload_at = payload["schemaFormat"], at.child("payload", "schema")
-        else:
-            payload_at = at.child("payload")
-        if "payload" in message and _is_json_schema(schema_format):
-            yield payload_at
+    return messages
 
 
 def _is_json_schema(schema_format: Any) -> bool:

@@ -1,0 +1,117 @@
+"""`validate` checks payload and header schemas as JSON Schema (draft-07), with the line
+of each error, and leaves schemas of other formats alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from asyncgen.cli import app
+
+runner = CliRunner()
+
+V3 = """asyncapi: 3.0.0
+info: {{title: Payloads, version: '1'}}
+channels:
+  readings:
+    address: readings
+    messages:
+      reading:
+{message}
+operations:
+  receiveReading:
+    action: receive
+    channel: {{$ref: '#/channels/readings'}}
+components:
+  schemas:
+    Reading:
+      type: object
+      properties:
+        value: {{type: number}}
+"""
+
+
+def validate(tmp_path: Path, text: str) -> tuple[int, str]:
+    spec = tmp_path / "asyncapi.yaml"
+    spec.write_text(text, encoding="utf-8")
+    result = runner.invoke(app, ["validate", str(spec)])
+    return result.exit_code, result.output
+
+
+def test_a_bad_type_and_a_bad_pattern_are_located(tmp_path: Path) -> None:
+    message = (
+        "        payload:\n          type: object\n          properties:\n"
+        "            unit: {type: strng}\n            code: {type: string, pattern: '(['}\n"
+    )
+    code, output = validate(tmp_path, V3.format(message=message))
+    assert code == 1, output
+    where = "asyncapi.yaml:11:26 #/channels/readings/messages/reading/payload/properties"
+    assert f"{where}/unit/type: error:" in output
+    assert "'strng' is not a type" in output
+    assert (
+        "/properties/code/pattern: error: pattern '([' is not a valid regular expression" in output
+    )
+
+
+def test_patterns_the_models_accept_are_accepted(tmp_path: Path) -> None:
+    message = (
+        "        payload:\n          type: object\n          properties:\n"
+        "            name: {type: string, pattern: '^\\\\p{L}+$'}\n"
+        "            day: {type: string, pattern: '^(?<year>\\\\d{4})-\\\\d{2}$'}\n"
+    )
+    code, output = validate(tmp_path, V3.format(message=message))
+    assert code == 0, output
+
+
+def test_avro_headers_and_payloads_are_not_read_as_json_schema(tmp_path: Path) -> None:
+    (tmp_path / "reading.avsc").write_text(
+        '{"type": "record", "name": "Reading", "fields": [{"name": "v", "type": "double"}]}'
+    )
+    message = (
+        "        headers:\n"
+        "          schemaFormat: application/vnd.apache.avro;version=1.9.0\n"
+        "          schema: {$ref: './reading.avsc'}\n"
+        "        payload:\n"
+        "          schemaFormat: application/vnd.apache.avro;version=1.9.0\n"
+        "          schema: {type: record, name: R, fields: [{name: v, type: double}]}\n"
+    )
+    code, output = validate(tmp_path, V3.format(message=message))
+    assert code == 0, output
+
+
+def test_json_headers_in_a_multi_format_object_are_checked(tmp_path: Path) -> None:
+    message = (
+        "        headers:\n"
+        "          schemaFormat: application/schema+json;version=draft-07\n"
+        "          schema: {type: object, required: yes}\n"
+        "        payload: {$ref: '#/components/schemas/Reading'}\n"
+    )
+    code, output = validate(tmp_path, V3.format(message=message))
+    assert code == 1, output
+    assert "#/channels/readings/messages/reading/headers/schema/required" in output
+
+
+def test_a_2x_avro_message_may_keep_its_schema_in_components(tmp_path: Path) -> None:
+    spec = """asyncapi: 2.6.0
+info: {title: Avro, version: '1'}
+channels:
+  readings:
+    subscribe:
+      message:
+        schemaFormat: application/vnd.apache.avro;version=1.9.0
+        payload: {$ref: '#/components/schemas/Reading'}
+components:
+  schemas:
+    Reading:
+      type: record
+      name: Reading
+      fields: [{name: v, type: double}]
+    Other:
+      type: object
+      properties: {x: {type: strng}}
+"""
+    code, output = validate(tmp_path, spec)
+    assert code == 1, output
+    assert "#/components/schemas/Other/properties/x/type" in output
+    assert "#/components/schemas/Reading" not in output
