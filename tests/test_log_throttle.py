@@ -15,9 +15,21 @@ CASES = {
     "mqtt": ("iot_device_management", "receiveTelemetry", "devices/sensor001/telemetry"),
     "nats": ("iot_device_management_nats", "receiveTemperatureReading", "sensors.temperature.s1"),
 }
+#: A valid message of each case, and the handler field of its operation.
+VALID = {
+    "iot_device_management": (
+        '{"deviceId": "sensor001", "timestamp": "2024-01-15T10:30:00Z", "sensors": {}}',
+        "receive_telemetry",
+    ),
+    "iot_device_management_nats": (
+        '{"deviceId": "s1", "value": 1.5, "timestamp": "2024-01-15T10:30:00Z"}',
+        "receive_temperature_reading",
+    ),
+}
 
 SCRIPT = """
-import asyncio, json, logging, sys
+import asyncio, dataclasses, json, logging, sys
+from {package}._generated.handlers import default_handlers
 from {package}._generated.service import MemoryTransport, Service
 from {package}._generated.settings import Settings
 
@@ -32,8 +44,17 @@ logging.getLogger("{package}").addHandler(Keep())
 logging.getLogger("{package}").setLevel(logging.INFO)
 now = [0.0]
 transport = MemoryTransport()
+async def fail(*args):
+    raise RuntimeError("the handler failed")
+
+handlers = default_handlers()
+if sys.argv[3] == "fail":
+    handlers = dataclasses.replace(handlers, **{{{field!r}: fail}})
+payload = {payload!r}.encode() if sys.argv[3] == "fail" else b"not json"
 service = Service(
-    Settings.model_validate({{"log_rejections_per_minute": limit}}), transport=transport
+    Settings.model_validate({{"log_rejections_per_minute": limit}}),
+    handlers=handlers,
+    transport=transport,
 )
 service._log_throttle.clock = lambda: now[0]
 
@@ -41,7 +62,7 @@ async def flood():
     for seconds, count in floods:
         now[0] = seconds
         for _ in range(count):
-            await service.dispatch({address!r}, b"not json")
+            await service.dispatch({address!r}, payload)
 
 asyncio.run(flood())
 print(json.dumps({{
@@ -60,11 +81,16 @@ def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     return (output, *CASES[request.param])
 
 
-def flood(project: tuple, limit: int, floods: list[tuple[float, int]]) -> dict:
+def flood(
+    project: tuple, limit: int, floods: list[tuple[float, int]], kind: str = "invalid"
+) -> dict:
     output, package, operation, address = project
-    script = SCRIPT.format(package=package, operation=operation, address=address)
+    payload, field = VALID[package]
+    script = SCRIPT.format(
+        package=package, operation=operation, address=address, payload=payload, field=field
+    )
     result = subprocess.run(
-        [sys.executable, "-c", script, str(limit), json.dumps(floods)],
+        [sys.executable, "-c", script, str(limit), json.dumps(floods), kind],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(output / "src")},
@@ -97,3 +123,11 @@ def test_after_the_minute_the_held_back_lines_are_counted(project: tuple) -> Non
 def test_no_limit_logs_every_message(project: tuple) -> None:
     outcome = flood(project, 0, [(0.0, 50)])
     assert len(rejected(outcome)) == 50
+
+
+def test_a_failing_handler_costs_one_line_per_message(project: tuple) -> None:
+    outcome = flood(project, 4, [(0.0, 10)], kind="fail")
+    failures = rejected(outcome)
+    assert len(failures) == 4
+    assert all(text.startswith("handler of") for text in failures)
+    assert outcome["dead_lettered"] == 10

@@ -378,7 +378,11 @@ class Service:
                     )
                 reason = f"handler raised {type(exc).__name__}: {exc}"
                 if dead_letter_failures:
-                    await self._dead_letter(route.operation, address, payload, reason)
+                    # The traceback above (or its place in the held-back count) is
+                    # this message's log line.
+                    await self._dead_letter(
+                        route.operation, address, payload, reason, logged=True
+                    )
                 return DispatchResult("failed", route.operation, reason)
             if route.reply is not None:
                 await self._reply(route, params, reply_to, result)
@@ -409,10 +413,17 @@ class Service:
         await self.publish(address, encode(reply), qos=route.qos)
 
     async def _dead_letter(
-        self, operation: str, address: str, payload: bytes, reason: str
+        self,
+        operation: str,
+        address: str,
+        payload: bytes,
+        reason: str,
+        *,
+        logged: bool = False,
     ) -> None:
-        """Log the rejection and publish the original bytes in a JSON envelope."""
-        if self._log_throttle.allow(operation):
+        """Log the rejection (unless `logged` already) and publish the original bytes in
+        a JSON envelope."""
+        if not logged and self._log_throttle.allow(operation):
             logger.error("%s: message on %s rejected: %s", operation, address, reason)
         target = self.settings.mqtt_dead_letter_topic
         if not target:
