@@ -164,6 +164,37 @@ def test_service_waits_for_a_server_that_starts_later(project: Path, tmp_path: P
         server.stop()
 
 
+@pytest.mark.timeout(90)
+def test_after_a_loss_reconnection_backs_off_and_resets(project: Path, tmp_path: Path) -> None:
+    server = NatsServer(tmp_path / "nats")
+    server.start()
+    record = tmp_path / "record.jsonl"
+    # nats-py alone would try every 0.2 s: some 20 attempts in the 4 s the server is away.
+    service = start_service(project, server.url, record, NATS_RECONNECT_MAX_WAIT="1.0")
+    try:
+        service.wait_for("subscribed to")
+        server.stop()
+        service.wait_for("disconnected from NATS; reconnecting")
+        before = service.output().count("NATS: ")
+        time.sleep(4)
+        attempts = service.output().count("NATS: ") - before
+        # 0.2 s doubled up to 1 s, with jitter: about 6 attempts.
+        assert 2 <= attempts <= 12, service.output()
+        server.start()
+        service.wait_for("reconnected to NATS", timeout=15)
+        asyncio.run(publish_all(server.url, [("sensors.temperature.back1", reading("back1"))]))
+        assert wait_for_records(record, count=1)[0]["params"] == {"deviceId": "back1"}
+        # The wait starts again from NATS_RECONNECT_WAIT after a reconnection.
+        server.stop()
+        service.wait_for("disconnected from NATS; reconnecting", count=2)
+        before = service.output().count("NATS: ")
+        time.sleep(0.7)
+        assert service.output().count("NATS: ") - before >= 2, service.output()
+    finally:
+        assert service.stop() == 0, service.output()
+        server.stop()
+
+
 # -- 2. scale-out over a queue group --------------------------------------------------------
 
 

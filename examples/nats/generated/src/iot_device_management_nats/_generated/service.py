@@ -617,20 +617,38 @@ class Service:
         """
         client = NATS()
         connected = False
+        settings = self.settings
+        backoff = settings.nats_reconnect_wait
 
         async def on_error(error: Exception) -> None:
+            nonlocal backoff
             if not connected:
                 raise _AttemptFailed(error)
+            if client.is_reconnecting:
+                # nats-py waits `reconnect_time_wait` between two attempts on a server,
+                # read afresh each time, and reports each failed one here: doubling it
+                # gives the backoff that nats-py itself lacks.
+                backoff = min(backoff * 2, settings.nats_reconnect_max_wait)
+                client.options["reconnect_time_wait"] = backoff * random.uniform(
+                    0.5, 1.0
+                )
             await self._on_error(error)
 
         async def on_disconnected() -> None:
             if connected:
                 await self._on_disconnected()
 
+        async def on_reconnected() -> None:
+            nonlocal backoff
+            backoff = settings.nats_reconnect_wait
+            client.options["reconnect_time_wait"] = backoff
+            await self._on_reconnected()
+
         options = {
             **self._connect_options(),
             "error_cb": on_error,
             "disconnected_cb": on_disconnected,
+            "reconnected_cb": on_reconnected,
         }
         try:
             await client.connect(**options)
@@ -711,7 +729,11 @@ class Service:
             # published, then close.
             with contextlib.suppress(Exception):
                 await connection.flush(timeout=5)
-            await connection.close()
+            try:
+                await connection.close()
+            except (OSError, nats.errors.Error) as exc:
+                # Stopped while the server was away: there is nothing left to close.
+                logger.info("the connection closed with %s", exc or type(exc).__name__)
         logger.info("stopped")
 
     async def _unsubscribe(self, subscriptions: list[Subscription]) -> None:

@@ -36,9 +36,9 @@ class Settings(BaseSettings):
     #: Where messages that fail validation or whose handler raised are published.
     nats_dead_letter_subject: str = "iot_device_management_nats.dead-letter"
     nats_request_timeout: float = Field(default=5.0, gt=0)
-    #: Before the first connection: the wait after the first failed attempt, doubled
-    #: (with jitter) after each further one up to `nats_reconnect_max_wait`. After a
-    #: loss: nats-py's wait between reconnection attempts.
+    #: The wait after the first failed attempt to connect, doubled (with jitter) after
+    #: each further one up to `nats_reconnect_max_wait`: before the first connection
+    #: and after a loss alike.
     nats_reconnect_wait: float = Field(default=2.0, gt=0)
     nats_reconnect_max_wait: float = Field(default=30.0, gt=0)
     #: Timeout of each step of connecting (TCP, TLS handshake, the server's answer).
