@@ -2,11 +2,12 @@
 only (start-up and idle waiting excluded), its samples summed per function and per layer.
 
 When py-spy is not installed (`pip install py-spy`), the scripts' --profile runs the
-generated service under cProfile instead (mqtt_throughput.profile_report).
+generated service under cProfile instead (`profile_report`).
 """
 
 from __future__ import annotations
 
+import pstats
 import shutil
 import signal
 import subprocess
@@ -150,3 +151,54 @@ def report(path: Path, messages: int, top: int, title: str, per_message_us: floa
             ),
         ]
     )
+
+
+def profile_report(path: Path, messages: int, top: int) -> str:
+    """The generated service's costliest functions, in microseconds per message."""
+    stats = pstats.Stats(str(path))
+    entries = []
+    for (filename, line, name), (_cc, calls, tottime, cumtime, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        short = f"{Path(filename).parent.name}/{Path(filename).name}:{line}({name})"
+        if filename == "~":
+            short = name
+        if "epoll" in name:
+            continue  # waiting for the socket, not working (and start-up idle time)
+        entries.append((tottime, cumtime, calls, short))
+    total = sum(entry[0] for entry in entries)
+    rows = [
+        [
+            f"{tottime / messages * 1e6:.2f}",
+            f"{cumtime / messages * 1e6:.2f}",
+            f"{calls / messages:.2f}",
+            f"{tottime / total * 100:.1f}%",
+            name,
+        ]
+        for tottime, cumtime, calls, name in sorted(entries, reverse=True)[:top]
+    ]
+    by_cumulative = [
+        [f"{cumtime / messages * 1e6:.2f}", f"{calls / messages:.2f}", name]
+        for _tottime, cumtime, calls, name in sorted(entries, key=lambda e: -e[1])[:top]
+        if calls / messages >= 0.5
+    ]
+    return (
+        table(
+            ["self us/msg", "cum us/msg", "calls/msg", "self share", "function"],
+            rows,
+            title=f"cProfile of the generated service, QoS 1 flood of {messages:,} messages "
+            "(whole process, start-up included, epoll waits left out; cProfile inflates every "
+            "call: compare shares, not absolute times); by self time",
+        )
+        + "\n\n"
+        + table(
+            ["cum us/msg", "calls/msg", "function"],
+            by_cumulative,
+            title="the same, by cumulative time (functions called at least every other message)",
+        )
+    )
+
+
+def subscriber_report(path: Path, messages: int, top: int, impl: str, run: str, rate: float) -> str:
+    """`report` on one subscriber's run at `rate` msg/s; for any but the generated service
+    only its first two parts (title and layers), enough to compare with."""
+    text = report(path, messages, top, f"{impl} subscriber, {run}", 1e6 / rate)
+    return text if impl == "generated" else "\n\n".join(text.split("\n\n")[:2])

@@ -31,9 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import EXAMPLES, REPO, Run, median, run_measured, table
+from _common import EXAMPLES, PYTHON, REPO, Run, median, run_header, run_measured, table
 
-PYTHON = sys.executable
 ASYNCGEN = [PYTHON, "-m", "asyncgen"]
 CASES = ("cold", "warm", "regenerate", "check")
 CASE_TEXT = {
@@ -45,6 +44,24 @@ CASE_TEXT = {
 
 
 # -- synthetic specs -------------------------------------------------------------------
+
+
+def reading_schemas(channels: int) -> list[str]:
+    """`components.schemas` entries Reading0.. of both synthetic specs: a small object."""
+    return [
+        f"    Reading{i}:\n"
+        "      type: object\n"
+        "      required: [id, value]\n"
+        "      properties:\n"
+        "        id:\n"
+        "          type: string\n"
+        "        value:\n"
+        "          type: number\n"
+        "        at:\n"
+        "          type: string\n"
+        "          format: date-time\n"
+        for i in range(channels)
+    ]
 
 
 def synthetic_spec(channels: int) -> str:
@@ -86,20 +103,7 @@ def synthetic_spec(channels: int) -> str:
     for i in range(channels):
         out.append(f"    M{i}:\n      payload:\n        $ref: '#/components/schemas/Reading{i}'\n")
     out.append("  schemas:\n")
-    for i in range(channels):
-        out.append(
-            f"    Reading{i}:\n"
-            "      type: object\n"
-            "      required: [id, value]\n"
-            "      properties:\n"
-            "        id:\n"
-            "          type: string\n"
-            "        value:\n"
-            "          type: number\n"
-            "        at:\n"
-            "          type: string\n"
-            "          format: date-time\n"
-        )
+    out.extend(reading_schemas(channels))
     return "".join(out)
 
 
@@ -132,20 +136,7 @@ def synthetic_spec_v2(channels: int) -> str:
             f"          $ref: '#/components/schemas/Reading{i}'\n"
         )
     out.append("components:\n  schemas:\n")
-    for i in range(channels):
-        out.append(
-            f"    Reading{i}:\n"
-            "      type: object\n"
-            "      required: [id, value]\n"
-            "      properties:\n"
-            "        id:\n"
-            "          type: string\n"
-            "        value:\n"
-            "          type: number\n"
-            "        at:\n"
-            "          type: string\n"
-            "          format: date-time\n"
-        )
+    out.extend(reading_schemas(channels))
     return "".join(out)
 
 
@@ -506,16 +497,7 @@ def main() -> None:
     sizes = [10, 100] if args.quick else [10, 100, 1000]
     if args.huge:
         sizes.append(5000)
-    commit = subprocess.run(
-        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    print(
-        f"{time.strftime('%Y-%m-%d %H:%M')}  python {sys.version.split()[0]}  "
-        f"{os.cpu_count()} CPUs  asyncgen at {commit or '?'}  bytecode cached"
-    )
+    print(run_header("bytecode cached"))
     started = time.perf_counter()
     work = Workspace()
     BASE_ENV["PYTHONPYCACHEPREFIX"] = str(work.root / "pycache")

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import pstats
 import signal
 import subprocess
 import sys
@@ -35,29 +33,33 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _profile  # noqa: E402
-from _common import (  # noqa: E402
-    EXAMPLES,
-    REPO,
+import _profile
+from _common import (
+    BENCH,
+    PYTHON,
+    Collected,
     Mosquitto,
+    Subscriber,
+    SubscriberRuns,
+    add_profile_options,
     binary,
+    generate_example,
+    latency_cells,
+    latency_figures,
     median,
-    percentile,
-    proc_status,
+    run_header,
     stop_process,
     table,
+    throughput,
 )
 
-PYTHON = sys.executable
 PACKAGE = "iot_device_management"
 TOPIC = "devices/sensor001/telemetry"
 PROBE_TOPIC = "devices/probe/telemetry"
@@ -101,51 +103,28 @@ TARGET_RATIO = 0.9
 TARGET_IDLE_MIB = 60.0
 
 
-def generate_project(work: Path) -> Path:
-    project = work / "generated"
-    env = {**os.environ, "ASYNCGEN_CACHE_DIR": str(work / "cache")}
-    subprocess.run(
-        [
-            PYTHON,
-            "-m",
-            "asyncgen",
-            "generate",
-            str(EXAMPLES / "mqtt" / "asyncapi.yaml"),
-            "-o",
-            str(project),
-        ],
-        check=True,
-        env=env,
-        capture_output=True,
-        timeout=300,
-    )
-    handler = project / "src" / PACKAGE / "handlers" / "receive_telemetry.py"
-    handler.write_text(HANDLER.format(package=PACKAGE))
-    return project
-
-
-@dataclass
-class Subscriber:
-    impl: str
-    process: subprocess.Popen[bytes]
-    out: Path
-    log: Path
-
-    def wait_result(self, timeout: float) -> dict[str, Any] | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.out.exists():
-                return json.loads(self.out.read_text())  # type: ignore[no-any-return]
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.02)
-        return None
-
-    def memory(self) -> dict[str, float]:
-        return proc_status(self.process.pid)
-
-    def stop(self) -> None:
-        stop_process(self.process)
+def mosquitto_pub(port: int, qos: int, client_id: str, lines: Path) -> subprocess.Popen[bytes]:
+    """`mosquitto_pub -l`: one message on TOPIC for each line of `lines`."""
+    with lines.open("rb") as stdin:
+        return subprocess.Popen(
+            [
+                binary("mosquitto_pub"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-t",
+                TOPIC,
+                "-q",
+                str(qos),
+                "-l",
+                "-i",
+                client_id,
+            ],
+            stdin=stdin,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
 
 class Bench:
@@ -154,7 +133,7 @@ class Bench:
         self.broker = broker
         self.project = project
         self.profile = profile
-        self._runs = 0
+        self.subscribers = SubscriberRuns(work, project, PACKAGE, stop_timeout=10.0)
         self.probe = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="bench-probe")  # type: ignore[attr-defined]
         self.probe.connect("127.0.0.1", broker.port)
         self.probe.loop_start()
@@ -166,41 +145,25 @@ class Bench:
     def start(
         self, impl: str, count: int, warmup: int, mode: str, profile_to: Path | None = None
     ) -> Subscriber:
-        self._runs += 1
-        out = self.work / f"result-{self._runs}.json"
-        log = self.work / f"subscriber-{self._runs}.log"
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(self.project / "src"), str(BENCH)]),
+        settings = {
             "MQTT_HOST": "127.0.0.1",
             "MQTT_PORT": str(self.broker.port),
             "MQTT_CLIENT_ID": f"bench-{impl}-{uuid.uuid4().hex[:8]}",
             "MQTT_CLEAN_SESSION": "true",
-            "LOG_LEVEL": "WARNING",
-            "STATS_INTERVAL": "0",
-            "BENCH_COUNT": str(count),
-            "BENCH_WARMUP": str(warmup),
-            "BENCH_OUT": str(out),
-            "BENCH_MODE": mode,
         }
         if impl == "raw-ack":
-            env["BENCH_MANUAL_ACK"] = "1"
-        if impl == "generated":
-            argv = [PYTHON, "-m", PACKAGE]
-            if profile_to is not None:
-                argv = [PYTHON, "-m", "cProfile", "-o", str(profile_to), "-m", PACKAGE]
-        else:
-            argv = [PYTHON, str(BENCH / "_raw_mqtt.py")]
-        process = subprocess.Popen(
-            argv, cwd=self.project, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+            settings["BENCH_MANUAL_ACK"] = "1"
+        subscriber = self.subscribers.spawn(
+            impl,
+            [PYTHON, str(BENCH / "_raw_mqtt.py")],
+            settings,
+            count=count,
+            warmup=warmup,
+            mode=mode,
+            profile_to=profile_to,
         )
-        subscriber = Subscriber(impl, process, out, log)
-        ready = Path(str(out) + ".ready")
         deadline = time.monotonic() + 30
-        while not ready.exists():
-            if time.monotonic() > deadline or process.poll() is not None:
-                subscriber.stop()
-                raise SystemExit(f"{impl} subscriber did not come up:\n{log.read_text()[-3000:]}")
+        while not subscriber.ready(deadline):
             self.probe.publish(PROBE_TOPIC, PAYLOAD, qos=0)
             time.sleep(0.1)
         return subscriber
@@ -225,26 +188,9 @@ class Bench:
                 spy = _profile.start(subscriber.process.pid, spy_to)
                 time.sleep(1.0)  # attached before the first message
             started = time.perf_counter()
-            with lines.open("rb") as stdin:
-                publisher = subprocess.Popen(
-                    [
-                        binary("mosquitto_pub"),
-                        "-h",
-                        "127.0.0.1",
-                        "-p",
-                        str(self.broker.port),
-                        "-t",
-                        TOPIC,
-                        "-q",
-                        str(qos),
-                        "-l",
-                        "-i",
-                        f"bench-pub-{self._runs}",
-                    ],
-                    stdin=stdin,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+            publisher = mosquitto_pub(
+                self.broker.port, qos, f"bench-pub-{self.subscribers.runs}", lines
+            )
             result = subscriber.wait_result(timeout)
             elapsed = time.perf_counter() - started
             if spy is not None:
@@ -265,8 +211,7 @@ class Bench:
             return {"ok": False, "idle": idle, "loaded": loaded, "log": subscriber.log}
         return {
             "ok": True,
-            "rate": float(result["measured"]) / float(result["seconds"]),
-            "cpu_us": float(result["cpu_seconds"]) / float(result["measured"]) * 1e6,
+            **throughput(result),
             "idle": idle,
             "loaded": loaded,
             "published_in": published_in,
@@ -292,13 +237,9 @@ class Bench:
             subscriber.stop()
         if result is None:
             return {"ok": False, "idle": idle, "loaded": loaded}
-        latencies = [value / 1e6 for value in result["latencies_ns"]]
-        steady = latencies[len(latencies) // 10 :]  # the first tenth is warm-up
         return {
             "ok": True,
-            "p50": percentile(steady, 0.50),
-            "p99": percentile(steady, 0.99),
-            "max": max(steady),
+            **latency_figures(result),
             "sent_rate": count / (time.monotonic() - start),
             "idle": idle,
             "loaded": loaded,
@@ -327,26 +268,7 @@ class Bench:
         )
         time.sleep(0.5)
         started = time.perf_counter()
-        with lines.open("rb") as stdin:
-            publisher = subprocess.Popen(
-                [
-                    binary("mosquitto_pub"),
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.broker.port),
-                    "-t",
-                    TOPIC,
-                    "-q",
-                    str(qos),
-                    "-l",
-                    "-i",
-                    f"bench-cpub-{qos}",
-                ],
-                stdin=stdin,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+        publisher = mosquitto_pub(self.broker.port, qos, f"bench-cpub-{qos}", lines)
         try:
             subscriber.wait(timeout)
             rate = count / (time.perf_counter() - started)
@@ -366,61 +288,6 @@ def mib(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-@dataclass
-class Collected:
-    rates: dict[tuple[str, int], list[float]] = field(default_factory=lambda: defaultdict(list))
-    cpu_us: dict[tuple[str, int], list[float]] = field(default_factory=lambda: defaultdict(list))
-    #: generated/raw of the runs next to each other in the same round
-    paired: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
-    idle: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    flood_hwm: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    failures: list[str] = field(default_factory=list)
-
-
-def profile_report(path: Path, messages: int, top: int) -> str:
-    """The generated service's costliest functions, in microseconds per message."""
-    stats = pstats.Stats(str(path))
-    entries = []
-    for (filename, line, name), (_cc, calls, tottime, cumtime, _callers) in stats.stats.items():  # type: ignore[attr-defined]
-        short = f"{Path(filename).parent.name}/{Path(filename).name}:{line}({name})"
-        if filename == "~":
-            short = name
-        if "epoll" in name:
-            continue  # waiting for the socket, not working (and start-up idle time)
-        entries.append((tottime, cumtime, calls, short))
-    total = sum(entry[0] for entry in entries)
-    rows = [
-        [
-            f"{tottime / messages * 1e6:.2f}",
-            f"{cumtime / messages * 1e6:.2f}",
-            f"{calls / messages:.2f}",
-            f"{tottime / total * 100:.1f}%",
-            name,
-        ]
-        for tottime, cumtime, calls, name in sorted(entries, reverse=True)[:top]
-    ]
-    by_cumulative = [
-        [f"{cumtime / messages * 1e6:.2f}", f"{calls / messages:.2f}", name]
-        for _tottime, cumtime, calls, name in sorted(entries, key=lambda e: -e[1])[:top]
-        if calls / messages >= 0.5
-    ]
-    return (
-        table(
-            ["self us/msg", "cum us/msg", "calls/msg", "self share", "function"],
-            rows,
-            title=f"cProfile of the generated service, QoS 1 flood of {messages:,} messages "
-            "(whole process, start-up included, epoll waits left out; cProfile inflates every "
-            "call: compare shares, not absolute times); by self time",
-        )
-        + "\n\n"
-        + table(
-            ["cum us/msg", "calls/msg", "function"],
-            by_cumulative,
-            title="the same, by cumulative time (functions called at least every other message)",
-        )
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages and rounds")
@@ -434,8 +301,7 @@ def main() -> None:
         help="mosquitto's max_inflight_messages (QoS 1 messages sent to a client before "
         "its acks; mosquitto's default 20, 0 = no limit)",
     )
-    parser.add_argument("--profile", action="store_true", help="also cProfile the service")
-    parser.add_argument("--top", type=int, default=20, help="functions in the profile")
+    add_profile_options(parser)
     args = parser.parse_args()
     count = args.count or (10_000 if args.quick else 20_000)
     rounds = args.rounds or (2 if args.quick else 3)
@@ -443,22 +309,21 @@ def main() -> None:
     latency_seconds = 2.0 if args.quick else 3.0
     flood_timeout = 120.0
 
-    commit = subprocess.run(
-        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
     print(
-        f"{time.strftime('%Y-%m-%d %H:%M')}  python {sys.version.split()[0]}  "
-        f"{os.cpu_count()} CPUs  asyncgen at {commit or '?'}  "
-        f"{count:,} msgs/flood x {rounds} rounds, payload {len(PAYLOAD)} B, mosquitto "
-        f"max_inflight_messages {20 if args.broker_inflight is None else args.broker_inflight}"
+        run_header(
+            f"{count:,} msgs/flood x {rounds} rounds, payload {len(PAYLOAD)} B, mosquitto "
+            "max_inflight_messages "
+            f"{20 if args.broker_inflight is None else args.broker_inflight}"
+        )
     )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="asyncgen-bench-mqtt-") as temp:
         work = Path(temp)
-        project = generate_project(work)
+        project = generate_example(
+            "mqtt",
+            work,
+            {f"{PACKAGE}/handlers/receive_telemetry.py": HANDLER.format(package=PACKAGE)},
+        )
         lines = work / "payloads.txt"
         lines.write_text((PAYLOAD + "\n") * count)
         broker = Mosquitto(
@@ -475,9 +340,8 @@ def main() -> None:
             for index in range(rounds):
                 for qos in (0, 1):
                     impls = IMPLS if qos == 0 else ("raw", "raw-ack", "generated")
-                    order = impls if index % 2 == 0 else impls[::-1]
                     this_round: dict[str, float] = {}
-                    for impl in order:
+                    for impl in impls if index % 2 == 0 else impls[::-1]:
                         outcome = bench.flood(impl, qos, lines, count, warmup, flood_timeout)
                         if not outcome["ok"]:
                             collected.failures.append(
@@ -485,13 +349,8 @@ def main() -> None:
                                 f"messages in {flood_timeout:.0f} s"
                             )
                             continue
-                        collected.rates[(impl, qos)].append(outcome["rate"])
-                        this_round[impl] = outcome["rate"]
-                        collected.cpu_us[(impl, qos)].append(outcome["cpu_us"])
-                        collected.idle[impl].append(outcome["idle"].get("VmRSS", 0.0))
-                        collected.flood_hwm[impl].append(outcome["loaded"].get("VmHWM", 0.0))
-                    if "raw" in this_round and "generated" in this_round:
-                        collected.paired[qos].append(this_round["generated"] / this_round["raw"])
+                        collected.add(impl, qos, outcome, this_round)
+                    collected.pair(qos, this_round)
                 print(f"  ... round {index + 1}/{rounds} done", file=sys.stderr, flush=True)
             latencies: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
             for index in range(rounds):
@@ -507,16 +366,11 @@ def main() -> None:
                     spy_file = work / f"spy-{impl}-{qos}.txt"
                     bench.flood(impl, qos, lines, count, warmup, flood_timeout, spy_to=spy_file)
                     measured = median(collected.rates[(impl, qos)])
-                    text = _profile.report(
-                        spy_file,
-                        count,
-                        args.top,
-                        f"{impl} subscriber, QoS {qos} flood",
-                        1e6 / measured,
+                    parts.append(
+                        _profile.subscriber_report(
+                            spy_file, count, args.top, impl, f"QoS {qos} flood", measured
+                        )
                     )
-                    if impl != "generated":  # the layers are enough to compare with
-                        text = "\n\n".join(text.split("\n\n")[:2])
-                    parts.append(text)
                 profile_text = "\n\n".join(parts)
             elif args.profile:
                 profile_file = work / "generated.prof"
@@ -525,7 +379,7 @@ def main() -> None:
                 while not profile_file.exists() and time.monotonic() < deadline:
                     time.sleep(0.1)
                 if profile_file.exists():
-                    profile_text = profile_report(profile_file, count, args.top)
+                    profile_text = _profile.profile_report(profile_file, count, args.top)
                 else:
                     profile_text = "(profile not written)"
         finally:
@@ -579,15 +433,7 @@ def main() -> None:
             "acking QoS 1 after its handler, as the generated service does",
         )
     )
-    print(
-        "runs (msg/s): "
-        + "; ".join(
-            f"{impl} QoS {qos}: " + " ".join(f"{rate:,.0f}" for rate in rates)
-            for (impl, qos), rates in sorted(
-                collected.rates.items(), key=lambda kv: (kv[0][1], kv[0][0])
-            )
-        )
-    )
+    print(collected.runs_line(kind_prefix="QoS "))
     print()
     rows = []
     for qos in (0, 1):
@@ -623,22 +469,7 @@ def main() -> None:
     rows = []
     for qos in (1, 0):
         for impl in IMPLS:
-            results = [r for r in latencies[(impl, qos)] if r["ok"]]
-            if not results:
-                rows.append([f"QoS {qos}", impl, "FAILED", "-", "-", "-", "-"])
-                continue
-            p99s = " ".join(f"{r['p99']:.1f}" for r in results)
-            rows.append(
-                [
-                    f"QoS {qos}",
-                    impl,
-                    f"{median([r['p50'] for r in results]):.2f}",
-                    f"{median([r['p99'] for r in results]):.2f}",
-                    p99s,
-                    f"{max(r['max'] for r in results):.1f}",
-                    f"{median([r['sent_rate'] for r in results]):,.0f}",
-                ]
-            )
+            rows.append([f"QoS {qos}", impl, *latency_cells(latencies[(impl, qos)])])
     print(
         table(
             ["latency", "subscriber", "p50 ms", "p99 ms", "p99 per run", "max ms", "sent msg/s"],

@@ -30,36 +30,36 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nats
 import nats.js.errors
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _profile  # noqa: E402
-from _common import (  # noqa: E402
-    EXAMPLES,
-    REPO,
+import _profile
+from _common import (
+    BENCH,
+    PYTHON,
+    Collected,
     NatsServer,
+    Subscriber,
+    SubscriberRuns,
+    add_profile_options,
+    generate_example,
+    latency_cells,
+    latency_figures,
     median,
-    percentile,
-    proc_status,
-    stop_process,
+    run_header,
     table,
+    throughput,
 )
-from mqtt_throughput import profile_report  # noqa: E402
 
-PYTHON = sys.executable
 PACKAGE = "iot_device_management_nats"
 SUBJECT = "sensors.temperature.sensor001"
 PROBE_SUBJECT = "sensors.temperature.probe"
@@ -118,65 +118,13 @@ IMPLS = ("raw", "generated")
 TARGET_RATIO = 0.8
 
 
-def generate_project(work: Path) -> Path:
-    project = work / "generated"
-    env = {**os.environ, "ASYNCGEN_CACHE_DIR": str(work / "cache")}
-    subprocess.run(
-        [
-            PYTHON,
-            "-m",
-            "asyncgen",
-            "generate",
-            str(EXAMPLES / "nats" / "asyncapi.yaml"),
-            "-o",
-            str(project),
-        ],
-        check=True,
-        env=env,
-        capture_output=True,
-        timeout=300,
-    )
-    handlers = project / "src" / PACKAGE / "handlers"
-    (handlers / "receive_temperature_reading.py").write_text(
-        READING_HANDLER.format(package=PACKAGE)
-    )
-    (handlers / "receive_device_announcement.py").write_text(
-        ANNOUNCEMENT_HANDLER.format(package=PACKAGE)
-    )
-    return project
-
-
-@dataclass
-class Subscriber:
-    impl: str
-    process: subprocess.Popen[bytes]
-    out: Path
-    log: Path
-
-    async def wait_result(self, timeout: float) -> dict[str, Any] | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.out.exists():
-                return json.loads(self.out.read_text())  # type: ignore[no-any-return]
-            if self.process.poll() is not None:
-                break
-            await asyncio.sleep(0.02)
-        return None
-
-    def memory(self) -> dict[str, float]:
-        return proc_status(self.process.pid)
-
-    def stop(self) -> None:
-        stop_process(self.process, timeout=40)
-
-
 class Bench:
     def __init__(self, work: Path, server: NatsServer, project: Path, batch: int) -> None:
         self.work = work
         self.server = server
         self.project = project
         self.batch = batch
-        self._runs = 0
+        self.subscribers = SubscriberRuns(work, project, PACKAGE, stop_timeout=40)
         self.nc: Any = None
 
     async def open(self) -> None:
@@ -196,39 +144,22 @@ class Bench:
         profile_to: Path | None = None,
         probe: bool = True,
     ) -> Subscriber:
-        self._runs += 1
-        out = self.work / f"result-{self._runs}.json"
-        log = self.work / f"subscriber-{self._runs}.log"
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(self.project / "src"), str(BENCH)]),
-            "NATS_URL": self.server.url,
-            "LOG_LEVEL": "WARNING",
-            "STATS_INTERVAL": "0",
-            "JETSTREAM_FETCH_BATCH": str(self.batch),
-            "BENCH_BATCH": str(self.batch),
-            "BENCH_COUNT": str(count),
-            "BENCH_WARMUP": str(warmup),
-            "BENCH_OUT": str(out),
-            "BENCH_MODE": sink_mode,
-        }
-        if impl == "generated":
-            argv = [PYTHON, "-m", PACKAGE]
-            if profile_to is not None:
-                argv = [PYTHON, "-m", "cProfile", "-o", str(profile_to), "-m", PACKAGE]
-        else:
-            argv = [PYTHON, str(BENCH / "_raw_nats.py"), mode]
-        process = subprocess.Popen(
-            argv, cwd=self.project, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+        subscriber = self.subscribers.spawn(
+            impl,
+            [PYTHON, str(BENCH / "_raw_nats.py"), mode],
+            {
+                "NATS_URL": self.server.url,
+                "JETSTREAM_FETCH_BATCH": str(self.batch),
+                "BENCH_BATCH": str(self.batch),
+            },
+            count=count,
+            warmup=warmup,
+            mode=sink_mode,
+            profile_to=profile_to,
         )
-        subscriber = Subscriber(impl, process, out, log)
         if probe:
-            ready = Path(str(out) + ".ready")
             deadline = time.monotonic() + 30
-            while not ready.exists():
-                if time.monotonic() > deadline or process.poll() is not None:
-                    subscriber.stop()
-                    raise SystemExit(f"{impl} did not come up:\n{log.read_text()[-3000:]}")
+            while not subscriber.ready(deadline):
                 await self.nc.publish(PROBE_SUBJECT, READING)
                 await asyncio.sleep(0.1)
         return subscriber
@@ -261,7 +192,7 @@ class Bench:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.DEVNULL,
             )
-            result = await subscriber.wait_result(timeout)
+            result = await subscriber.wait_result_async(timeout)
             if spy is not None:
                 _profile.stop(spy)
             loaded = subscriber.memory()
@@ -277,10 +208,7 @@ class Bench:
             subscriber.stop()
         return {
             "ok": result is not None,
-            "rate": (result["measured"] / result["seconds"]) if result else float("nan"),
-            "cpu_us": (result["cpu_seconds"] / result["measured"] * 1e6)
-            if result
-            else float("nan"),
+            **throughput(result),
             "publisher_rate": published["rate"],
             "idle": idle,
             "loaded": loaded,
@@ -325,7 +253,7 @@ class Bench:
             await asyncio.sleep(0.2)
             spy = _profile.start(subscriber.process.pid, spy_to)
         try:
-            result = await subscriber.wait_result(timeout)
+            result = await subscriber.wait_result_async(timeout)
             if spy is not None:
                 _profile.stop(spy)
             loaded = subscriber.memory()
@@ -335,10 +263,7 @@ class Bench:
             subscriber.stop()
         return {
             "ok": result is not None,
-            "rate": (result["measured"] / result["seconds"]) if result else float("nan"),
-            "cpu_us": (result["cpu_seconds"] / result["measured"] * 1e6)
-            if result
-            else float("nan"),
+            **throughput(result),
             "loaded": loaded,
         }
 
@@ -354,19 +279,15 @@ class Bench:
                     await asyncio.sleep(delay)
                 await self.nc.publish(f"sensors.temperature.t{time.monotonic_ns()}", READING)
             sent_rate = count / (time.monotonic() - start)
-            result = await subscriber.wait_result(10 + seconds)
+            result = await subscriber.wait_result_async(10 + seconds)
             loaded = subscriber.memory()
         finally:
             subscriber.stop()
         if result is None:
             return {"ok": False, "loaded": loaded}
-        latencies = [value / 1e6 for value in result["latencies_ns"]]
-        steady = latencies[len(latencies) // 10 :]
         return {
             "ok": True,
-            "p50": percentile(steady, 0.5),
-            "p99": percentile(steady, 0.99),
-            "max": max(steady),
+            **latency_figures(result),
             "sent_rate": sent_rate,
             "loaded": loaded,
         }
@@ -392,31 +313,32 @@ async def run(args: argparse.Namespace) -> None:
     js_warmup = min(1000, js_count // 10)
     latency_seconds = 2.0 if args.quick else 3.0
     timeout = 120.0
-    commit = subprocess.run(
-        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
     print(
-        f"{time.strftime('%Y-%m-%d %H:%M')}  python {sys.version.split()[0]}  "
-        f"{os.cpu_count()} CPUs  asyncgen at {commit or '?'}  core: {count:,} msgs "
-        f"({len(READING)} B), JetStream: {js_count:,} msgs ({len(ANNOUNCEMENT)} B), batch "
-        f"{args.batch}, {rounds} rounds"
+        run_header(
+            f"core: {count:,} msgs ({len(READING)} B), JetStream: {js_count:,} msgs "
+            f"({len(ANNOUNCEMENT)} B), batch {args.batch}, {rounds} rounds"
+        )
     )
     started = time.perf_counter()
-    rates: dict[tuple[str, str], list[float]] = defaultdict(list)
-    cpu_us: dict[tuple[str, str], list[float]] = defaultdict(list)
-    paired: dict[str, list[float]] = defaultdict(list)
+    collected = Collected()
     publisher_rates: list[float] = []
-    idle: dict[str, list[float]] = defaultdict(list)
-    flood_hwm: dict[str, list[float]] = defaultdict(list)
-    failures: list[str] = []
     latencies: dict[str, list[dict[str, Any]]] = defaultdict(list)
     profile_text = ""
     with tempfile.TemporaryDirectory(prefix="asyncgen-bench-nats-") as temp:
         work = Path(temp)
-        project = generate_project(work)
+        handlers = f"{PACKAGE}/handlers"
+        project = generate_example(
+            "nats",
+            work,
+            {
+                f"{handlers}/receive_temperature_reading.py": READING_HANDLER.format(
+                    package=PACKAGE
+                ),
+                f"{handlers}/receive_device_announcement.py": ANNOUNCEMENT_HANDLER.format(
+                    package=PACKAGE
+                ),
+            },
+        )
         payload_file = work / "reading.json"
         payload_file.write_bytes(READING)
         server = NatsServer(work / "nats")
@@ -426,33 +348,27 @@ async def run(args: argparse.Namespace) -> None:
             await bench.open()
             for index in range(rounds):
                 order = IMPLS if index % 2 == 0 else IMPLS[::-1]
-                this_round: dict[tuple[str, str], float] = {}
+                core_round: dict[str, float] = {}
                 for impl in order:
                     outcome = await bench.core_flood(impl, payload_file, count, warmup, timeout)
                     if not outcome["ok"]:
-                        failures.append(f"core {impl} round {index + 1}: fewer than {count}")
+                        collected.failures.append(
+                            f"core {impl} round {index + 1}: fewer than {count}"
+                        )
                         continue
-                    rates[(impl, "core")].append(outcome["rate"])
-                    cpu_us[(impl, "core")].append(outcome["cpu_us"])
-                    this_round[(impl, "core")] = outcome["rate"]
+                    collected.add(impl, "core", outcome, core_round)
                     publisher_rates.append(outcome["publisher_rate"])
-                    idle[impl].append(outcome["idle"].get("VmRSS", 0.0))
-                    flood_hwm[impl].append(outcome["loaded"].get("VmHWM", 0.0))
+                js_round: dict[str, float] = {}
                 for impl in order:
                     outcome = await bench.jetstream(impl, js_count, js_warmup, timeout)
                     if not outcome["ok"]:
-                        failures.append(
+                        collected.failures.append(
                             f"JetStream {impl} round {index + 1}: fewer than {js_count}"
                         )
                         continue
-                    rates[(impl, "jetstream")].append(outcome["rate"])
-                    cpu_us[(impl, "jetstream")].append(outcome["cpu_us"])
-                    this_round[(impl, "jetstream")] = outcome["rate"]
-                for kind in ("core", "jetstream"):
-                    if ("raw", kind) in this_round and ("generated", kind) in this_round:
-                        paired[kind].append(
-                            this_round[("generated", kind)] / this_round[("raw", kind)]
-                        )
+                    collected.add(impl, "jetstream", outcome, js_round)
+                collected.pair("core", core_round)
+                collected.pair("jetstream", js_round)
                 print(f"  ... round {index + 1}/{rounds} done", file=sys.stderr, flush=True)
             for index in range(rounds):
                 for impl in IMPLS if index % 2 == 0 else IMPLS[::-1]:
@@ -464,28 +380,20 @@ async def run(args: argparse.Namespace) -> None:
                     await bench.core_flood(
                         impl, payload_file, count, warmup, timeout, spy_to=spy_file
                     )
-                    text = _profile.report(
-                        spy_file,
-                        count,
-                        args.top,
-                        f"{impl} subscriber, core NATS flood",
-                        1e6 / median(rates[(impl, "core")]),
-                    )
+                    measured = median(collected.rates[(impl, "core")])
                     parts.append(
-                        text if impl == "generated" else "\n\n".join(text.split("\n\n")[:2])
+                        _profile.subscriber_report(
+                            spy_file, count, args.top, impl, "core NATS flood", measured
+                        )
                     )
                 for impl in IMPLS[::-1]:
                     spy_file = work / f"spy-js-{impl}.txt"
                     await bench.jetstream(impl, js_count, js_warmup, timeout, spy_to=spy_file)
-                    text = _profile.report(
-                        spy_file,
-                        js_count,
-                        args.top,
-                        f"{impl} subscriber, JetStream consumption",
-                        1e6 / median(rates[(impl, "jetstream")]),
-                    )
+                    measured = median(collected.rates[(impl, "jetstream")])
                     parts.append(
-                        text if impl == "generated" else "\n\n".join(text.split("\n\n")[:2])
+                        _profile.subscriber_report(
+                            spy_file, js_count, args.top, impl, "JetStream consumption", measured
+                        )
                     )
                 profile_text = "\n\n".join(parts)
             elif args.profile:
@@ -495,12 +403,12 @@ async def run(args: argparse.Namespace) -> None:
                     "generated", payload_file, count, warmup, timeout * 3, profile_to=core_profile
                 )
                 if await wait_for_file(core_profile, 30):
-                    parts.append(profile_report(core_profile, count, args.top))
+                    parts.append(_profile.profile_report(core_profile, count, args.top))
                 js_profile = work / "js.prof"
                 await bench.jetstream("generated", js_count, js_warmup, timeout * 3, js_profile)
                 if await wait_for_file(js_profile, 30):
                     parts.append(
-                        profile_report(js_profile, js_count, args.top).replace(
+                        _profile.profile_report(js_profile, js_count, args.top).replace(
                             "QoS 1 flood", "JetStream consumption"
                         )
                     )
@@ -516,23 +424,23 @@ async def run(args: argparse.Namespace) -> None:
     rows = []
     labels = (("core", "core NATS"), ("jetstream", f"JetStream, batch {args.batch}"))
     for kind, label in labels:
-        raw = median(rates[("raw", kind)])
-        gen = median(rates[("generated", kind)])
+        raw = median(collected.rates[("raw", kind)])
+        gen = median(collected.rates[("generated", kind)])
         ratio = gen / raw if raw else float("nan")
         verdict = (
             "met"
             if ratio >= TARGET_RATIO
             else f"MISSED by {(TARGET_RATIO - ratio) * 100:.0f} points"
         )
-        raw_cpu = median(cpu_us[("raw", kind)])
-        gen_cpu = median(cpu_us[("generated", kind)])
+        raw_cpu = median(collected.cpu_us[("raw", kind)])
+        gen_cpu = median(collected.cpu_us[("generated", kind)])
         rows.append(
             [
                 label,
                 f"{raw:,.0f}",
                 f"{gen:,.0f}",
                 f"{ratio:.2f}x",
-                f"{median(paired[kind]):.2f}x",
+                f"{median(collected.paired[kind]):.2f}x",
                 f">= {TARGET_RATIO}x: {verdict}",
                 f"{median(publisher_rates):,.0f}" if kind == "core" else "(stored first)",
                 f"{raw_cpu:.1f}",
@@ -561,31 +469,14 @@ async def run(args: argparse.Namespace) -> None:
         )
     )
     print(
-        "runs (msg/s): "
-        + "; ".join(
-            f"{impl} {kind}: " + " ".join(f"{rate:,.0f}" for rate in values)
-            for (impl, kind), values in sorted(rates.items(), key=lambda kv: (kv[0][1], kv[0][0]))
-        )
+        collected.runs_line()
         + "; publisher: "
         + " ".join(f"{rate:,.0f}" for rate in publisher_rates)
     )
     print()
     rows = []
     for impl in IMPLS:
-        results = [r for r in latencies[impl] if r["ok"]]
-        if not results:
-            rows.append([impl, "FAILED", "-", "-", "-", "-"])
-            continue
-        rows.append(
-            [
-                impl,
-                f"{median([r['p50'] for r in results]):.2f}",
-                f"{median([r['p99'] for r in results]):.2f}",
-                " ".join(f"{r['p99']:.1f}" for r in results),
-                f"{max(r['max'] for r in results):.1f}",
-                f"{median([r['sent_rate'] for r in results]):,.0f}",
-            ]
-        )
+        rows.append([impl, *latency_cells(latencies[impl])])
     print(
         table(
             ["subscriber", "p50 ms", "p99 ms", "p99 per run", "max ms", "sent msg/s"],
@@ -602,9 +493,9 @@ async def run(args: argparse.Namespace) -> None:
         rows.append(
             [
                 impl,
-                f"{median(idle[impl]):.1f}",
+                f"{median(collected.idle[impl]):.1f}",
                 "-" if steady is None else f"{steady:.1f}",
-                f"{max(flood_hwm[impl]):.1f}" if flood_hwm[impl] else "-",
+                f"{max(collected.flood_hwm[impl]):.1f}" if collected.flood_hwm[impl] else "-",
             ]
         )
     print(
@@ -614,7 +505,7 @@ async def run(args: argparse.Namespace) -> None:
             title="memory (/proc/<pid>/status)",
         )
     )
-    for failure in failures:
+    for failure in collected.failures:
         print(f"FAILED: {failure}")
     if profile_text:
         print()
@@ -630,8 +521,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10, help="JetStream fetch batch (10)")
     parser.add_argument("--rounds", type=int, help="rounds (default 3)")
     parser.add_argument("--rate", type=int, default=1000, help="msg/s of the latency run")
-    parser.add_argument("--profile", action="store_true", help="also cProfile the service")
-    parser.add_argument("--top", type=int, default=20, help="functions in the profile")
+    add_profile_options(parser)
     asyncio.run(run(parser.parse_args()))
 
 
