@@ -13,13 +13,10 @@ import base64
 import contextlib
 import datetime
 import functools
-import ipaddress
 import json
 import re
-import shutil
 import signal
 import ssl
-import subprocess
 import time
 import urllib.request
 from collections import Counter
@@ -34,6 +31,7 @@ from conftest import (
     NatsServer,
     ServiceProcess,
     free_port,
+    make_certificates,
     project_with_handlers,
     wait_for_port,
 )
@@ -326,120 +324,9 @@ def test_credentials_in_the_url_never_reach_the_log(project: Path, tmp_path: Pat
 # -- 4. TLS ---------------------------------------------------------------------------------
 
 
-def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA, and a server certificate for 127.0.0.1 (an IP SAN) signed by it."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "asyncgen test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_file, cert_file, key_file = (
-        directory / "ca.pem",
-        directory / "server.pem",
-        directory / "server-key.pem",
-    )
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    cert_file.write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        server_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return ca_file, cert_file, key_file
-
-
-def make_certificates_with_openssl(directory: Path) -> tuple[Path, Path, Path]:
-    """The same as `make_certificates`, with the `openssl` command."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("neither the cryptography package nor openssl is installed")
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_key, ca_file = directory / "ca-key.pem", directory / "ca.pem"
-    key_file, request, cert_file = (
-        directory / "server-key.pem",
-        directory / "server.csr",
-        directory / "server.pem",
-    )
-    extensions = directory / "server.ext"
-    extensions.write_text(
-        "subjectAltName = IP:127.0.0.1\nbasicConstraints = critical, CA:FALSE\n"
-        "extendedKeyUsage = serverAuth\n"
-    )
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    commands = [
-        [openssl, "req", "-x509", *ec, "-keyout", ca_key, "-out", ca_file, "-days", "1",
-         "-subj", "/CN=asyncgen test CA"],
-        [openssl, "req", *ec, "-keyout", key_file, "-out", request, "-subj", "/CN=127.0.0.1"],
-        [openssl, "x509", "-req", "-in", request, "-CA", ca_file, "-CAkey", ca_key,
-         "-CAcreateserial", "-out", cert_file, "-days", "1", "-extfile", extensions],
-    ]  # fmt: skip
-    for command in commands:
-        subprocess.run([str(part) for part in command], check=True, capture_output=True, timeout=30)
-    return ca_file, cert_file, key_file
-
-
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Any:
-    try:
-        import cryptography  # noqa: F401  (not a dependency of ours; openssl does as well)
-    except ImportError:
-        ca_file, cert_file, key_file = make_certificates_with_openssl(tmp_path / "pki")
-    else:
-        ca_file, cert_file, key_file = make_certificates(tmp_path / "pki")
+    ca_file, cert_file, key_file = make_certificates(tmp_path / "pki")
     server = NatsServer(
         tmp_path / "nats",
         extra_config=f'tls {{ cert_file: "{cert_file}", key_file: "{key_file}" }}',
