@@ -23,6 +23,7 @@ MAX_FILE_BYTES = 16 * 1024 * 1024
 MAX_NODES = 1_000_000
 #: Refuse documents nested deeper than this.
 MAX_DEPTH = 256
+_TOO_DEEP = f"the document is nested deeper than {MAX_DEPTH} levels"
 
 Position = tuple[int, int]
 
@@ -101,7 +102,7 @@ class _DepthGuard(yaml.composer.Composer):
     def _too_deep(self, mark: Any) -> SpecError:
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         where = Location(self.path, "", line, column)
-        return SpecError([Problem(where, f"the document is nested deeper than {MAX_DEPTH} levels")])
+        return SpecError([Problem(where, _TOO_DEEP)])
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         # The composer recurses once per level; refuse deep input before Python's stack does.
@@ -211,7 +212,7 @@ class _Builder:
         )
 
     def _too_deep(self, node: yaml.Node, pointer: str) -> SpecError:
-        return self._fail(node, pointer, f"the document is nested deeper than {MAX_DEPTH} levels")
+        return self._fail(node, pointer, _TOO_DEEP)
 
     def _recursive(self, node: yaml.Node, pointer: str) -> SpecError:
         return self._fail(
@@ -327,6 +328,10 @@ class _Builder:
         return self.build(node)
 
 
+#: What libyaml says when its own nesting limit trips.
+_NESTING_PROBLEMS = frozenset({"exceeded maximum nesting depth"})
+
+
 def _yaml_error(path: Path, exc: yaml.YAMLError, text: str) -> SpecError:
     if isinstance(exc, yaml.reader.ReaderError):
         before = text[: int(exc.position)]
@@ -337,6 +342,9 @@ def _yaml_error(path: Path, exc: yaml.YAMLError, text: str) -> SpecError:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     problem = getattr(exc, "problem", None) or str(exc)
+    if problem in _NESTING_PROBLEMS:
+        # libyaml (PyYAML 6.0.4 on) has a nesting limit of its own, which may trip first.
+        return SpecError([Problem(Location(path, "", line, column), _TOO_DEEP)])
     context = getattr(exc, "context", None)
     message = f"invalid YAML: {context}: {problem}" if context else f"invalid YAML: {problem}"
     return SpecError([Problem(Location(path, "", line, column), message)])
@@ -398,7 +406,7 @@ def _read_json(path: Path, text: str) -> SourceFile:
         raise SpecError([Problem(where, f"invalid JSON: {exc.msg}")]) from exc
     except RecursionError as exc:
         raise SpecError(
-            [Problem(Location(path, "", 1, 1), "the document is nested too deeply")]
+            [Problem(Location(path, "", 1, 1), _TOO_DEEP)]
         ) from exc
     found = _json_positions(path, text)
     if found is None:
@@ -481,7 +489,7 @@ def _read_source(path: Path) -> SourceFile:
         raise _yaml_error(path, exc, text) from exc
     except RecursionError as exc:
         raise SpecError(
-            [Problem(Location(path, "", 1, 1), "the document is nested too deeply")]
+            [Problem(Location(path, "", 1, 1), _TOO_DEEP)]
         ) from exc
     if node is None:
         raise SpecError([Problem(Location(path, "", 1, 1), "the file is empty")])
