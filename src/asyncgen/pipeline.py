@@ -1,4 +1,8 @@
-"""The pipeline from a spec file to a planned project: load, validate, model, render."""
+"""The stages from a spec file to a planned project: load, validate, model, render.
+
+One direction: nothing here writes, and nothing after `check` looks at the document's
+validity again.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,12 @@ from asyncgen import __version__
 from asyncgen.errors import Level, Problem, SpecError, UnsupportedError
 from asyncgen.load import Document, RefPolicy, load_document
 from asyncgen.model import Api, build_api
-from asyncgen.plan import PlannedFile
+from asyncgen.plan import Expected, PlannedFile
 from asyncgen.render.background import Background
 from asyncgen.render.context import Protocol, build_context, package_name
 from asyncgen.render.models import formatted_models, models_cached
 from asyncgen.render.project import plan_project
 from asyncgen.validate import validate_document
-from asyncgen.write.signatures import Expected
 
 _PROTOCOLS: dict[str, Protocol] = {
     "mqtt": "mqtt",
@@ -37,6 +40,25 @@ class Options:
     templates: Path | None = None
     refs_root: Path | None = None
     allow_outside_refs: bool = False
+    allow_remote_refs: bool = False
+
+    def policy(self) -> RefPolicy:
+        return RefPolicy(
+            allow_remote=self.allow_remote_refs,
+            allow_outside=self.allow_outside_refs,
+            root=self.refs_root,
+        )
+
+
+@dataclass
+class Modelled:
+    """A checked document mapped into the model, with what generation decided from it."""
+
+    doc: Document
+    api: Api
+    protocol: Protocol
+    package: str
+    warnings: list[Problem]
 
 
 @dataclass
@@ -48,14 +70,15 @@ class Generated:
     warnings: list[Problem]
     handler_modules: set[str]
     handler_signatures: list[Expected]
-    #: Every file the spec reached through `$ref`s, the spec itself first.
+    #: Every local file the spec reached through `$ref`s, the spec itself first.
     inputs: list[Path]
+    #: Every remote document the spec reached: its URL and the hash of its content.
+    remote: dict[str, str]
 
 
 def load_and_validate(spec: Path, options: Options) -> tuple[Document, list[Problem]]:
     """Load and validate; raises SpecError listing every error, returns the warnings."""
-    policy = RefPolicy(allow_outside=options.allow_outside_refs, root=options.refs_root)
-    doc = load_document(spec, policy)
+    doc = load_document(spec, options.policy())
     problems = validate_document(doc)
     errors = [p for p in problems if p.level == Level.ERROR]
     if errors:
@@ -82,12 +105,18 @@ def choose_protocol(api: Api, requested: Protocol | None) -> Protocol:
     )
 
 
-def generate_project(spec: Path, output: Path, options: Options) -> Generated:
-    """Everything up to, not including, writing files."""
+def model(spec: Path, options: Options) -> Modelled:
+    """Load, validate and map the document; decide the protocol and the package name."""
     doc, warnings = load_and_validate(spec, options)
     api, model_warnings = build_api(doc)
     protocol = choose_protocol(api, options.protocol)
     package = options.package or package_name(api.title)
+    return Modelled(doc, api, protocol, package, [*warnings, *model_warnings])
+
+
+def render(spec: Path, modelled: Modelled, output: Path, options: Options) -> Generated:
+    """Plan every file of the project that goes into `output`."""
+    api, protocol, package = modelled.api, modelled.protocol, modelled.package
 
     def relative(path: Path) -> str:
         return Path(os.path.relpath(path.resolve(), output.resolve())).as_posix()
@@ -101,6 +130,7 @@ def generate_project(spec: Path, output: Path, options: Options) -> Generated:
         templates_path=relative(options.templates) if options.templates else None,
         refs_root_path=relative(options.refs_root) if options.refs_root else None,
         allow_outside_refs=options.allow_outside_refs,
+        allow_remote_refs=options.allow_remote_refs,
     )
     used = {m.class_name for op in context.operations for m in [*op.messages, *op.reply_messages]}
     # The models and the templates need nothing of each other: with a second core, the
@@ -114,7 +144,7 @@ def generate_project(spec: Path, output: Path, options: Options) -> Generated:
         protocol=protocol,
         package=package,
         files=files,
-        warnings=[*warnings, *model_warnings, *context.warnings],
+        warnings=[*modelled.warnings, *context.warnings],
         handler_modules={op.module for op in context.receive},
         handler_signatures=[
             Expected(
@@ -125,5 +155,11 @@ def generate_project(spec: Path, output: Path, options: Options) -> Generated:
             )
             for op in context.receive
         ],
-        inputs=list(doc.files),
+        inputs=modelled.doc.local_files,
+        remote={item.url: item.sha256 for item in modelled.doc.remote.values()},
     )
+
+
+def generate_project(spec: Path, output: Path, options: Options) -> Generated:
+    """Everything up to, not including, writing files."""
+    return render(spec, model(spec, options), output, options)

@@ -195,6 +195,7 @@ class ProjectContext:
     templates_path: str | None = None
     refs_root_path: str | None = None
     allow_outside_refs: bool = False
+    allow_remote_refs: bool = False
 
     @property
     def operations(self) -> list[OperationView]:
@@ -596,6 +597,7 @@ def build_context(
     templates_path: str | None = None,
     refs_root_path: str | None = None,
     allow_outside_refs: bool = False,
+    allow_remote_refs: bool = False,
 ) -> ProjectContext:
     """Name everything in `api` for the templates of `protocol`."""
     builder = _ContextBuilder(api, protocol)
@@ -640,6 +642,7 @@ def build_context(
         templates_path=templates_path,
         refs_root_path=refs_root_path,
         allow_outside_refs=allow_outside_refs,
+        allow_remote_refs=allow_remote_refs,
     )
 
 

@@ -10,8 +10,8 @@ import warnings
 from collections import defaultdict
 from typing import Any
 
+from asyncgen import cache
 from asyncgen.errors import UnsupportedError
-from asyncgen.render import cache
 from asyncgen.render.formatting import format_python
 
 #: Names the models module imports or that would read badly as a model name.
