@@ -10,7 +10,8 @@ import pydantic
 import pytest
 from conftest import EXAMPLES
 
-from asyncgen.render.context import subject_address, subscription_for
+from asyncgen.asyncapi import subject_address
+from asyncgen.render.context import subscription_for
 
 
 @pytest.mark.parametrize(

@@ -11,24 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asyncgen import __version__
+from asyncgen.asyncapi import Protocol, server_protocol
 from asyncgen.errors import Level, Problem, SpecError, UnsupportedError
 from asyncgen.load import Document, RefPolicy, load_document
 from asyncgen.model import Api, build_api
 from asyncgen.plan import Expected, PlannedFile
 from asyncgen.render.background import Background
-from asyncgen.render.context import Protocol, build_context, package_name
+from asyncgen.render.context import build_context, package_name
 from asyncgen.render.models import formatted_models, models_cached
 from asyncgen.render.project import plan_project
 from asyncgen.validate import validate_document
-
-_PROTOCOLS: dict[str, Protocol] = {
-    "mqtt": "mqtt",
-    "mqtts": "mqtt",
-    "secure-mqtt": "mqtt",
-    "mqtt5": "mqtt",
-    "nats": "nats",
-    "tls": "nats",
-}
 
 
 @dataclass
@@ -79,7 +71,7 @@ class Generated:
 def load_and_validate(spec: Path, options: Options) -> tuple[Document, list[Problem]]:
     """Load and validate; raises SpecError listing every error, returns the warnings."""
     doc = load_document(spec, options.policy())
-    problems = validate_document(doc)
+    problems = validate_document(doc, options.protocol)
     errors = [p for p in problems if p.level == Level.ERROR]
     if errors:
         raise SpecError(errors)
@@ -88,16 +80,9 @@ def load_and_validate(spec: Path, options: Options) -> tuple[Document, list[Prob
 
 def choose_protocol(api: Api, requested: Protocol | None) -> Protocol:
     """The protocol asked for, else the first MQTT or NATS server's, else MQTT."""
-    if requested is not None:
-        return requested
-    if not api.servers:
-        return "mqtt"
-    first = api.servers[0].protocol
-    if first in _PROTOCOLS:
-        return _PROTOCOLS[first]
-    for server in api.servers:
-        if server.protocol in _PROTOCOLS:
-            return _PROTOCOLS[server.protocol]
+    chosen = server_protocol([server.protocol for server in api.servers], requested)
+    if chosen is not None:
+        return chosen
     used = ", ".join(sorted({server.protocol or "?" for server in api.servers}))
     raise UnsupportedError(
         f"unsupported: the document's servers speak {used}; asyncgen generates MQTT and NATS "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from asyncgen.asyncapi import is_json_schema_format
 from asyncgen.errors import Level, Problem, SpecError
 from asyncgen.load import Document, Ref
 from asyncgen.load.source import unescape_token
@@ -18,8 +19,6 @@ from asyncgen.model.ir import (
     Parameter,
     Reply,
     Server,
-    address_parameters,
-    is_json_schema_format,
 )
 
 # Keys of AsyncAPI's Schema Object that are not JSON Schema and mean nothing to a model.
@@ -234,18 +233,6 @@ class _Builder:
             )
         return result
 
-    def _check_address(self, channel: Channel, at: Ref) -> None:
-        if channel.address is None:
-            return
-        declared = {p.name for p in channel.parameters}
-        for name in address_parameters(channel.address):
-            if name not in declared:
-                raise self.fail(
-                    at,
-                    f"address {channel.address!r} uses parameter {{{name}}} "
-                    "which the channel does not declare in `parameters`",
-                )
-
     def _bindings(self, ref: Ref) -> dict[str, Any]:
         value = self.doc.find(ref)
         if value is None:
@@ -276,7 +263,6 @@ class _Builder:
         )
         self._channels[at] = channel
         channel.parameters = self.parameters(value.get("parameters"), at.child("parameters"), 3)
-        self._check_address(channel, at)
         for name in value.get("messages") or {}:
             channel.messages.append(self.message(at.child("messages", name), name))
         return channel
@@ -289,11 +275,7 @@ class _Builder:
         for key in data.get("operations") or {}:
             op_ref = self.root.child("operations", key)
             value, at = self.mapping(op_ref)
-            action = value.get("action")
-            if action not in ("send", "receive"):
-                raise self.fail(
-                    at.child("action"), f"`action` must be send or receive, got {action!r}"
-                )
+            action: Action = value["action"]
             channel = self.channel_v3(at.child("channel"))
             messages = (
                 [
@@ -303,13 +285,6 @@ class _Builder:
                 if isinstance(value.get("messages"), list) and value["messages"]
                 else list(channel.messages)
             )
-            for index, message in enumerate(messages):
-                if message not in channel.messages:
-                    raise self.fail(
-                        at.child("messages", index),
-                        f"operation {key!r} uses message {message.name!r}, "
-                        f"which its channel {channel.key!r} does not list",
-                    )
             traits_bindings: dict[str, Any] = {}
             for index, _ in enumerate(value.get("traits") or []):
                 trait, trait_at = self.resolve(at.child("traits", index))
@@ -346,8 +321,6 @@ class _Builder:
         if "address" in value:
             address, _ = self.mapping(at.child("address"))
             location = _text(address.get("location"))
-        if not messages:
-            raise self.fail(at, f"the reply of operation {op_key!r} names no message")
         return Reply(channel=channel, messages=messages, address_location=location)
 
     # -- AsyncAPI 2.x ----------------------------------------------------------------
@@ -355,7 +328,6 @@ class _Builder:
     def build_v2(self, data: dict[str, Any]) -> tuple[list[Channel], list[Operation]]:
         channels: list[Channel] = []
         operations: list[Operation] = []
-        seen_ids: dict[str, Ref] = {}
         for address in data.get("channels") or {}:
             value, at = self.mapping(self.root.child("channels", address))
             channel = Channel(
@@ -366,27 +338,18 @@ class _Builder:
                 location=self.doc.location(at),
             )
             channel.parameters = self.parameters(value.get("parameters"), at.child("parameters"), 2)
-            self._check_address(channel, at)
             channels.append(channel)
             verbs: tuple[tuple[str, Action], ...] = (("publish", "receive"), ("subscribe", "send"))
             for verb, action in verbs:
                 if verb not in value:
                     continue
-                operations.append(self.operation_v2(channel, at.child(verb), action, seen_ids))
+                operations.append(self.operation_v2(channel, at.child(verb), action))
         return channels, operations
 
-    def operation_v2(
-        self, channel: Channel, ref: Ref, action: Action, seen_ids: dict[str, Ref]
-    ) -> Operation:
+    def operation_v2(self, channel: Channel, ref: Ref, action: Action) -> Operation:
         value, at = self.mapping(ref)
         value, origins = self._apply_traits(value, at)
         key = _text(value.get("operationId")) or f"{action} {channel.key}"
-        if key in seen_ids:
-            raise self.fail(
-                at.child("operationId"),
-                f"operationId {key!r} is used twice (first at {self.doc.location(seen_ids[key])})",
-            )
-        seen_ids[key] = at
         messages: list[Message] = []
         message_value, message_at = (
             self.resolve(at.child("message")) if "message" in value else (None, at)
@@ -398,8 +361,6 @@ class _Builder:
                 )
         elif message_value is not None:
             messages.append(self.message(at.child("message"), f"{key} message"))
-        if not messages:
-            raise self.fail(at, f"operation {key!r} has no message")
         for message in messages:
             if message not in channel.messages:
                 channel.messages.append(message)

@@ -7,49 +7,12 @@ identifiers is the render stage's job. `action` is always from the application's
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from asyncgen.errors import Location
 
 Action = Literal["send", "receive"]
-
-_PARAM = re.compile(r"\{([^{}]+)\}")
-
-
-_JSON_SCHEMA_FORMATS = re.compile(
-    r"^application/(vnd\.aai\.asyncapi(\+json|\+yaml)?|schema\+json|schema\+yaml)(;.*)?$"
-)
-
-
-def is_json_schema_format(schema_format: Any) -> bool:
-    """Whether a `schemaFormat` names AsyncAPI's Schema Object or JSON Schema."""
-    return isinstance(schema_format, str) and _JSON_SCHEMA_FORMATS.match(schema_format) is not None
-
-
-def regex_engine(pattern: str) -> tuple[str | None, str]:
-    """The pydantic regex engine that can use `pattern` ("rust-regex", else "python-re"),
-    or None and why neither can."""
-    import pydantic_core
-
-    try:
-        pydantic_core.SchemaValidator(pydantic_core.core_schema.str_schema(pattern=pattern))
-    except pydantic_core.SchemaError:
-        pass
-    else:
-        return "rust-regex", ""
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        return None, str(exc)
-    return "python-re", ""
-
-
-def address_parameters(address: str) -> list[str]:
-    """The `{name}` parameters of an address, in order of appearance."""
-    return _PARAM.findall(address)
-
 
 @dataclass
 class Server:

@@ -6,14 +6,14 @@ import keyword
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import jsonschema
 import pydantic
 
+from asyncgen.asyncapi import Protocol, regex_engine, subject_address
 from asyncgen.errors import Level, Location, Problem
 from asyncgen.model import Api, Channel, Message, Operation, Parameter
-from asyncgen.model.ir import address_parameters, regex_engine
 from asyncgen.render.models import MODEL_RESERVED, bundle
 from asyncgen.render.naming import (
     MAX_FILE_NAME,
@@ -25,8 +25,6 @@ from asyncgen.render.naming import (
     snake,
     toml_string,
 )
-
-Protocol = Literal["mqtt", "nats"]
 
 #: Names the generated modules define themselves; channel and handler names avoid them.
 _GENERATED_NAMES = {
@@ -237,17 +235,6 @@ class ProjectContext:
         return any(p.type_expr.startswith("Literal") for c in self.channels for p in c.params)
 
 
-def subject_address(address: str, protocol: Protocol) -> str:
-    """The address as the protocol writes it: NATS subjects use `.` between tokens.
-
-    An address written with `/` is mapped the way nats-server's MQTT gateway maps an
-    MQTT topic, so one spec serves MQTT devices and NATS services alike.
-    """
-    if protocol == "nats" and "/" in address:
-        return address.strip("/").replace("/", ".")
-    return address
-
-
 def subscription_for(address: str, protocol: Protocol) -> str:
     """The subscription of an address: `+` (MQTT) or `*` (NATS) for each parameter level.
 
@@ -257,30 +244,6 @@ def subscription_for(address: str, protocol: Protocol) -> str:
     wildcard = "+" if protocol == "mqtt" else "*"
     levels = subject_address(address, protocol).split(separator)
     return separator.join(wildcard if "{" in level else level for level in levels)
-
-
-def _address_problem(address: str, protocol: Protocol) -> str | None:
-    """What makes `address` (its `{parameters}` aside) unusable with `protocol`, if anything."""
-    names = address_parameters(address)
-    literal = re.sub(r"\{[^{}]+\}", "x", address)
-    if protocol == "mqtt":
-        if "/" in "".join(names):
-            return "a parameter name holds `/`"
-        if "+" in literal or "#" in literal:
-            return "`+` and `#` are wildcards, not part of a topic name"
-        if "\x00" in literal:
-            return "it holds a NUL character"
-        return None
-    if any(separator in name for name in names for separator in "./"):
-        return "a parameter name holds `.` or `/`"
-    subject = subject_address(literal, protocol)
-    if any(character.isspace() for character in subject):
-        return "subjects cannot hold white space"
-    if any(not token for token in subject.split(".")):
-        return "it has an empty token"
-    if "*" in subject or ">" in subject:
-        return "`*` and `>` are wildcards, not part of a subject"
-    return None
 
 
 def _accepts(param: Parameter, value: str, protocol: Protocol) -> bool:
@@ -340,14 +303,6 @@ class _ContextBuilder:
             return None
         if id(channel) in self.channels:
             return self.channels[id(channel)]
-        problem = _address_problem(channel.address, self.protocol)
-        if problem is not None:
-            word = "MQTT topic" if self.protocol == "mqtt" else "NATS subject"
-            self.warn(
-                channel.location,
-                f"address {channel.address!r} is not a valid {word}: {problem}; the broker "
-                "will refuse it",
-            )
         attrs = Namer(_PARAM_RESERVED, reserved_prefixes=("model_",))
         params = [self.param(param, channel, attrs) for param in channel.parameters]
         view = ChannelView(
@@ -367,16 +322,9 @@ class _ContextBuilder:
         return view
 
     def param(self, param: Parameter, channel: Channel, attrs: Namer) -> ParamView:
-        pattern, engine = param.pattern, None
-        if pattern is not None:
-            engine, error = regex_engine(pattern)
-            if engine is None:
-                self.warn(
-                    channel.location,
-                    f"parameter {param.name!r}: {pattern!r} is not a regular expression "
-                    f"({error}); the generated code does not check values against it",
-                )
-                pattern = None
+        # The validate stage refused patterns that no engine reads.
+        pattern = param.pattern
+        engine = regex_engine(pattern)[0] if pattern is not None else None
         example, example_ok = _example_value(param, self.protocol)
         return ParamView(
             name=param.name,
@@ -494,61 +442,24 @@ class _ContextBuilder:
             view.examples = self.examples(operation, channel)
         return view
 
-    # -- bindings and extensions: free-form in the spec, checked here ------------------
+    # -- bindings and extensions, as the validate stage checked them ------------------
 
     def qos(self, operation: Operation) -> int:
         value = operation.binding("mqtt", "qos", 0)
-        if value is None or self.protocol != "mqtt":
-            return 0
-        if not isinstance(value, bool) and value in (0, 1, 2, "0", "1", "2"):
-            return int(value)
-        self.warn(
-            operation.location,
-            f"the mqtt binding `qos` of operation {operation.key!r} must be 0, 1 or 2, "
-            f"got {_short(value)}; using 0",
-        )
-        return 0
+        return int(value or 0) if self.protocol == "mqtt" else 0
 
     def retain(self, operation: Operation) -> bool:
-        value = operation.binding("mqtt", "retain", False)
-        if self.protocol != "mqtt":
-            return False
-        if value is None or isinstance(value, bool):
-            return bool(value)
-        self.warn(
-            operation.location,
-            f"the mqtt binding `retain` of operation {operation.key!r} must be true or false, "
-            f"got {_short(value)}; not retained",
-        )
-        return False
+        return self.protocol == "mqtt" and operation.binding("mqtt", "retain", False) is True
 
     def queue(self, operation: Operation) -> str | None:
         value = operation.binding("nats", "queue")
-        if self.protocol != "nats":
-            return None
-        if value is None or (isinstance(value, str) and value.strip()):
-            return value
-        self.warn(
-            operation.location,
-            f"the nats binding `queue` of operation {operation.key!r} must be a queue group "
-            f"name, got {_short(value)}; ignored",
-        )
-        return None
+        return value if self.protocol == "nats" and isinstance(value, str) else None
 
     def jetstream(self, operation: Operation) -> dict[str, str] | None:
         value = operation.extensions.get("x-jetstream")
-        if value is None or self.protocol != "nats":
+        if self.protocol != "nats" or not isinstance(value, dict):
             return None
-        if isinstance(value, dict) and all(
-            isinstance(value.get(key), str) and value[key].strip() for key in ("stream", "durable")
-        ):
-            return {"stream": value["stream"], "durable": value["durable"]}
-        self.warn(
-            operation.location,
-            f"`x-jetstream` of operation {operation.key!r} must be a mapping with a `stream` "
-            f"and a `durable` name, got {_short(value)}; ignored",
-        )
-        return None
+        return {"stream": value["stream"], "durable": value["durable"]}
 
 
 def _short(value: Any) -> str:

@@ -18,10 +18,10 @@ from typing import Any
 
 from jsonschema import Draft7Validator, FormatChecker  # type: ignore[import-untyped, unused-ignore]
 
+from asyncgen.asyncapi import is_json_schema_format, regex_engine
 from asyncgen.errors import Problem, SpecError
 from asyncgen.load import Document, Ref
 from asyncgen.load.source import escape_token
-from asyncgen.model.ir import is_json_schema_format, regex_engine
 from asyncgen.validate.structure import TYPE_NAMES
 
 # Keywords whose values are data, not schemas: a `$ref` key in there is not a reference.
