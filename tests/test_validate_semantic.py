@@ -80,13 +80,13 @@ def write(tmp_path: Path, text: str, name: str = "asyncapi.yaml") -> Path:
     return path
 
 
-def receive_operation(extra: str, servers: str = "") -> str:
-    """A 3.0 document with one receive operation, `extra` written inside it."""
+def receive_operation(extra: str, servers: str = "", channel: str = "{address: orders}") -> str:
+    """A 3.0 document with one receive operation on channel `c`, `extra` written after it."""
     return f"""\
 asyncapi: 3.0.0
 info: {{title: t, version: '1'}}
 {servers}channels:
-  c: {{address: orders}}
+  c: {channel}
 operations:
   recv:
     action: receive
@@ -301,3 +301,43 @@ def test_binding_values_that_would_be_code_are_refused_before_generating(
     )
     assert "#/channels/t/publish/bindings/mqtt/retain: error: expected a boolean" in result.output
     assert not (tmp_path / "out").exists()
+
+
+EXAMPLES_DOC = receive_operation(
+    """\
+components:
+  messages:
+    reading:
+      payload: {$ref: 'schemas.yaml#/Reading'}
+      examples:
+        - {name: fits, payload: {value: 21.5}}
+        - {name: wrong, payload: {value: warm}}
+""",
+    channel="{address: readings, messages: {reading: {$ref: '#/components/messages/reading'}}}",
+)
+
+
+def test_an_example_that_does_not_fit_its_schema_is_a_warning_and_left_out(
+    tmp_path: Path,
+) -> None:
+    from asyncgen.cli import app
+
+    (tmp_path / "schemas.yaml").write_text(
+        "Reading: {type: object, properties: {value: {$ref: '#/Number'}}}\nNumber: {type: number}\n"
+    )
+    spec = write(tmp_path, EXAMPLES_DOC)
+    warnings = [f"{p.location.line}: {p.message}" for p in problems(spec)]
+    assert warnings == [
+        "12: example 2 of message 'reading' does not match its payload schema "
+        "('warm' is not of type 'number'); left out of the generated tests"
+    ]
+    checked = runner.invoke(app, ["validate", str(spec)])
+    generated = runner.invoke(app, ["generate", str(spec), "-o", str(tmp_path / "out")])
+    assert checked.exit_code == 0 and generated.exit_code == 0, generated.output
+    warned = [line for line in checked.output.splitlines() if ": warning: " in line]
+    assert (
+        warned
+        and [line for line in generated.output.splitlines() if ": warning: " in line] == warned
+    )
+    tests = (tmp_path / "out" / "tests" / "test_handlers.py").read_text()
+    assert "21.5" in tests and "warm" not in tests

@@ -115,8 +115,8 @@ def validate(spec: Path, config: Config | None = None) -> list[Problem]:
     from asyncgen.pipeline import load_and_validate
 
     _check_call(spec, config or Config())
-    _, warnings = load_and_validate(spec, _options(config or Config()))
-    return warnings
+    _, checked = load_and_validate(spec, _options(config or Config()))
+    return checked.problems
 
 
 def _check_call(spec: Path, config: Config) -> None:

@@ -20,7 +20,7 @@ from asyncgen.render.background import Background
 from asyncgen.render.context import build_context, package_name
 from asyncgen.render.models import formatted_models, models_cached
 from asyncgen.render.project import plan_project
-from asyncgen.validate import validate_document
+from asyncgen.validate import Checked, check_document
 
 
 @dataclass
@@ -68,14 +68,14 @@ class Generated:
     remote: dict[str, str]
 
 
-def load_and_validate(spec: Path, options: Options) -> tuple[Document, list[Problem]]:
-    """Load and validate; raises SpecError listing every error, returns the warnings."""
+def load_and_validate(spec: Path, options: Options) -> tuple[Document, Checked]:
+    """Load and validate; raises SpecError listing every error."""
     doc = load_document(spec, options.policy())
-    problems = validate_document(doc, options.protocol)
-    errors = [p for p in problems if p.level == Level.ERROR]
+    checked = check_document(doc, options.protocol)
+    errors = [p for p in checked.problems if p.level == Level.ERROR]
     if errors:
         raise SpecError(errors)
-    return doc, [p for p in problems if p.level == Level.WARNING]
+    return doc, checked
 
 
 def choose_protocol(api: Api, requested: Protocol | None) -> Protocol:
@@ -92,11 +92,11 @@ def choose_protocol(api: Api, requested: Protocol | None) -> Protocol:
 
 def model(spec: Path, options: Options) -> Modelled:
     """Load, validate and map the document; decide the protocol and the package name."""
-    doc, warnings = load_and_validate(spec, options)
-    api, model_warnings = build_api(doc)
+    doc, checked = load_and_validate(spec, options)
+    api, model_warnings = build_api(doc, checked.unfit_examples)
     protocol = choose_protocol(api, options.protocol)
     package = options.package or package_name(api.title)
-    return Modelled(doc, api, protocol, package, [*warnings, *model_warnings])
+    return Modelled(doc, api, protocol, package, [*checked.problems, *model_warnings])
 
 
 def render(spec: Path, modelled: Modelled, output: Path, options: Options) -> Generated:

@@ -32,8 +32,9 @@ def _text(value: Any) -> str | None:
 
 
 class _Builder:
-    def __init__(self, doc: Document) -> None:
+    def __init__(self, doc: Document, unfit_examples: set[Ref]) -> None:
         self.doc = doc
+        self.unfit_examples = unfit_examples
         self.root = Ref(doc.root.path)
         self.warnings: list[Problem] = []
         self.schemas: dict[str, Any] = {}
@@ -182,6 +183,7 @@ class _Builder:
                         if isinstance(example.get("headers"), dict)
                         else None,
                         has_payload="payload" in example,
+                        fits=origins["examples"].child(index) not in self.unfit_examples,
                     )
                 )
             else:
@@ -408,10 +410,13 @@ class _Builder:
         return result
 
 
-def build_api(doc: Document) -> tuple[Api, list[Problem]]:
-    """Map the document into an `Api`; returns it with any warnings found on the way."""
+def build_api(
+    doc: Document, unfit_examples: set[Ref] | None = None
+) -> tuple[Api, list[Problem]]:
+    """Map the document into an `Api`; returns it with any warnings found on the way.
+    `unfit_examples`: where the examples are that the validate stage found unfit."""
     data = doc.data
-    builder = _Builder(doc)
+    builder = _Builder(doc, unfit_examples or set())
     version_text = str(data.get("asyncapi", ""))
     version = 3 if version_text.startswith("3.") else 2
     builder.default_content_type = _text(data.get("defaultContentType")) or "application/json"

@@ -41,6 +41,8 @@ class Example:
     payload: Any
     headers: dict[str, Any] | None = None
     has_payload: bool = True
+    #: False when the validate stage found the payload does not match its schema.
+    fits: bool = True
 
 
 @dataclass

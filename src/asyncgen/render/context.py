@@ -8,13 +8,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
 import pydantic
 
 from asyncgen.asyncapi import Protocol, regex_engine, subject_address
 from asyncgen.errors import Level, Location, Problem
 from asyncgen.model import Api, Channel, Message, Operation, Parameter
-from asyncgen.render.models import MODEL_RESERVED, bundle
+from asyncgen.render.models import MODEL_RESERVED
 from asyncgen.render.naming import (
     MAX_FILE_NAME,
     Namer,
@@ -296,7 +295,6 @@ class _ContextBuilder:
         self.handler_classes = Namer(_GENERATED_NAMES)
         self.channels: dict[int, ChannelView] = {}
         self.warnings: list[Problem] = []
-        self._validator_schema = bundle(api.schemas, self.class_names)
 
     def channel(self, channel: Channel) -> ChannelView | None:
         if channel.address is None:
@@ -366,19 +364,8 @@ class _ContextBuilder:
             for index, example in enumerate(message.examples):
                 if not example.has_payload:
                     continue
-                error = self._example_error(message, example.payload)
-                if error is not None:
-                    assert message.location is not None
-                    self.warnings.append(
-                        Problem(
-                            message.location,
-                            f"example {index + 1} of message {message.name!r} does not match "
-                            f"its payload schema ({error}); left out of the "
-                            "generated tests",
-                            Level.WARNING,
-                        )
-                    )
-                    continue
+                if not example.fits:
+                    continue  # the validate stage warned of it
                 result.append(
                     ExampleView(
                         name=_example_name(example.name or f"{message.name} example {index + 1}"),
@@ -388,22 +375,6 @@ class _ContextBuilder:
                     )
                 )
         return result
-
-    def _example_error(self, message: Message, payload: Any) -> str | None:
-        """Why `payload` does not match the message's schema, or None when it does."""
-        assert message.payload is not None
-        schema = {**self._validator_schema, "$ref": f"#/$defs/{self.class_names[message.payload]}"}
-        validator = jsonschema.Draft7Validator(
-            schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER
-        )
-        try:
-            error = jsonschema.exceptions.best_match(validator.iter_errors(payload))
-        except Exception as exc:  # a malformed schema; generating its model reports it
-            return f"the schema cannot be checked: {' '.join(str(exc).split())[:100]}"
-        return None if error is None else error.message[:200]
-
-    def _valid(self, message: Message, payload: Any) -> bool:
-        return self._example_error(message, payload) is None
 
     def operation(self, operation: Operation) -> OperationView | None:
         channel = self.channel(operation.channel)
@@ -435,7 +406,7 @@ class _ContextBuilder:
                 view.reply_channel = self.channel(operation.reply.channel)
             view.reply_location = operation.reply.address_location
             first = operation.reply.messages[0]
-            valid = [e for e in first.examples if e.has_payload and self._valid(first, e.payload)]
+            valid = [e for e in first.examples if e.has_payload and e.fits]
             if valid:
                 view.reply_example = valid[0].payload
         if operation.action == "receive":
