@@ -14,47 +14,7 @@ from urllib.parse import unquote, urlsplit
 from asyncgen.asyncapi import is_json_schema_format
 from asyncgen.errors import Level, Problem, SpecError
 from asyncgen.load import Document, Ref
-
-
-def _messages(doc: Document) -> list[tuple[Any, Ref]]:
-    """Every message written in the root file's usual places, before `$ref`s."""
-    root = Ref(doc.root.path)
-    data = doc.data
-    found: list[tuple[Any, Ref]] = []
-    components = data.get("components")
-    if isinstance(components, dict) and isinstance(components.get("messages"), dict):
-        found.extend(
-            (value, root.child("components", "messages", key))
-            for key, value in components["messages"].items()
-        )
-    channels = data.get("channels")
-    for key, channel in (channels.items() if isinstance(channels, dict) else []):
-        at = root.child("channels", key)
-        try:
-            channel, at = doc.resolve(channel, at)
-        except SpecError:
-            continue
-        if not isinstance(channel, dict):
-            continue
-        messages = channel.get("messages")
-        if isinstance(messages, dict):
-            found.extend((value, at.child("messages", name)) for name, value in messages.items())
-        for verb in ("publish", "subscribe"):
-            operation = channel.get(verb)
-            if isinstance(operation, dict) and "message" in operation:
-                message, message_at = operation["message"], at.child(verb, "message")
-                try:
-                    resolved, resolved_at = doc.resolve(message, message_at)
-                except SpecError:
-                    continue
-                if isinstance(resolved, dict) and isinstance(resolved.get("oneOf"), list):
-                    found.extend(
-                        (item, resolved_at.child("oneOf", index))
-                        for index, item in enumerate(resolved["oneOf"])
-                    )
-                else:
-                    found.append((message, message_at))
-    return found
+from asyncgen.validate.payloads import message_places
 
 
 def _merged(doc: Document, message: dict[str, Any], at: Ref) -> dict[str, tuple[Any, Ref]]:
@@ -128,9 +88,9 @@ def check_examples(doc: Document) -> tuple[list[Problem], set[Ref]]:
     unfit: set[Ref] = set()
     checker: _Checker | None = None
     seen: set[Ref] = set()
-    for value, at in _messages(doc):
+    for place in message_places(doc):
         try:
-            message, at = doc.resolve(value, at)
+            message, at = doc.resolve_at(place)
         except SpecError:
             continue
         if at in seen or not isinstance(message, dict):

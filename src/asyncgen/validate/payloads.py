@@ -119,7 +119,7 @@ def _schemas_of_messages(doc: Document) -> Iterator[Ref]:
     root = Ref(doc.root.path)
     components = data.get("components") if isinstance(data.get("components"), dict) else {}
     foreign: set[Ref] = set()  # schemas that a message of another format points at
-    for place in _messages(doc, components):
+    for place in message_places(doc):
         try:
             message, at = doc.resolve_at(place)
         except SpecError:
@@ -137,7 +137,8 @@ def _schemas_of_messages(doc: Document) -> Iterator[Ref]:
             else:
                 with contextlib.suppress(SpecError):
                     foreign.add(doc.resolve_at(schema_at)[1])
-    for name, schema in (components.get("schemas") or {}).items():
+    schemas = components.get("schemas")
+    for name, schema in (schemas.items() if isinstance(schemas, dict) else []):
         schema_at, schema_format = _unwrap(schema, root.child("components", "schemas", name))
         if _is_json_schema(schema_format) and schema_at not in foreign:
             yield schema_at
@@ -151,8 +152,12 @@ def _unwrap(value: Any, at: Ref) -> tuple[Ref, Any]:
     return at, None
 
 
-def _messages(doc: Document, components: dict[str, Any]) -> list[Ref]:
+def message_places(doc: Document) -> list[Ref]:
+    """Where the messages are written in the root file: components, channels, 2.x
+    operations (each of a `oneOf`)."""
     root = Ref(doc.root.path)
+    found = doc.data.get("components")
+    components = found if isinstance(found, dict) else {}
     messages = [root.child("components", "messages", n) for n in _keys(components.get("messages"))]
     channels = doc.data.get("channels") if isinstance(doc.data.get("channels"), dict) else {}
     for key, channel in channels.items():
