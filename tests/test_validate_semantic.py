@@ -341,3 +341,21 @@ def test_an_example_that_does_not_fit_its_schema_is_a_warning_and_left_out(
     )
     tests = (tmp_path / "out" / "tests" / "test_handlers.py").read_text()
     assert "21.5" in tests and "warm" not in tests
+
+
+def test_checks_beside_a_broken_structure_read_any_shape_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    spec = receive_operation(
+        "components:\n  schemas: [not, a, mapping]\n  messages: 5\n",
+        channel="{address: null, messages: [x]}",
+    )
+    found = errors(write(tmp_path, spec))
+    assert found and all("expected a mapping" in f for f in found), found
+
+
+def test_an_operation_on_a_channel_without_an_address_is_a_warning(tmp_path: Path) -> None:
+    spec = write(tmp_path, receive_operation("", channel="{address: null}"))
+    assert [(p.location.line, p.level, p.message) for p in problems(spec)] == [
+        (7, Level.WARNING, "operation 'recv' has a channel without an address; skipped")
+    ]

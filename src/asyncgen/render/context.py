@@ -488,15 +488,7 @@ def build_context(
     for operation in api.operations:
         view = builder.operation(operation)
         if view is None:
-            if operation.location is not None:
-                builder.warnings.append(
-                    Problem(
-                        operation.location,
-                        f"operation {operation.key!r} has a channel without an address; skipped",
-                        Level.WARNING,
-                    )
-                )
-            continue
+            continue  # its channel has no address: the validate stage warned of it
         (receive if view.action == "receive" else send).append(view)
     channels = [builder.channel(channel) for channel in api.channels]
     host, port, problem = _server(api, protocol)

@@ -182,6 +182,9 @@ def _check_operations_v3(doc: Document, problems: list[Problem]) -> None:
         channel = _mapping(doc, operation.get("channel"), at.child("channel"))
         if channel is None:
             continue
+        if not isinstance(channel[0].get("address"), str):
+            message = f"operation {key!r} has a channel without an address; skipped"
+            problems.append(Problem(doc.location(at), message, Level.WARNING))
         listed = _channel_messages(doc, channel)
         for written, place in _message_places(doc, operation.get("messages"), at.child("messages")):
             if place not in listed:
