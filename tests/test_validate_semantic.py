@@ -283,6 +283,12 @@ channels:
         "not part of a subject; the broker will refuse it"
     ]
     assert [p.message for p in validate_document(load_document(path), "mqtt")] == []
+    from asyncgen.cli import app
+
+    as_mqtt = runner.invoke(app, ["validate", "--protocol", "mqtt", str(path)])
+    as_nats = runner.invoke(app, ["validate", str(path)])
+    assert as_mqtt.exit_code == as_nats.exit_code == 0
+    assert "warning" not in as_mqtt.output and "not a valid NATS subject" in as_nats.output
 
 
 def test_binding_values_that_would_be_code_are_refused_before_generating(

@@ -65,6 +65,10 @@ _REFS_ROOT_HELP = (
 @app.command()
 def validate(
     spec: Annotated[Path, typer.Argument(help="The AsyncAPI document (YAML or JSON).")],
+    protocol: Annotated[
+        ProtocolChoice | None,
+        typer.Option(help="Check addresses for mqtt or nats (default: the document's servers)."),
+    ] = None,
     refs_root: Annotated[Path | None, typer.Option(help=_REFS_ROOT_HELP)] = None,
     allow_outside_refs: Annotated[
         bool, typer.Option(help="Let local $refs reach files anywhere.")
@@ -79,6 +83,7 @@ def validate(
     from asyncgen.generation import validate as check
 
     config = Config(
+        protocol=protocol.value if protocol else None,
         refs_root=refs_root,
         allow_outside_refs=allow_outside_refs,
         allow_remote_refs=allow_remote_refs,
