@@ -196,6 +196,17 @@ def test_a_failed_fetch_is_a_located_error_naming_the_url(
     assert "asyncapi.yaml:9:" in problem and url in problem and expected in problem
 
 
+def test_a_broken_remote_document_is_reported_at_its_url_and_line(
+    server: Server, tmp_path: Path
+) -> None:
+    url = server.serve("/broken.yaml", b"Reading:\n  type: [string\n")
+    doc = load_document(spec_referring_to(tmp_path, url + "#/Reading"), RefPolicy(True))
+    with pytest.raises(SpecError) as error:
+        payload(doc)
+    (problem,) = problems_of(error)
+    assert problem.startswith(f"{url}:3:") and "invalid YAML" in problem
+
+
 def test_a_document_larger_than_the_cap_is_refused(
     server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
