@@ -365,3 +365,20 @@ def test_an_operation_on_a_channel_without_an_address_is_a_warning(tmp_path: Pat
     assert [(p.location.line, p.level, p.message) for p in problems(spec)] == [
         (7, Level.WARNING, "operation 'recv' has a channel without an address; skipped")
     ]
+
+
+@pytest.mark.parametrize(("address", "subject"), [("/", "''"), ("a//b", "'a..b'")])
+def test_an_address_that_maps_to_no_nats_subject_is_an_error_of_validate(
+    tmp_path: Path, address: str, subject: str
+) -> None:
+    from asyncgen.cli import app
+
+    spec = write(tmp_path, receive_operation("", channel=f"{{address: {address!r}}}"))
+    expected = (
+        f"{spec}:4:6 #/channels/c: error: unsupported: address {address!r} maps to the NATS "
+        f"subject {subject}, which is not valid: it has an empty token"
+    )
+    for command in (["validate"], ["generate", "-o", str(tmp_path / "out")]):
+        result = runner.invoke(app, [*command, "--protocol", "nats", str(spec)])
+        assert result.exit_code == 1 and expected in result.output, result.output
+    assert runner.invoke(app, ["validate", str(spec)]).exit_code == 0  # MQTT: a warning at most

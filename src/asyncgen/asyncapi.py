@@ -23,6 +23,8 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 _PARAM = re.compile(r"\{([^{}]+)\}")
+#: Why an address maps to no NATS subject at all (`/`, `a//b`): an error, not a warning.
+EMPTY_TOKEN = "it has an empty token"
 
 _JSON_SCHEMA_FORMATS = re.compile(
     r"^application/(vnd\.aai\.asyncapi(\+json|\+yaml)?|schema\+json|schema\+yaml)(;.*)?$"
@@ -86,7 +88,7 @@ def address_problem(address: str, protocol: Protocol) -> str | None:
     if any(character.isspace() for character in subject):
         return "subjects cannot hold white space"
     if any(not token for token in subject.split(".")):
-        return "it has an empty token"
+        return EMPTY_TOKEN
     if "*" in subject or ">" in subject:
         return "`*` and `>` are wildcards, not part of a subject"
     return None

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from asyncgen.asyncapi import Protocol, address_parameters, address_problem, regex_engine
+from asyncgen.asyncapi import (
+    EMPTY_TOKEN,
+    Protocol,
+    address_parameters,
+    address_problem,
+    regex_engine,
+    subject_address,
+)
 from asyncgen.errors import Level, Problem, SpecError
 from asyncgen.load import Document, Ref
 from asyncgen.load.source import unescape_token
@@ -285,7 +292,17 @@ def _check_protocol_addresses(
     word = "MQTT topic" if protocol == "mqtt" else "NATS subject"
     for address, _, at in _channels(doc, version):
         problem = address_problem(address, protocol)
-        if problem is not None:
+        if problem == EMPTY_TOKEN and protocol == "nats":
+            # nats-py refuses such a subject when subscribing: the service would die there.
+            subject = subject_address(address, protocol)
+            problems.append(
+                doc.problem(
+                    at,
+                    f"unsupported: address {address!r} maps to the NATS subject {subject!r}, "
+                    f"which is not valid: {problem}",
+                )
+            )
+        elif problem is not None:
             problems.append(
                 Problem(
                     doc.location(at),
