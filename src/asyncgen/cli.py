@@ -7,7 +7,7 @@ import sys
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -28,6 +28,14 @@ EXIT_USAGE = 2
 class ProtocolChoice(StrEnum):
     mqtt = "mqtt"
     nats = "nats"
+
+
+Spec = Annotated[Path, typer.Argument(help="The AsyncAPI document (YAML or JSON).")]
+RefsRoot = Annotated[
+    Path | None,
+    typer.Option(help="Folder that local $refs may not leave (default: the spec's folder)."),
+]
+AllowOutsideRefs = Annotated[bool, typer.Option(help="Let local $refs reach files anywhere.")]
 
 
 def _err(text: str) -> None:
@@ -71,14 +79,9 @@ def _report_problems(problems: list[Any]) -> None:
 
 @app.command()
 def validate(
-    spec: Annotated[Path, typer.Argument(help="The AsyncAPI document (YAML or JSON).")],
-    refs_root: Annotated[
-        Path | None,
-        typer.Option(help="Folder that local $refs may not leave (default: the spec's folder)."),
-    ] = None,
-    allow_outside_refs: Annotated[
-        bool, typer.Option(help="Let local $refs reach files anywhere.")
-    ] = False,
+    spec: Spec,
+    refs_root: RefsRoot = None,
+    allow_outside_refs: AllowOutsideRefs = False,
 ) -> None:
     """Check an AsyncAPI document; every problem is printed with file, line and pointer."""
     from asyncgen.errors import SpecError
@@ -116,13 +119,8 @@ def generate(
         Path | None,
         typer.Option(help="Folder of templates that override the built-in ones by path."),
     ] = None,
-    refs_root: Annotated[
-        Path | None,
-        typer.Option(help="Folder that local $refs may not leave (default: the spec's folder)."),
-    ] = None,
-    allow_outside_refs: Annotated[
-        bool, typer.Option(help="Let local $refs reach files anywhere.")
-    ] = False,
+    refs_root: RefsRoot = None,
+    allow_outside_refs: AllowOutsideRefs = False,
     check: Annotated[
         bool,
         typer.Option(help="Write nothing; exit 1 with a diff when generated files are stale."),
@@ -287,6 +285,99 @@ def generate(
             "(left in place): " + ", ".join(report.orphaned)
         )
     typer.echo(f"generated {generated.protocol.upper()} project in {target}")
+
+
+class BrokerChoice(StrEnum):
+    mosquitto = "mosquitto"
+    nats = "nats"
+
+
+@app.command()
+def acl(
+    spec: Spec,
+    broker: Annotated[BrokerChoice, typer.Option(help="mosquitto or nats.")],
+    service_user: Annotated[
+        str | None,
+        typer.Option(help="The service's user name on the broker (default: the package name)."),
+    ] = None,
+    package_name: Annotated[
+        str | None,
+        typer.Option(help="The generated package's name (default: from info.title)."),
+    ] = None,
+    user: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NATS: a client's user name, or NAME:CLIENT_ID; may be given again.",
+        ),
+    ] = None,
+    users: Annotated[
+        Path | None,
+        typer.Option(help="NATS: a file of clients, one NAME or NAME:CLIENT_ID a line."),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write here (default: print).")
+    ] = None,
+    refs_root: RefsRoot = None,
+    allow_outside_refs: AllowOutsideRefs = False,
+) -> None:
+    """Write least-privilege broker access rules for the service and its clients."""
+    from asyncgen import acl as rules_of
+    from asyncgen.errors import SpecError
+    from asyncgen.model import build_api
+    from asyncgen.pipeline import Options, load_and_validate
+    from asyncgen.render.context import package_name as default_package
+
+    names = list(user or [])
+    if users is not None:
+        try:
+            names += [line.strip() for line in users.read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as exc:
+            _err(f"{users}: error: cannot read it: {exc}")
+            raise typer.Exit(EXIT_USAGE) from None
+    clients = []
+    for entry in (name for name in names if name and not name.startswith("#")):
+        name, _, client_id = entry.partition(":")
+        if not rules_of.valid_user(name) or (client_id and not rules_of.valid_user(client_id)):
+            _err(f"error: {entry!r} is not a user name (letters, digits, `_`, `-`, `@`)")
+            raise typer.Exit(EXIT_USAGE)
+        clients.append(rules_of.User(name, client_id or None))
+    if clients and broker == BrokerChoice.mosquitto:
+        _err("error: --user and --users are for NATS; mosquitto's patterns cover every user")
+        raise typer.Exit(EXIT_USAGE)
+    options = Options(refs_root=refs_root, allow_outside_refs=allow_outside_refs)
+    try:
+        doc, _ = load_and_validate(spec, options)
+        api, _ = build_api(doc)
+    except SpecError as exc:
+        _report_problems(exc.problems)
+        _err(f"{spec}: {len(exc.problems)} error(s)")
+        raise typer.Exit(EXIT_INVALID) from None
+    package = package_name or default_package(api.title)
+    service = service_user or package
+    if not rules_of.valid_user(service):
+        _err(f"error: {service!r} is not a user name (letters, digits, `_`, `-`, `@`)")
+        raise typer.Exit(EXIT_USAGE)
+    protocol: Literal["mqtt", "nats"] = "mqtt" if broker == BrokerChoice.mosquitto else "nats"
+    rules = rules_of.build_rules(api, protocol, rules_of.dead_letter_address(package, protocol))
+    header = (
+        f"Access rules of {api.title} {api.version}, made by asyncgen {__version__}:\n"
+        f"  asyncgen acl {spec.name} --broker {broker.value}"
+    )
+    if broker == BrokerChoice.mosquitto:
+        text = rules_of.mosquitto_acl(rules, service, header)
+    else:
+        text = rules_of.nats_authorization(rules, service, clients, header)
+    for note in rules.notes:
+        _err(f"{spec}: note: {note}")
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _err(f"{output}: error: cannot write it: {exc.strerror}")
+        raise typer.Exit(EXIT_USAGE) from None
+    typer.echo(f"wrote {broker.value} rules for {service} to {output}")
 
 
 def main() -> None:  # pragma: no cover - for `python -m asyncgen`

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from asyncgen.errors import Level, Problem, SpecError
 from asyncgen.load import Document, Ref
@@ -230,6 +230,7 @@ class _Builder:
                     default=str(default) if default is not None else None,
                     examples=[str(v) for v in examples] if isinstance(examples, list) else [],
                     pattern=_text(source.get("pattern")),
+                    identity=_identity(value.get("x-asyncgen-identity")),
                 )
             )
         return result
@@ -472,3 +473,12 @@ def build_api(doc: Document) -> tuple[Api, list[Problem]]:
         schemas=builder.schemas,
     )
     return api, builder.warnings
+
+
+def _identity(value: Any) -> Literal["username", "clientId"] | None:
+    """`x-asyncgen-identity` of a parameter (validate reports any other value)."""
+    if value == "username":
+        return "username"
+    if value == "clientId":
+        return "clientId"
+    return None

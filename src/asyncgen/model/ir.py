@@ -70,6 +70,8 @@ class Parameter:
     default: str | None = None
     examples: list[str] = field(default_factory=list)
     pattern: str | None = None
+    #: `x-asyncgen-identity`: the parameter is the client's user name or client id.
+    identity: Literal["username", "clientId"] | None = None
 
 
 @dataclass

@@ -76,12 +76,38 @@ def _check_addresses(doc: Document, problems: list[Problem], version: int) -> No
                         "does not declare under `parameters`",
                     )
                 )
+        _check_identities(doc, channel, at, problems)
         for name in sorted(declared - set(address_parameters(address))):
             problems.append(
                 Problem(
                     doc.location(at.child("parameters", name)),
                     f"parameter {name!r} is declared but address {address!r} does not use it",
                     Level.WARNING,
+                )
+            )
+
+
+def _check_identities(
+    doc: Document, channel: dict[str, Any], at: Ref, problems: list[Problem]
+) -> None:
+    """`x-asyncgen-identity` on a parameter names the client identity it is bound to."""
+    params = channel.get("parameters")
+    if not isinstance(params, dict):
+        return
+    for name, param in params.items():
+        try:
+            param, param_at = doc.resolve(param, at.child("parameters", name))
+        except SpecError:
+            continue
+        if not isinstance(param, dict) or "x-asyncgen-identity" not in param:
+            continue
+        value = param["x-asyncgen-identity"]
+        if value not in ("username", "clientId"):
+            problems.append(
+                doc.problem(
+                    param_at.child("x-asyncgen-identity"),
+                    f"`x-asyncgen-identity` of parameter {name!r} must be 'username' or "
+                    f"'clientId', got {value!r}",
                 )
             )
 
