@@ -287,6 +287,22 @@ def generate(
     typer.echo(f"generated {generated.protocol.upper()} project in {target}")
 
 
+def _load_api(spec: Path, options: Any, label: str, exit_code: int) -> Any:
+    """The document's model, or exit with `exit_code` after printing every problem."""
+    from asyncgen.errors import SpecError
+    from asyncgen.model import build_api
+    from asyncgen.pipeline import load_and_validate
+
+    try:
+        doc, _ = load_and_validate(spec, options)
+        api, _ = build_api(doc)
+    except SpecError as exc:
+        _report_problems(exc.problems)
+        _err(f"{label}: {len(exc.problems)} error(s)")
+        raise typer.Exit(exit_code) from None
+    return api
+
+
 class BrokerChoice(StrEnum):
     mosquitto = "mosquitto"
     nats = "nats"
@@ -322,9 +338,7 @@ def acl(
 ) -> None:
     """Write least-privilege broker access rules for the service and its clients."""
     from asyncgen import acl as rules_of
-    from asyncgen.errors import SpecError
-    from asyncgen.model import build_api
-    from asyncgen.pipeline import Options, load_and_validate
+    from asyncgen.pipeline import Options
     from asyncgen.render.context import package_name as default_package
 
     names = list(user or [])
@@ -345,13 +359,7 @@ def acl(
         _err("error: --user and --users are for NATS; mosquitto's patterns cover every user")
         raise typer.Exit(EXIT_USAGE)
     options = Options(refs_root=refs_root, allow_outside_refs=allow_outside_refs)
-    try:
-        doc, _ = load_and_validate(spec, options)
-        api, _ = build_api(doc)
-    except SpecError as exc:
-        _report_problems(exc.problems)
-        _err(f"{spec}: {len(exc.problems)} error(s)")
-        raise typer.Exit(EXIT_INVALID) from None
+    api = _load_api(spec, options, str(spec), EXIT_INVALID)
     package = package_name or default_package(api.title)
     service = service_user or package
     if not rules_of.valid_user(service):
@@ -378,6 +386,57 @@ def acl(
         _err(f"{output}: error: cannot write it: {exc.strerror}")
         raise typer.Exit(EXIT_USAGE) from None
     typer.echo(f"wrote {broker.value} rules for {service} to {output}")
+
+
+class DiffFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+@app.command()
+def diff(
+    old: Annotated[
+        str,
+        typer.Argument(
+            help="The old version: a file, or git:REV:path (git:origin/main:asyncapi.yaml)."
+        ),
+    ],
+    new: Annotated[str, typer.Argument(help="The new version: a file, or git:REV:path.")],
+    format: Annotated[
+        DiffFormat, typer.Option("--format", help="text for people, json for tools.")
+    ] = DiffFormat.text,
+    refs_root: RefsRoot = None,
+    allow_outside_refs: AllowOutsideRefs = False,
+) -> None:
+    """Say what changed between two versions of a document and whom it breaks (exit 1 when
+    a change breaks the service or its clients)."""
+    import tempfile
+
+    from asyncgen.diff import compare, render_json, render_text
+    from asyncgen.gitfiles import GitError, checkout_file
+    from asyncgen.pipeline import Options
+
+    apis = []
+    with tempfile.TemporaryDirectory(prefix="asyncgen-diff-") as scratch:
+        for index, argument in enumerate((old, new)):
+            root = refs_root
+            if argument.startswith("git:"):
+                try:
+                    path, root = checkout_file(argument, Path(scratch) / str(index))
+                except GitError as exc:
+                    _err(f"error: {argument}: {exc}")
+                    raise typer.Exit(EXIT_USAGE) from None
+            else:
+                path = Path(argument)
+            options = Options(refs_root=root, allow_outside_refs=allow_outside_refs)
+            apis.append(_load_api(path, options, argument, EXIT_USAGE))
+    changes = compare(apis[0], apis[1])
+    if format == DiffFormat.json:
+        typer.echo(render_json(changes), nl=False)
+    else:
+        typer.echo(render_text(changes, old, new), nl=False)
+    if any(change.breaking for change in changes):
+        raise typer.Exit(EXIT_INVALID)
 
 
 def main() -> None:  # pragma: no cover - for `python -m asyncgen`
