@@ -408,8 +408,9 @@ def diff(
     refs_root: RefsRoot = None,
     allow_outside_refs: AllowOutsideRefs = False,
 ) -> None:
-    """Say what changed between two versions of a document and whom it breaks (exit 1 when
-    a change breaks the service or its clients)."""
+    """Say what changed between two versions of a document, and whom each change breaks.
+
+    Exit 1 when a change breaks the service or its clients."""
     import tempfile
 
     from asyncgen.diff import compare, render_json, render_text
