@@ -528,3 +528,119 @@ def test_a_mutated_document_generates_compiling_code_or_fails_cleanly(
     for path in output.rglob("*.py"):
         source = path.read_text(encoding="utf-8")
         compile(source, str(path), "exec")
+
+
+# -- datamodel-code-generator's own keywords --------------------------------------------
+
+#: Each extension keyword datamodel-code-generator reads from a schema, with a value that
+#: would make the models import `antigravity` (which opens a web browser when imported)
+#: or otherwise reshape them; `object` marks those read on an object schema.
+GENERATOR_KEYWORDS: dict[str, tuple[Any, bool]] = {
+    "customTypePath": ("antigravity.Fly", False),
+    "customBasePath": ("antigravity.Fly", True),
+    "x-python-type": ("antigravity.Fly", False),
+    "x-python-import": ({"module": "antigravity", "name": "Fly"}, False),
+    "x-python-unserializable": (True, False),
+    "x-is-base-class": (True, True),
+    "x-is-classvar": (True, False),
+    "x-enum-varnames": (["FLY", "SWIM"], False),
+    "x-enumNames": (["FLY", "SWIM"], False),
+    "x-enum-descriptions": (["import antigravity", "swim"], False),
+    "x-enum-field-as-literal": (True, False),
+    "x-propertyNames": ({"pattern": "^a"}, True),
+    "default_factory": ("list", False),
+    "x-datamodel-code-generator-read-as-const": (True, False),
+}
+#: Those that choose code are refused; the others are ignored with a warning.
+CODE_CHOOSING = {"customTypePath", "customBasePath", "x-python-type", "x-python-import"}
+CODE_CHOOSING |= {"x-python-unserializable", "x-is-base-class", "x-is-classvar"}
+
+
+def keyword_document(keyword: str | None) -> dict[str, Any]:
+    """A document whose payload's `mode` property (or the payload) carries `keyword`."""
+    payload: dict[str, Any] = {
+        "type": "object",
+        "properties": {"mode": {"type": "string", "enum": ["fly", "swim"]}},
+        "additionalProperties": {"type": "string"},
+    }
+    if keyword is not None:
+        value, on_object = GENERATOR_KEYWORDS[keyword]
+        (payload if on_object else payload["properties"]["mode"])[keyword] = value
+    return {
+        "asyncapi": "3.0.0",
+        "info": {"title": "Keywords", "version": "1"},
+        "channels": {"moves": {"address": "moves", "messages": {"move": {"payload": payload}}}},
+        "operations": {
+            "receiveMove": {"action": "receive", "channel": {"$ref": "#/channels/moves"}}
+        },
+    }
+
+
+def generate_in(folder: Path, document: dict[str, Any]) -> tuple[Any, Path, Path]:
+    folder.mkdir()
+    spec = folder / "asyncapi.yaml"
+    spec.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    output = folder / "out"
+    return runner.invoke(app, ["generate", str(spec), "-o", str(output)]), spec, output
+
+
+def test_every_keyword_the_generator_reads_from_schemas_is_covered() -> None:
+    from asyncgen.model.keywords import (
+        CODE_KEYWORDS,
+        IGNORED_KEYWORDS,
+        is_code_keyword,
+        is_ignored_keyword,
+    )
+
+    assert set(GENERATOR_KEYWORDS) >= CODE_KEYWORDS | IGNORED_KEYWORDS
+    assert {key for key in GENERATOR_KEYWORDS if is_code_keyword(key)} == CODE_CHOOSING
+    assert all(is_ignored_keyword(key) for key in set(GENERATOR_KEYWORDS) - CODE_CHOOSING)
+
+
+@pytest.mark.parametrize("keyword", sorted(CODE_CHOOSING))
+def test_a_keyword_that_chooses_code_is_refused_with_its_place(
+    keyword: str, tmp_path: Path
+) -> None:
+    result, spec, output = generate_in(tmp_path / "spec", keyword_document(keyword))
+    assert result.exit_code == 1, result.output
+    on_object = GENERATOR_KEYWORDS[keyword][1]
+    pointer = "#/channels/moves/messages/move/payload" + ("" if on_object else "/properties/mode")
+    assert re.search(
+        rf"{re.escape(str(spec))}:\d+:\d+ {re.escape(pointer)}/{re.escape(keyword)}: error: "
+        rf"`{re.escape(keyword)}` \(a datamodel-code-generator extension\) would choose",
+        result.output,
+    ), result.output
+    assert not output.exists()
+    checked = runner.invoke(app, ["validate", str(spec)])
+    assert checked.exit_code == 1 and f"{pointer}/{keyword}: error:" in checked.output
+
+
+@pytest.mark.parametrize("keyword", sorted(set(GENERATOR_KEYWORDS) - CODE_CHOOSING))
+def test_a_keyword_that_reshapes_models_is_ignored_with_a_warning(
+    keyword: str, tmp_path: Path
+) -> None:
+    result, spec, output = generate_in(tmp_path / "with", keyword_document(keyword))
+    assert result.exit_code == 0, result.output
+    assert re.search(
+        rf"{re.escape(str(spec))}:\d+:\d+ #/channels/moves/messages/move/payload[/a-z]*"
+        rf"/{re.escape(keyword)}: warning: `{re.escape(keyword)}` .* is ignored",
+        result.output,
+    ), result.output
+    plain, _, plain_output = generate_in(tmp_path / "without", keyword_document(None))
+    assert plain.exit_code == 0, plain.output
+    models = Path("src", "keywords", "_generated", "models.py")
+    assert (output / models).read_text() == (plain_output / models).read_text()
+
+
+@pytest.mark.parametrize("keyword", sorted(GENERATOR_KEYWORDS))
+def test_no_generator_keyword_reaches_the_models_even_unvalidated(keyword: str) -> None:
+    from asyncgen.render.models import generate_models
+
+    value, on_object = GENERATOR_KEYWORDS[keyword]
+    mode = {"type": "string", "enum": ["fly", "swim"]}
+    schema: dict[str, Any] = {"type": "object", "properties": {"mode": mode}}
+    plain = generate_models({"Move": copy.deepcopy(schema)}, {"Move": "Move"})
+    (schema if on_object else mode)[keyword] = value
+    nested = {"type": "array", "items": {"$defs": {"Inner": schema}, "allOf": [schema]}}
+    assert generate_models({"Move": schema}, {"Move": "Move"}) == plain
+    assert "antigravity" not in generate_models({"Many": nested}, {"Many": "Many"})

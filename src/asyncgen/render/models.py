@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import copy
 import json
 import re
 import warnings
@@ -11,6 +10,7 @@ from collections import defaultdict
 from typing import Any
 
 from asyncgen.errors import UnsupportedError
+from asyncgen.model.keywords import without_generator_keywords
 from asyncgen.render import cache
 from asyncgen.render.formatting import format_python
 
@@ -88,10 +88,14 @@ def _rewrite_refs(value: Any, names: dict[str, str]) -> Any:
 
 
 def bundle(schemas: dict[str, Any], class_names: dict[str, str]) -> dict[str, Any]:
-    """One JSON Schema whose `$defs` are keyed by the Python class names."""
+    """One JSON Schema whose `$defs` are keyed by the Python class names.
+
+    The generator's own extension keywords are left out: none may choose the models'
+    imports, types or base classes (the validate stage refuses or warns about each).
+    """
     return {
         "$defs": {
-            class_names[name]: _rewrite_refs(copy.deepcopy(schema), class_names)
+            class_names[name]: _rewrite_refs(without_generator_keywords(schema), class_names)
             if isinstance(schema, dict)
             else schema
             for name, schema in schemas.items()
@@ -100,7 +104,7 @@ def bundle(schemas: dict[str, Any], class_names: dict[str, str]) -> dict[str, An
 
 
 # Bumped whenever the way models are generated changes, so cached models of older rules miss.
-_RULES = "2"
+_RULES = "3"
 
 
 def generate_models(
