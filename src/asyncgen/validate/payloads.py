@@ -95,8 +95,8 @@ def _schema_problems(doc: Document, schema: Any, at: Ref) -> Iterator[Problem]:
         yield doc.problem(place(tuple(error.absolute_path)), _sentence(error))
     if not errors:
         for path, item, _ in walk(schema):
-            for key, why in _constraint_problems(item):
-                yield doc.problem(place((*path, key)), why)
+            for where, why in _constraint_problems(item):
+                yield doc.problem(place((*path, *where)), why)
     for path, key in generator_keywords(schema):
         if is_code_keyword(key):
             yield doc.problem(
@@ -127,17 +127,32 @@ _COUNT_KEYWORDS = (
 _MAX_COUNT = 2**63 - 1
 
 
-def _constraint_problems(schema: dict[str, Any]) -> Iterator[tuple[str, str]]:
+def _constraint_problems(schema: dict[str, Any]) -> Iterator[tuple[tuple[str | int, ...], str]]:
     """Constraints that are valid JSON Schema but no model can hold: not-a-number,
-    infinities, sizes beyond 64 bits."""
+    infinities, sizes beyond 64 bits, enum values that are arrays or objects."""
     for key in _NUMBER_KEYWORDS:
         value = schema.get(key)
         if isinstance(value, float) and not math.isfinite(value):
-            yield key, f"`{key}` must be a finite number, not {value}"
+            yield (key,), f"`{key}` must be a finite number, not {value}"
     for key in _COUNT_KEYWORDS:
         value = schema.get(key)
         if isinstance(value, int | float) and value > _MAX_COUNT:
-            yield key, f"`{key}` is too large (the most is 2**63 - 1)"
+            yield (key,), f"`{key}` is too large (the most is 2**63 - 1)"
+    values = schema.get("enum")
+    data = list(enumerate(values)) if isinstance(values, list) else []
+    places: list[tuple[tuple[str | int, ...], Any]] = [(("enum", i), v) for i, v in data]
+    if "const" in schema:
+        places.append((("const",), schema["const"]))
+    for where, value in places:
+        if isinstance(value, list | dict):
+            yield (
+                where,
+                (
+                    f"unsupported: {'an enum' if where[0] == 'enum' else 'a const'} value that is "
+                    f"{_kind(value)}; the generated "
+                    "models hold enums and constants of strings, numbers, booleans and null"
+                ),
+            )
 
 
 def _sentence(error: Any) -> str:
