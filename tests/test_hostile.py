@@ -26,7 +26,7 @@ from typing import Any
 import dotenv
 import pytest
 import yaml
-from conftest import EXAMPLES, generate, not_black_formatted
+from conftest import EXAMPLES, SHARED_SPECS, generate, not_black_formatted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -428,9 +428,54 @@ def retyped(value: Any, kind: str) -> Any:
     return conversions[kind]()
 
 
+def single_file_documents() -> list[dict[str, Any]]:
+    """The mqtt example and the documents of ../shared/specs that need no other file."""
+    documents = [VALID]
+    for path in sorted(SHARED_SPECS.rglob("*.y*ml")) if SHARED_SPECS.is_dir() else []:
+        text = path.read_text(encoding="utf-8")
+        if not re.search(r"\$ref: ['\"]?\.", text):
+            documents.append(yaml.safe_load(text))
+    return documents
+
+
+SOURCES = single_file_documents()
+
+
+def nested_items(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "array", "items": schema}
+    return schema
+
+
+#: Keywords and values put into payload schemas: each must come out as a located error,
+#: a warning, or models that import nothing the spec chose.
+HOSTILE_SCHEMA: list[tuple[str, Any]] = [
+    ("customTypePath", "antigravity.Fly"),
+    ("customBasePath", "antigravity.Fly"),
+    ("x-python-type", "antigravity.Fly"),
+    ("x-python-import", {"module": "antigravity", "name": "Fly"}),
+    ("x-enum-varnames", ["antigravity"]),
+    ("minimum", float("nan")),
+    ("maximum", float("-inf")),
+    ("maxLength", 10**20),
+    ("maximum", 10**400),
+    ("enum", [[1], {"a": 1}]),
+    ("enum", ["a", "a", "\u202e", "\u2028", "\x00"]),
+    ("const", {"a": [1]}),
+    ("format", "email"),
+    ("format", "ulid"),
+    ("pattern", "(?<"),
+    ("additionalProperties", {"type": "integer"}),
+    ("items", nested_items(150)),
+    ("$ref", "a\x00b.yaml"),
+    ("$ref", "x" * 300 + ".yaml"),
+]
+
+
 @st.composite
 def mutated_documents(draw: st.DrawFn) -> dict[str, Any]:
-    document: dict[str, Any] = copy.deepcopy(VALID)
+    document: dict[str, Any] = copy.deepcopy(draw(st.sampled_from(SOURCES)))
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
         # Deepest first: hypothesis favours the first item, which should not be `asyncapi`.
         every = sorted(paths(document), key=len, reverse=True)
@@ -439,7 +484,18 @@ def mutated_documents(draw: st.DrawFn) -> dict[str, Any]:
             for path in every
             if path[-1] in TEXT_KEYS or (len(path) > 1 and path[-2] in ("enum", "examples"))
         ]
-        action = draw(st.sampled_from(["drop", "rename", "retype", "text"]))
+        schemas = [
+            path
+            for path in every
+            if {"payload", "headers", "schemas"} & set(map(str, path))
+            and isinstance(parent_of(document, path)[path[-1]], dict)
+        ]
+        action = draw(st.sampled_from(["drop", "rename", "retype", "text", "schema"]))
+        if action == "schema" and schemas:
+            path = draw(st.sampled_from(schemas))
+            keyword, value = draw(st.sampled_from(HOSTILE_SCHEMA))
+            parent_of(document, path)[path[-1]][keyword] = copy.deepcopy(value)
+            continue
         path = draw(st.sampled_from(texts if action == "text" and texts else every))
         parent, key = parent_of(document, path), path[-1]
         if action == "drop":
@@ -525,6 +581,7 @@ def test_a_mutated_document_generates_compiling_code_or_fails_cleanly(
     for path in output.rglob("*.py"):
         source = path.read_text(encoding="utf-8")
         compile(source, str(path), "exec")
+        assert "antigravity" not in source, path
 
 
 # -- datamodel-code-generator's own keywords --------------------------------------------

@@ -145,14 +145,12 @@ def _constraint_problems(schema: dict[str, Any]) -> Iterator[tuple[tuple[str | i
         places.append((("const",), schema["const"]))
     for where, value in places:
         if isinstance(value, list | dict):
-            yield (
-                where,
-                (
-                    f"unsupported: {'an enum' if where[0] == 'enum' else 'a const'} value that is "
-                    f"{_kind(value)}; the generated "
-                    "models hold enums and constants of strings, numbers, booleans and null"
-                ),
+            what = "an enum" if where[0] == "enum" else "a const"
+            why = (
+                f"unsupported: {what} value that is {_kind(value)}; the generated models hold "
+                "enums and constants of strings, numbers, booleans and null"
             )
+            yield where, why
 
 
 def _sentence(error: Any) -> str:
