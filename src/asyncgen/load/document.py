@@ -81,7 +81,13 @@ class Document:
     def _file(self, path: Path, at: Ref) -> SourceFile:
         source = self.files.get(path)
         if source is None:
-            if not path.is_file():
+            try:
+                found = path.is_file()
+            except OSError as exc:  # a name longer than the file system takes, ...
+                raise SpecError(
+                    [self.problem(at, f"$ref points to a file that cannot be read: {exc.strerror}")]
+                ) from None
+            if not found:
                 raise SpecError([self.problem(at, f"$ref points to a missing file: {path}")])
             source = read_source(path)
             self.files[path] = source
@@ -90,6 +96,8 @@ class Document:
     def _target(self, ref_value: Any, at: Ref) -> Ref:
         if not isinstance(ref_value, str):
             raise SpecError([self.problem(at, "$ref must be a string")])
+        if "\x00" in unquote(ref_value):
+            raise SpecError([self.problem(at, "$ref holds a NUL character")])
         parts = urlsplit(ref_value)
         if parts.scheme in ("http", "https"):
             if not self.policy.allow_remote:

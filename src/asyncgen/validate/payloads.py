@@ -12,16 +12,24 @@ Schemas in another format (Avro, Protobuf, ...) are left alone: generation refus
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
 from jsonschema import Draft7Validator, FormatChecker  # type: ignore[import-untyped, unused-ignore]
 
-from asyncgen.errors import Problem, SpecError
+from asyncgen.errors import Level, Problem, SpecError
 from asyncgen.load import Document, Ref
 from asyncgen.load.source import escape_token
 from asyncgen.model.ir import is_json_schema_format, regex_engine
+from asyncgen.model.keywords import (
+    MAX_SCHEMA_DEPTH,
+    generator_keywords,
+    is_code_keyword,
+    too_deep,
+    walk,
+)
 from asyncgen.validate.structure import TYPE_NAMES
 
 # Keywords whose values are data, not schemas: a `$ref` key in there is not a reference.
@@ -58,15 +66,91 @@ def check_payload_schemas(doc: Document) -> list[Problem]:
         if at in seen:
             continue
         seen.add(at)
-        for error in _meta_validator().iter_errors(schema):
-            pointer = at.pointer + "".join(f"/{escape_token(str(t))}" for t in error.absolute_path)
-            problem = doc.problem(Ref(at.file, pointer), _sentence(error))
+        for problem in _schema_problems(doc, schema, at):
             problems.setdefault((str(problem.location), problem.message), problem)
         queue.extend(_references(doc, schema, at))
     return sorted(
         problems.values(),
         key=lambda p: (str(p.location.file), p.location.line, p.location.column, p.message),
     )
+
+
+def _schema_problems(doc: Document, schema: Any, at: Ref) -> Iterator[Problem]:
+    def place(path: tuple[str | int, ...]) -> Ref:
+        return Ref(at.file, at.pointer + "".join(f"/{escape_token(str(t))}" for t in path))
+
+    deep = too_deep(schema)
+    if deep is not None:
+        # jsonschema, the model generator and black all recurse into what they read.
+        yield doc.problem(
+            place(deep), f"the schema is nested deeper than {MAX_SCHEMA_DEPTH} schemas"
+        )
+        return
+    try:
+        errors = list(_meta_validator().iter_errors(schema))
+    except RecursionError:
+        yield doc.problem(place(()), "the schema is nested too deeply to be checked")
+        return
+    for error in errors:
+        yield doc.problem(place(tuple(error.absolute_path)), _sentence(error))
+    if not errors:
+        for path, item, _ in walk(schema):
+            for where, why in _constraint_problems(item):
+                yield doc.problem(place((*path, *where)), why)
+    for path, key in generator_keywords(schema):
+        if is_code_keyword(key):
+            yield doc.problem(
+                place(path),
+                f"`{key}` (a datamodel-code-generator extension) would choose what the "
+                "generated models import, derive from or declare; asyncgen refuses it",
+            )
+        else:
+            yield Problem(
+                doc.location(place(path)),
+                f"`{key}` (a datamodel-code-generator extension) is ignored: the generated "
+                "models follow the standard keywords only",
+                Level.WARNING,
+            )
+
+
+#: Bounds that become numbers in the generated models.
+_NUMBER_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
+#: Counts that become sizes in the generated models (pydantic-core keeps them in 64 bits).
+_COUNT_KEYWORDS = (
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+)
+_MAX_COUNT = 2**63 - 1
+
+
+def _constraint_problems(schema: dict[str, Any]) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Constraints that are valid JSON Schema but no model can hold: not-a-number,
+    infinities, sizes beyond 64 bits, enum values that are arrays or objects."""
+    for key in _NUMBER_KEYWORDS:
+        value = schema.get(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            yield (key,), f"`{key}` must be a finite number, not {value}"
+    for key in _COUNT_KEYWORDS:
+        value = schema.get(key)
+        if isinstance(value, int | float) and value > _MAX_COUNT:
+            yield (key,), f"`{key}` is too large (the most is 2**63 - 1)"
+    values = schema.get("enum")
+    data = list(enumerate(values)) if isinstance(values, list) else []
+    places: list[tuple[tuple[str | int, ...], Any]] = [(("enum", i), v) for i, v in data]
+    if "const" in schema:
+        places.append((("const",), schema["const"]))
+    for where, value in places:
+        if isinstance(value, list | dict):
+            what = "an enum" if where[0] == "enum" else "a const"
+            why = (
+                f"unsupported: {what} value that is {_kind(value)}; the generated models hold "
+                "enums and constants of strings, numbers, booleans and null"
+            )
+            yield where, why
 
 
 def _sentence(error: Any) -> str:
@@ -137,10 +221,33 @@ def _schemas_of_messages(doc: Document) -> Iterator[Ref]:
             else:
                 with contextlib.suppress(SpecError):
                     foreign.add(doc.resolve_at(schema_at)[1])
+        traits = message.get("traits")
+        if isinstance(traits, list):
+            yield from _trait_headers(doc, [at.child("traits", i) for i in range(len(traits))])
+    yield from _trait_headers(
+        doc,
+        [
+            root.child("components", "messageTraits", n)
+            for n in _keys(components.get("messageTraits"))
+        ],
+    )
     for name, schema in (components.get("schemas") or {}).items():
         schema_at, schema_format = _unwrap(schema, root.child("components", "schemas", name))
         if _is_json_schema(schema_format) and schema_at not in foreign:
             yield schema_at
+
+
+def _trait_headers(doc: Document, places: list[Ref]) -> Iterator[Ref]:
+    """The headers schemas of message traits (a trait holds no payload)."""
+    for place in places:
+        try:
+            trait, at = doc.resolve_at(place)
+        except SpecError:
+            continue
+        if isinstance(trait, dict) and "headers" in trait:
+            schema_at, schema_format = _unwrap(trait["headers"], at.child("headers"))
+            if _is_json_schema(schema_format):
+                yield schema_at
 
 
 def _unwrap(value: Any, at: Ref) -> tuple[Ref, Any]:
