@@ -234,8 +234,14 @@ class _Builder:
             )
         return result
 
-    def _check_address(self, channel: Channel, at: Ref) -> None:
+    def _check_address(self, channel: Channel, at: Ref, declares: bool) -> None:
+        """Every address parameter is declared; without a `parameters` map at all, they
+        are taken as strings (the validate stage warns)."""
         if channel.address is None:
+            return
+        if not declares:
+            names = dict.fromkeys(address_parameters(channel.address))
+            channel.parameters = [Parameter(name=name) for name in names]
             return
         declared = {p.name for p in channel.parameters}
         for name in address_parameters(channel.address):
@@ -276,7 +282,7 @@ class _Builder:
         )
         self._channels[at] = channel
         channel.parameters = self.parameters(value.get("parameters"), at.child("parameters"), 3)
-        self._check_address(channel, at)
+        self._check_address(channel, at, value.get("parameters") is not None)
         for name in value.get("messages") or {}:
             channel.messages.append(self.message(at.child("messages", name), name))
         return channel
@@ -366,7 +372,7 @@ class _Builder:
                 location=self.doc.location(at),
             )
             channel.parameters = self.parameters(value.get("parameters"), at.child("parameters"), 2)
-            self._check_address(channel, at)
+            self._check_address(channel, at, value.get("parameters") is not None)
             channels.append(channel)
             verbs: tuple[tuple[str, Action], ...] = (("publish", "receive"), ("subscribe", "send"))
             for verb, action in verbs:
@@ -398,8 +404,6 @@ class _Builder:
                 )
         elif message_value is not None:
             messages.append(self.message(at.child("message"), f"{key} message"))
-        if not messages:
-            raise self.fail(at, f"operation {key!r} has no message")
         for message in messages:
             if message not in channel.messages:
                 channel.messages.append(message)
