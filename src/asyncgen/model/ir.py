@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from asyncgen.errors import Location
+from asyncgen.model.formats import schema_dialect
 
 Action = Literal["send", "receive"]
 #: How a message's bytes become what its handler receives: JSON validated into the
@@ -22,14 +23,9 @@ PayloadKind = Literal["json", "text", "bytes", "msgpack"]
 _PARAM = re.compile(r"\{([^{}]+)\}")
 
 
-_JSON_SCHEMA_FORMATS = re.compile(
-    r"^application/(vnd\.aai\.asyncapi(\+json|\+yaml)?|schema\+json|schema\+yaml)(;.*)?$"
-)
-
-
 def is_json_schema_format(schema_format: Any) -> bool:
     """Whether a `schemaFormat` names AsyncAPI's Schema Object or JSON Schema."""
-    return isinstance(schema_format, str) and _JSON_SCHEMA_FORMATS.match(schema_format) is not None
+    return isinstance(schema_format, str) and schema_dialect(schema_format) == "jsonschema"
 
 
 _MSGPACK_TYPES = {"application/msgpack", "application/x-msgpack", "application/vnd.msgpack"}

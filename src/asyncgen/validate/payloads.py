@@ -6,7 +6,10 @@ or the models made from it break later without a line to point at. Every schema 
 reaches, through `$ref`s across files too, is checked here: each keyword's value has the
 right shape, and every `pattern` is a regular expression.
 
-Schemas in another format (Avro, Protobuf, ...) are left alone: generation refuses them.
+Avro schemas are checked by fastavro, each error located at its schema. OpenAPI 3.0
+Schema Objects, and what they refer to, are not read as JSON Schema (their `nullable`
+and boolean `exclusiveMinimum` are not JSON Schema); other formats (Protobuf, ...) are
+left alone: generation refuses them.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from jsonschema import Draft7Validator, FormatChecker  # type: ignore[import-unt
 from asyncgen.errors import Problem, SpecError
 from asyncgen.load import Document, Ref
 from asyncgen.load.source import escape_token
-from asyncgen.model.ir import is_json_schema_format, regex_engine
+from asyncgen.model.formats import AvroError, parse_avro, schema_dialect, type_path
+from asyncgen.model.ir import regex_engine
 from asyncgen.validate.structure import TYPE_NAMES
 
 # Keywords whose values are data, not schemas: a `$ref` key in there is not a reference.
@@ -47,7 +51,19 @@ def _meta_validator() -> Any:
 
 def check_payload_schemas(doc: Document) -> list[Problem]:
     problems: dict[tuple[str, str], Problem] = {}
-    queue = list(_schemas_of_messages(doc))
+    json_schemas, avro_schemas = _schemas_of_messages(doc)
+    for place in avro_schemas:
+        try:
+            schema, at = doc.resolve_at(place)
+            parse_avro(schema)
+        except AvroError as exc:
+            if exc.unknown is not None:
+                at = at.child(*type_path(schema, exc.unknown))
+            problem = doc.problem(at, str(exc))
+            problems.setdefault((str(problem.location), problem.message), problem)
+        except SpecError:
+            continue  # reported by the check of references
+    queue = list(json_schemas)
     seen: set[Ref] = set()
     while queue:
         at = queue.pop()
@@ -113,12 +129,15 @@ def _references(doc: Document, value: Any, at: Ref) -> Iterator[Ref]:
             yield from _references(doc, item, at.child(index))
 
 
-def _schemas_of_messages(doc: Document) -> Iterator[Ref]:
-    """Where the JSON Schemas of the messages (payloads, headers) and components are."""
+def _schemas_of_messages(doc: Document) -> tuple[list[Ref], list[Ref]]:
+    """Where the JSON Schemas of the messages (payloads, headers) and components are,
+    and where their Avro schemas are."""
+    json_schemas: list[Ref] = []
+    avro_schemas: list[Ref] = []
     data = doc.data
     root = Ref(doc.root.path)
     components = data.get("components") if isinstance(data.get("components"), dict) else {}
-    foreign: set[Ref] = set()  # schemas that a message of another format points at
+    foreign: set[Ref] = set()  # schemas that a message of another format reaches
     for place in _messages(doc, components):
         try:
             message, at = doc.resolve_at(place)
@@ -132,15 +151,35 @@ def _schemas_of_messages(doc: Document) -> Iterator[Ref]:
             schema_at, schema_format = _unwrap(message[part], at.child(part))
             if part == "payload" and schema_format is None:
                 schema_format = message.get("schemaFormat")
-            if _is_json_schema(schema_format):
-                yield schema_at
-            else:
-                with contextlib.suppress(SpecError):
-                    foreign.add(doc.resolve_at(schema_at)[1])
+            dialect = schema_dialect(schema_format)
+            if dialect == "jsonschema":
+                json_schemas.append(schema_at)
+                continue
+            if dialect == "avro":
+                avro_schemas.append(schema_at)
+            foreign.update(_reached(doc, schema_at))
     for name, schema in (components.get("schemas") or {}).items():
         schema_at, schema_format = _unwrap(schema, root.child("components", "schemas", name))
-        if _is_json_schema(schema_format) and schema_at not in foreign:
-            yield schema_at
+        if schema_dialect(schema_format) == "jsonschema" and schema_at not in foreign:
+            json_schemas.append(schema_at)
+        elif schema_dialect(schema_format) == "avro" and schema_at not in foreign:
+            avro_schemas.append(schema_at)
+    return json_schemas, avro_schemas
+
+
+def _reached(doc: Document, start: Ref) -> set[Ref]:
+    """The places of the schema at `start` and of every schema its `$ref`s reach."""
+    reached: set[Ref] = set()
+    queue = [start]
+    while queue:
+        try:
+            schema, at = doc.resolve_at(queue.pop())
+        except SpecError:
+            continue
+        if at not in reached:
+            reached.add(at)
+            queue.extend(_references(doc, schema, at))
+    return reached
 
 
 def _unwrap(value: Any, at: Ref) -> tuple[Ref, Any]:
@@ -173,11 +212,6 @@ def _messages(doc: Document, components: dict[str, Any]) -> list[Ref]:
                 else:
                     messages.append(at.child(verb, "message"))
     return messages
-
-
-def _is_json_schema(schema_format: Any) -> bool:
-    """Whether a `schemaFormat` (None: the default) is AsyncAPI's or JSON Schema's."""
-    return schema_format is None or is_json_schema_format(schema_format)
 
 
 def _keys(value: Any) -> list[str]:
