@@ -133,7 +133,7 @@ def test_route_table_finds_the_routes_that_linear_matching_would_try_in_order(
 
 
 @pytest.mark.parametrize(
-    ("address", "subject"), [("/", "''"), ("a//b", "'a..b'"), ("a/ b", "'a. b'")]
+    ("address", "subject"), [("/", "''"), ("a//b", "'a..b'"), ("a.{x}.", "'a.{x}.'")]
 )
 def test_an_address_that_maps_to_an_invalid_nats_subject_is_a_located_error(
     address: str, subject: str, tmp_path: Path
@@ -155,7 +155,9 @@ def test_an_address_that_maps_to_an_invalid_nats_subject_is_a_located_error(
     )
     assert result.exit_code == 1, result.output
     assert f"{spec}:5:5 #/channels/bad: error: unsupported: address" in result.output
-    assert f"the NATS subject {subject}" in result.output
+    assert f"the NATS subject {subject}, which is not valid: it has an empty token" in (
+        result.output
+    )
     assert not output.exists()
     mqtt = CliRunner().invoke(app, ["generate", str(spec), "-o", str(output)])
     assert mqtt.exit_code == 0, mqtt.output

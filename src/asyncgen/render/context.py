@@ -52,6 +52,8 @@ _GENERATED_NAMES = {
     "logger",
     "handle",
 }
+#: Why an address maps to no NATS subject at all (`/`, `a//b`): a generation error.
+_EMPTY_TOKEN = "it has an empty token"
 _MQTT_SEPARATOR = "/"
 _NATS_SEPARATOR = "."
 #: Module-level names of channels.py that channel constants must not replace.
@@ -324,7 +326,7 @@ def _address_problem(address: str, protocol: Protocol) -> str | None:
     if any(character.isspace() for character in subject):
         return "subjects cannot hold white space"
     if any(not token for token in subject.split(".")):
-        return "it has an empty token"
+        return _EMPTY_TOKEN
     if "*" in subject or ">" in subject:
         return "`*` and `>` are wildcards, not part of a subject"
     return None
@@ -388,7 +390,7 @@ class _ContextBuilder:
         if id(channel) in self.channels:
             return self.channels[id(channel)]
         problem = _address_problem(channel.address, self.protocol)
-        if problem is not None and self.protocol == "nats":
+        if problem == _EMPTY_TOKEN:
             # nats-py refuses such a subject when subscribing: the service would die there.
             subject = subject_address(channel.address, self.protocol)
             assert channel.location is not None  # the model locates every channel
@@ -402,9 +404,10 @@ class _ContextBuilder:
                 ]
             )
         if problem is not None:
+            word = "MQTT topic" if self.protocol == "mqtt" else "NATS subject"
             self.warn(
                 channel.location,
-                f"address {channel.address!r} is not a valid MQTT topic: {problem}; the broker "
+                f"address {channel.address!r} is not a valid {word}: {problem}; the broker "
                 "will refuse it",
             )
         attrs = Namer(_PARAM_RESERVED, reserved_prefixes=("model_",))
