@@ -237,7 +237,7 @@ def test_schema_formats_are_recognised(schema_format: str | None, dialect: str |
     assert schema_dialect(schema_format) == dialect
 
 
-def validate(tmp_path: Path, schema: str) -> tuple[int, str]:
+def validate(tmp_path: Path, schema: str, schema_format: str = AVRO) -> tuple[int, str]:
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         textwrap.dedent(
@@ -250,10 +250,11 @@ def validate(tmp_path: Path, schema: str) -> tuple[int, str]:
                 messages:
                   thing:
                     payload:
-                      schemaFormat: {AVRO}
+                      schemaFormat: {schema_format}
                       schema: {schema}
             """
         )
+        + COMPONENTS
     )
     result = runner.invoke(app, ["validate", str(spec)])
     return result.exit_code, result.output
@@ -295,3 +296,15 @@ def test_invalid_avro_is_a_located_error(
 def test_valid_avro_passes_validation(tmp_path: Path) -> None:
     code, output = validate(tmp_path, SCHEMAS["record"][1])
     assert code == 0, output
+
+
+def test_openapi_schemas_are_checked_with_openapi_keywords(tmp_path: Path) -> None:
+    for name in ("nullable", "bounded", "pet"):
+        code, output = validate(tmp_path, SCHEMAS[name][1], OPENAPI)
+        assert code == 0, output
+    schema = "{type: object, nullable: 'yes', properties: {a: {type: strng}}}"
+    code, output = validate(tmp_path, schema, OPENAPI)
+    assert code == 1, output
+    pointer = "#/channels/things/messages/thing/payload/schema"
+    assert f"spec.yaml:10:44 {pointer}/nullable: error: invalid JSON Schema" in output
+    assert f"spec.yaml:10:74 {pointer}/properties/a/type: error: invalid JSON Schema" in output

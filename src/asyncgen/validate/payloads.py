@@ -6,10 +6,10 @@ or the models made from it break later without a line to point at. Every schema 
 reaches, through `$ref`s across files too, is checked here: each keyword's value has the
 right shape, and every `pattern` is a regular expression.
 
-Avro schemas are checked by fastavro, each error located at its schema. OpenAPI 3.0
-Schema Objects, and what they refer to, are not read as JSON Schema (their `nullable`
-and boolean `exclusiveMinimum` are not JSON Schema); other formats (Protobuf, ...) are
-left alone: generation refuses them.
+OpenAPI 3.0 Schema Objects, and what they refer to, are checked the same way with
+OpenAPI's keywords added (`nullable`, boolean `exclusiveMinimum`, `discriminator`). Avro
+schemas are checked by fastavro. Other formats (Protobuf, ...) are left alone:
+generation refuses them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from jsonschema import Draft7Validator, FormatChecker  # type: ignore[import-unt
 from asyncgen.errors import Problem, SpecError
 from asyncgen.load import Document, Ref
 from asyncgen.load.source import escape_token
-from asyncgen.model.formats import AvroError, parse_avro, schema_dialect, type_path
+from asyncgen.model.formats import AvroError, Dialect, parse_avro, schema_dialect, type_path
 from asyncgen.model.ir import regex_engine
 from asyncgen.validate.structure import TYPE_NAMES
 
@@ -32,8 +32,24 @@ from asyncgen.validate.structure import TYPE_NAMES
 _DATA_KEYS = {"enum", "const", "default", "examples", "example"}
 
 
+#: What OpenAPI 3.0's Schema Object has beyond (or instead of) draft-07's keywords.
+_OPENAPI_KEYWORDS: dict[str, Any] = {
+    "nullable": {"type": "boolean"},
+    "exclusiveMinimum": {"type": ["number", "boolean"]},
+    "exclusiveMaximum": {"type": ["number", "boolean"]},
+    "discriminator": {
+        "type": "object",
+        "required": ["propertyName"],
+        "properties": {
+            "propertyName": {"type": "string"},
+            "mapping": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    },
+}
+
+
 @cache
-def _meta_validator() -> Any:
+def _meta_validator(dialect: Dialect = "jsonschema") -> Any:
     # A `pattern` is checked the way the generated models will use it: with pydantic's
     # Rust engine, else Python's (the generated code then asks for "python-re").
     checker = FormatChecker(formats=[])
@@ -46,7 +62,12 @@ def _meta_validator() -> Any:
                 raise ValueError(why)
         return True
 
-    return Draft7Validator(Draft7Validator.META_SCHEMA, format_checker=checker)
+    meta = Draft7Validator.META_SCHEMA
+    if dialect == "openapi":
+        # Its own id, so that its `{"$ref": "#"}`s recurse into it and not into draft-07.
+        meta = {**meta, "$id": "urn:asyncgen:openapi-3.0-schema"}
+        meta["properties"] = {**meta["properties"], **_OPENAPI_KEYWORDS}
+    return Draft7Validator(meta, format_checker=checker)
 
 
 def check_payload_schemas(doc: Document) -> list[Problem]:
@@ -66,7 +87,7 @@ def check_payload_schemas(doc: Document) -> list[Problem]:
     queue = list(json_schemas)
     seen: set[Ref] = set()
     while queue:
-        at = queue.pop()
+        at, dialect = queue.pop()
         try:
             schema, at = doc.resolve_at(at)
         except SpecError:
@@ -74,11 +95,11 @@ def check_payload_schemas(doc: Document) -> list[Problem]:
         if at in seen:
             continue
         seen.add(at)
-        for error in _meta_validator().iter_errors(schema):
+        for error in _meta_validator(dialect).iter_errors(schema):
             pointer = at.pointer + "".join(f"/{escape_token(str(t))}" for t in error.absolute_path)
             problem = doc.problem(Ref(at.file, pointer), _sentence(error))
             problems.setdefault((str(problem.location), problem.message), problem)
-        queue.extend(_references(doc, schema, at))
+        queue.extend((target, dialect) for target in _references(doc, schema, at))
     return sorted(
         problems.values(),
         key=lambda p: (str(p.location.file), p.location.line, p.location.column, p.message),
@@ -129,10 +150,10 @@ def _references(doc: Document, value: Any, at: Ref) -> Iterator[Ref]:
             yield from _references(doc, item, at.child(index))
 
 
-def _schemas_of_messages(doc: Document) -> tuple[list[Ref], list[Ref]]:
-    """Where the JSON Schemas of the messages (payloads, headers) and components are,
-    and where their Avro schemas are."""
-    json_schemas: list[Ref] = []
+def _schemas_of_messages(doc: Document) -> tuple[list[tuple[Ref, Dialect]], list[Ref]]:
+    """Where the JSON Schemas (and OpenAPI Schema Objects) of the messages (payloads,
+    headers) and components are, and where their Avro schemas are."""
+    json_schemas: list[tuple[Ref, Dialect]] = []
     avro_schemas: list[Ref] = []
     data = doc.data
     root = Ref(doc.root.path)
@@ -153,15 +174,17 @@ def _schemas_of_messages(doc: Document) -> tuple[list[Ref], list[Ref]]:
                 schema_format = message.get("schemaFormat")
             dialect = schema_dialect(schema_format)
             if dialect == "jsonschema":
-                json_schemas.append(schema_at)
+                json_schemas.append((schema_at, dialect))
                 continue
-            if dialect == "avro":
+            if dialect == "openapi":
+                json_schemas.append((schema_at, dialect))
+            elif dialect == "avro":
                 avro_schemas.append(schema_at)
             foreign.update(_reached(doc, schema_at))
     for name, schema in (components.get("schemas") or {}).items():
         schema_at, schema_format = _unwrap(schema, root.child("components", "schemas", name))
         if schema_dialect(schema_format) == "jsonschema" and schema_at not in foreign:
-            json_schemas.append(schema_at)
+            json_schemas.append((schema_at, "jsonschema"))
         elif schema_dialect(schema_format) == "avro" and schema_at not in foreign:
             avro_schemas.append(schema_at)
     return json_schemas, avro_schemas
