@@ -12,20 +12,45 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from asyncgen.errors import Location
+from asyncgen.model.formats import schema_dialect
 
 Action = Literal["send", "receive"]
+#: How a message's bytes become what its handler receives: JSON validated into the
+#: payload's model, text (`str`), the bytes as they came, or MessagePack validated into
+#: the payload's model.
+PayloadKind = Literal["json", "text", "bytes", "msgpack"]
 
 _PARAM = re.compile(r"\{([^{}]+)\}")
 
 
-_JSON_SCHEMA_FORMATS = re.compile(
-    r"^application/(vnd\.aai\.asyncapi(\+json|\+yaml)?|schema\+json|schema\+yaml)(;.*)?$"
-)
-
-
 def is_json_schema_format(schema_format: Any) -> bool:
     """Whether a `schemaFormat` names AsyncAPI's Schema Object or JSON Schema."""
-    return isinstance(schema_format, str) and _JSON_SCHEMA_FORMATS.match(schema_format) is not None
+    return isinstance(schema_format, str) and schema_dialect(schema_format) == "jsonschema"
+
+
+_MSGPACK_TYPES = {"application/msgpack", "application/x-msgpack", "application/vnd.msgpack"}
+_TEXT_TYPES = {"application/xml", "application/yaml", "application/x-yaml"}
+
+
+def payload_kind(content_type: str | None) -> PayloadKind:
+    """How a message of `content_type` is decoded (no content type: JSON, AsyncAPI's default).
+
+    JSON (`application/json`, `*/*+json`) and MessagePack payloads become models of their
+    schema; other text (`text/*`, XML, YAML) arrives as `str`; anything else
+    (`application/octet-stream`, Protobuf, Avro's binary encoding) as `bytes`.
+    """
+    media = (content_type or "application/json").split(";")[0].strip().lower()
+    if media in ("application/json", "text/json") or media.endswith("+json"):
+        return "json"
+    if media in _MSGPACK_TYPES or media.endswith("+msgpack"):
+        return "msgpack"
+    if media.startswith("text/") or media in _TEXT_TYPES or media.endswith(("+xml", "+yaml")):
+        return "text"
+    return "bytes"
+
+
+#: The Python type a handler receives for the payload kinds that have no model.
+RAW_TYPES: dict[PayloadKind, str] = {"text": "str", "bytes": "bytes"}
 
 
 def regex_engine(pattern: str) -> tuple[str | None, str]:
@@ -97,6 +122,10 @@ class Message:
     examples: list[Example] = field(default_factory=list)
     location: Location | None = None
 
+    @property
+    def kind(self) -> PayloadKind:
+        return payload_kind(self.content_type)
+
 
 @dataclass
 class Channel:
@@ -130,6 +159,13 @@ class Operation:
     reply: Reply | None = None
     extensions: dict[str, Any] = field(default_factory=dict)
     location: Location | None = None
+
+    @property
+    def kind(self) -> PayloadKind:
+        """What its handler receives: its messages' payload kind; the bytes as they came
+        when it names no message or its messages are of different kinds."""
+        kinds = {message.kind for message in self.messages}
+        return kinds.pop() if len(kinds) == 1 else "bytes"
 
     def binding(self, protocol: str, name: str, default: Any = None) -> Any:
         value = self.bindings.get(protocol)

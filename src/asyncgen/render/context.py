@@ -11,9 +11,9 @@ from typing import Any, Literal
 import jsonschema
 import pydantic
 
-from asyncgen.errors import Level, Location, Problem
+from asyncgen.errors import Level, Location, Problem, SpecError
 from asyncgen.model import Api, Channel, Message, Operation, Parameter
-from asyncgen.model.ir import address_parameters, regex_engine
+from asyncgen.model.ir import RAW_TYPES, PayloadKind, address_parameters, regex_engine
 from asyncgen.render.models import MODEL_RESERVED, bundle
 from asyncgen.render.naming import (
     MAX_FILE_NAME,
@@ -52,6 +52,8 @@ _GENERATED_NAMES = {
     "logger",
     "handle",
 }
+#: Why an address maps to no NATS subject at all (`/`, `a//b`): a generation error.
+_EMPTY_TOKEN = "it has an empty token"
 _MQTT_SEPARATOR = "/"
 _NATS_SEPARATOR = "."
 #: Module-level names of channels.py that channel constants must not replace.
@@ -72,6 +74,15 @@ _TAKEN_PACKAGES = {
 }  # fmt: skip
 #: Host names and IP addresses (IPv6 in brackets); anything else is not a server host.
 _HOST = re.compile(r"[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\]")
+
+
+#: How a publisher turns its `message` into bytes, by payload kind.
+_ENCODED: dict[PayloadKind, str] = {
+    "json": "encode(message)",
+    "msgpack": "encode_msgpack(message)",
+    "text": 'message.encode("utf-8")',
+    "bytes": "message",
+}
 
 
 @dataclass
@@ -130,6 +141,8 @@ class ExampleView:
     topic: str
     payload: Any
     params: dict[str, str]
+    #: How the payload goes on the wire (the operation's payload kind).
+    kind: PayloadKind = "json"
 
 
 @dataclass
@@ -162,6 +175,17 @@ class OperationView:
     reply_example: Any = None
     examples: list[ExampleView] = field(default_factory=list)
     handler_class: str = ""
+    payload_kind: PayloadKind = "json"
+
+    @property
+    def encoded(self) -> str:
+        """The publisher's expression of `message` as the bytes to send."""
+        return _ENCODED[self.payload_kind]
+
+    @property
+    def uses_models(self) -> bool:
+        """Whether its message or reply types are models (not `str` or `bytes`)."""
+        return self.payload_kind not in RAW_TYPES or self.reply_type is not None
 
     @property
     def publisher_params(self) -> str:
@@ -228,6 +252,32 @@ class ProjectContext:
         return "topic" if self.protocol == "mqtt" else "subject"
 
     @property
+    def receive_uses_models(self) -> bool:
+        return any(op.uses_models for op in self.receive)
+
+    @property
+    def send_uses_models(self) -> bool:
+        return any(op.uses_models for op in self.send)
+
+    @property
+    def receive_msgpack(self) -> bool:
+        return any(op.payload_kind == "msgpack" for op in self.receive)
+
+    @property
+    def send_msgpack(self) -> bool:
+        return any(op.payload_kind == "msgpack" for op in self.send)
+
+    @property
+    def raw_examples(self) -> bool:
+        """Whether some examples are not sent as JSON (the tests then take bytes too)."""
+        return any(example.kind != "json" for op in self.receive for example in op.examples)
+
+    @property
+    def json_receive(self) -> OperationView | None:
+        """The first receive operation that takes JSON, if any."""
+        return next((op for op in self.receive if op.payload_kind == "json"), None)
+
+    @property
     def send_uses_literal(self) -> bool:
         return any(p.type_expr.startswith("Literal") for op in self.send for p in op.channel.params)
 
@@ -276,7 +326,7 @@ def _address_problem(address: str, protocol: Protocol) -> str | None:
     if any(character.isspace() for character in subject):
         return "subjects cannot hold white space"
     if any(not token for token in subject.split(".")):
-        return "it has an empty token"
+        return _EMPTY_TOKEN
     if "*" in subject or ">" in subject:
         return "`*` and `>` are wildcards, not part of a subject"
     return None
@@ -340,6 +390,19 @@ class _ContextBuilder:
         if id(channel) in self.channels:
             return self.channels[id(channel)]
         problem = _address_problem(channel.address, self.protocol)
+        if problem == _EMPTY_TOKEN:
+            # nats-py refuses such a subject when subscribing: the service would die there.
+            subject = subject_address(channel.address, self.protocol)
+            assert channel.location is not None  # the model locates every channel
+            raise SpecError(
+                [
+                    Problem(
+                        channel.location,
+                        f"unsupported: address {channel.address!r} maps to the NATS subject "
+                        f"{subject!r}, which is not valid: {problem}",
+                    )
+                ]
+            )
         if problem is not None:
             word = "MQTT topic" if self.protocol == "mqtt" else "NATS subject"
             self.warn(
@@ -413,11 +476,12 @@ class _ContextBuilder:
                 "out of the generated tests",
             )
             return result
+        kind = operation.kind
         for message in operation.messages:
             for index, example in enumerate(message.examples):
                 if not example.has_payload:
                     continue
-                error = self._example_error(message, example.payload)
+                error = self._example_error(message, example.payload, kind)
                 if error is not None:
                     assert message.location is not None
                     self.warnings.append(
@@ -434,14 +498,21 @@ class _ContextBuilder:
                     ExampleView(
                         name=_example_name(example.name or f"{message.name} example {index + 1}"),
                         topic=topic,
-                        payload=example.payload,
+                        # Text and bytes are sent as the string's UTF-8 bytes.
+                        payload=example.payload.encode() if kind in RAW_TYPES else example.payload,
                         params=params,
+                        kind=kind,
                     )
                 )
         return result
 
-    def _example_error(self, message: Message, payload: Any) -> str | None:
-        """Why `payload` does not match the message's schema, or None when it does."""
+    def _example_error(
+        self, message: Message, payload: Any, kind: PayloadKind = "json"
+    ) -> str | None:
+        """Why `payload` does not match the message's schema (or, for an operation that
+        receives text or bytes, is not a string), or None when it does."""
+        if kind in RAW_TYPES:
+            return None if isinstance(payload, str) else "a text payload must be a string"
         assert message.payload is not None
         schema = {**self._validator_schema, "$ref": f"#/$defs/{self.class_names[message.payload]}"}
         validator = jsonschema.Draft7Validator(
@@ -461,6 +532,13 @@ class _ContextBuilder:
         if channel is None:
             return None
         messages = [self.message(message) for message in operation.messages]
+        kind = operation.kind
+        if len({message.kind for message in operation.messages}) > 1:
+            self.warn(
+                operation.location,
+                f"the messages of operation {operation.key!r} have content types of different "
+                "kinds; its handler receives the payload as bytes",
+            )
         func = self.handler_names.snake(operation.key, "operation")
         view = OperationView(
             key=operation.key,
@@ -470,7 +548,8 @@ class _ContextBuilder:
             action=operation.action,
             channel=channel,
             messages=messages,
-            message_type=" | ".join(f"models.{m.class_name}" for m in messages),
+            message_type=RAW_TYPES.get(kind)
+            or " | ".join(f"models.{m.class_name}" for m in messages),
             summary=operation.summary,
             description=operation.description,
             qos=self.qos(operation),
@@ -478,6 +557,7 @@ class _ContextBuilder:
             queue=self.queue(operation),
             jetstream=self.jetstream(operation),
             handler_class=self.handler_classes.pascal(f"{func} handler", "Handler"),
+            payload_kind=kind,
         )
         if operation.reply is not None:
             view.reply_messages = [self.message(message) for message in operation.reply.messages]

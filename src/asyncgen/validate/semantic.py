@@ -67,6 +67,19 @@ def _check_addresses(doc: Document, problems: list[Problem], version: int) -> No
         declared = _declared(doc, channel, at)
         if declared is None:
             continue
+        if channel.get("parameters") is None and address_parameters(address):
+            # The reference parser accepts an address whose channel has no `parameters`
+            # at all: its parameters are then plain strings.
+            names = ", ".join(f"{{{name}}}" for name in address_parameters(address))
+            problems.append(
+                Problem(
+                    doc.location(at),
+                    f"address {address!r} uses {names} but the channel has no `parameters`; "
+                    "taken as string parameters",
+                    Level.WARNING,
+                )
+            )
+            continue
         for name in address_parameters(address):
             if name not in declared:
                 problems.append(
