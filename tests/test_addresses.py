@@ -12,8 +12,9 @@ import pytest
 from conftest import EXAMPLES
 from typer.testing import CliRunner
 
+from asyncgen.asyncapi import subject_address
 from asyncgen.cli import app
-from asyncgen.render.context import subject_address, subscription_for
+from asyncgen.render.context import subscription_for
 
 
 @pytest.mark.parametrize(

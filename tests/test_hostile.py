@@ -136,7 +136,6 @@ def hostile_document() -> dict[str, Any]:
             "description": EVIL,
             "bindings": {"mqtt": {"qos": 1}},
         }
-    operations["class"]["bindings"] = {"mqtt": {"qos": "1; import os", "retain": "yes"}}
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -215,10 +214,9 @@ def test_the_hostile_document_generates_with_warnings_and_no_traceback(
 ) -> None:
     output = project.result.stdout + project.result.stderr
     assert "Traceback" not in output
-    if project.protocol == "mqtt":
-        assert "the mqtt binding `qos` of operation 'class' must be 0, 1 or 2" in output
-        assert "`retain` of operation 'class' must be true or false" in output
-    else:  # the addresses hold spaces, `*` and `/`, all fine in MQTT topics
+    # Bindings that break their specification (`qos: "1; import os"`) are refused before
+    # anything is generated: tests/test_validate_semantic.py.
+    if project.protocol == "nats":  # the addresses hold spaces, `*` and `/`: fine in MQTT
         assert "is not a valid NATS subject: subjects cannot hold white space" in output
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ class SourceFile:
     positions: dict[str, Position] = field(default_factory=dict)
     #: The line/column of the key of each mapping member, by the member's pointer.
     key_positions: dict[str, Position] = field(default_factory=dict)
+    #: The URL of a remote document (`path` is then only a name for it).
+    url: str | None = None
 
     def location(self, pointer: str) -> Location:
         """The location of `pointer`, or of its nearest ancestor with a known position."""
@@ -45,16 +47,16 @@ class SourceFile:
         while True:
             if probe in self.positions:
                 line, column = self.positions[probe]
-                return Location(self.path, pointer, line, column)
+                return Location(self.path, pointer, line, column, self.url)
             if not probe:
-                return Location(self.path, pointer, 1, 1)
+                return Location(self.path, pointer, 1, 1, self.url)
             probe = probe.rsplit("/", 1)[0]
 
     def key_location(self, pointer: str) -> Location:
         """The location of the key naming `pointer` (`info:`), else that of its value."""
         if pointer in self.key_positions:
             line, column = self.key_positions[pointer]
-            return Location(self.path, pointer, line, column)
+            return Location(self.path, pointer, line, column, self.url)
         return self.location(pointer)
 
 
@@ -453,7 +455,22 @@ def _lone_surrogate(value: Any, pointer: str = "") -> str | None:
 
 def read_source(path: Path) -> SourceFile:
     """Parse `path` (YAML, or JSON when it ends in .json) or raise SpecError."""
-    source = _read_source(path)
+    return _checked(_read_source(path))
+
+
+def read_remote_source(path: Path, raw: bytes, url: str) -> SourceFile:
+    """Parse a fetched document; `path` names it, problems name `url`."""
+    try:
+        source = _checked(_parse(path, raw))
+    except SpecError as exc:
+        raise SpecError(
+            [replace(p, location=replace(p.location, url=url)) for p in exc.problems]
+        ) from None
+    source.url = url
+    return source
+
+
+def _checked(source: SourceFile) -> SourceFile:
     bad = _lone_surrogate(source.data)
     if bad is not None:
         raise SpecError(
@@ -484,6 +501,10 @@ def _read_source(path: Path) -> SourceFile:
         raw = path.read_bytes()
     except OSError as exc:
         raise SpecError([Problem(Location(path), f"cannot read the file: {exc.strerror}")]) from exc
+    return _parse(path, raw)
+
+
+def _parse(path: Path, raw: bytes) -> SourceFile:
     if b"\x00" in raw:
         raise SpecError([Problem(Location(path), "the file is binary, not YAML or JSON text")])
     try:

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from typing import Any, Literal
 
+from asyncgen.asyncapi import address_parameters
 from asyncgen.errors import Level, Problem, SpecError
 from asyncgen.load import Document, Ref
 from asyncgen.load.source import unescape_token
@@ -28,7 +29,6 @@ from asyncgen.model.ir import (
     Parameter,
     Reply,
     Server,
-    address_parameters,
 )
 
 # Keys of AsyncAPI's Schema Object that are not JSON Schema and mean nothing to a model.
@@ -42,8 +42,9 @@ def _text(value: Any) -> str | None:
 
 
 class _Builder:
-    def __init__(self, doc: Document) -> None:
+    def __init__(self, doc: Document, unfit_examples: set[Ref]) -> None:
         self.doc = doc
+        self.unfit_examples = unfit_examples
         self.root = Ref(doc.root.path)
         self.warnings: list[Problem] = []
         self.schemas: dict[str, Any] = {}
@@ -244,6 +245,7 @@ class _Builder:
                         if isinstance(example.get("headers"), dict)
                         else None,
                         has_payload="payload" in example,
+                        fits=origins["examples"].child(index) not in self.unfit_examples,
                     )
                 )
             else:
@@ -296,23 +298,12 @@ class _Builder:
             )
         return result
 
-    def _check_address(self, channel: Channel, at: Ref, declares: bool) -> None:
-        """Every address parameter is declared; without a `parameters` map at all, they
-        are taken as strings (the validate stage warns)."""
-        if channel.address is None:
-            return
-        if not declares:
+    def _infer_parameters(self, channel: Channel, declares: bool) -> None:
+        """Without a `parameters` map at all, the address parameters are taken as strings
+        (the validate stage warns)."""
+        if channel.address is not None and not declares:
             names = dict.fromkeys(address_parameters(channel.address))
             channel.parameters = [Parameter(name=name) for name in names]
-            return
-        declared = {p.name for p in channel.parameters}
-        for name in address_parameters(channel.address):
-            if name not in declared:
-                raise self.fail(
-                    at,
-                    f"address {channel.address!r} uses parameter {{{name}}} "
-                    "which the channel does not declare in `parameters`",
-                )
 
     def _bindings(self, ref: Ref) -> dict[str, Any]:
         value = self.doc.find(ref)
@@ -344,7 +335,7 @@ class _Builder:
         )
         self._channels[at] = channel
         channel.parameters = self.parameters(value.get("parameters"), at.child("parameters"), 3)
-        self._check_address(channel, at, value.get("parameters") is not None)
+        self._infer_parameters(channel, value.get("parameters") is not None)
         for name in value.get("messages") or {}:
             channel.messages.append(self.message(at.child("messages", name), name))
         return channel
@@ -357,11 +348,7 @@ class _Builder:
         for key in data.get("operations") or {}:
             op_ref = self.root.child("operations", key)
             value, at = self.mapping(op_ref)
-            action = value.get("action")
-            if action not in ("send", "receive"):
-                raise self.fail(
-                    at.child("action"), f"`action` must be send or receive, got {action!r}"
-                )
+            action: Action = value["action"]
             channel = self.channel_v3(at.child("channel"))
             messages = (
                 [
@@ -371,13 +358,6 @@ class _Builder:
                 if isinstance(value.get("messages"), list) and value["messages"]
                 else list(channel.messages)
             )
-            for index, message in enumerate(messages):
-                if message not in channel.messages:
-                    raise self.fail(
-                        at.child("messages", index),
-                        f"operation {key!r} uses message {message.name!r}, "
-                        f"which its channel {channel.key!r} does not list",
-                    )
             traits_bindings: dict[str, Any] = {}
             for index, _ in enumerate(value.get("traits") or []):
                 trait, trait_at = self.resolve(at.child("traits", index))
@@ -414,8 +394,6 @@ class _Builder:
         if "address" in value:
             address, _ = self.mapping(at.child("address"))
             location = _text(address.get("location"))
-        if not messages:
-            raise self.fail(at, f"the reply of operation {op_key!r} names no message")
         return Reply(channel=channel, messages=messages, address_location=location)
 
     # -- AsyncAPI 2.x ----------------------------------------------------------------
@@ -423,7 +401,6 @@ class _Builder:
     def build_v2(self, data: dict[str, Any]) -> tuple[list[Channel], list[Operation]]:
         channels: list[Channel] = []
         operations: list[Operation] = []
-        seen_ids: dict[str, Ref] = {}
         for address in data.get("channels") or {}:
             value, at = self.mapping(self.root.child("channels", address))
             channel = Channel(
@@ -434,27 +411,19 @@ class _Builder:
                 location=self.doc.location(at),
             )
             channel.parameters = self.parameters(value.get("parameters"), at.child("parameters"), 2)
-            self._check_address(channel, at, value.get("parameters") is not None)
+            self._infer_parameters(channel, value.get("parameters") is not None)
             channels.append(channel)
             verbs: tuple[tuple[str, Action], ...] = (("publish", "receive"), ("subscribe", "send"))
             for verb, action in verbs:
                 if verb not in value:
                     continue
-                operations.append(self.operation_v2(channel, at.child(verb), action, seen_ids))
+                operations.append(self.operation_v2(channel, at.child(verb), action))
         return channels, operations
 
-    def operation_v2(
-        self, channel: Channel, ref: Ref, action: Action, seen_ids: dict[str, Ref]
-    ) -> Operation:
+    def operation_v2(self, channel: Channel, ref: Ref, action: Action) -> Operation:
         value, at = self.mapping(ref)
         value, origins = self._apply_traits(value, at)
         key = _text(value.get("operationId")) or f"{action} {channel.key}"
-        if key in seen_ids:
-            raise self.fail(
-                at.child("operationId"),
-                f"operationId {key!r} is used twice (first at {self.doc.location(seen_ids[key])})",
-            )
-        seen_ids[key] = at
         messages: list[Message] = []
         message_value, message_at = (
             self.resolve(at.child("message")) if "message" in value else (None, at)
@@ -513,10 +482,11 @@ class _Builder:
         return result
 
 
-def build_api(doc: Document) -> tuple[Api, list[Problem]]:
-    """Map the document into an `Api`; returns it with any warnings found on the way."""
+def build_api(doc: Document, unfit_examples: set[Ref] | None = None) -> tuple[Api, list[Problem]]:
+    """Map the document into an `Api`; returns it with any warnings found on the way.
+    `unfit_examples`: where the examples are that the validate stage found unfit."""
     data = doc.data
-    builder = _Builder(doc)
+    builder = _Builder(doc, unfit_examples or set())
     version_text = str(data.get("asyncapi", ""))
     version = 3 if version_text.startswith("3.") else 2
     builder.default_content_type = _text(data.get("defaultContentType")) or "application/json"

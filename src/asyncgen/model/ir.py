@@ -7,73 +7,15 @@ identifiers is the render stage's job. `action` is always from the application's
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from asyncgen.asyncapi import RAW_TYPES as RAW_TYPES
+from asyncgen.asyncapi import PayloadKind as PayloadKind
+from asyncgen.asyncapi import payload_kind as payload_kind
 from asyncgen.errors import Location
-from asyncgen.model.formats import schema_dialect
 
 Action = Literal["send", "receive"]
-#: How a message's bytes become what its handler receives: JSON validated into the
-#: payload's model, text (`str`), the bytes as they came, or MessagePack validated into
-#: the payload's model.
-PayloadKind = Literal["json", "text", "bytes", "msgpack"]
-
-_PARAM = re.compile(r"\{([^{}]+)\}")
-
-
-def is_json_schema_format(schema_format: Any) -> bool:
-    """Whether a `schemaFormat` names AsyncAPI's Schema Object or JSON Schema."""
-    return isinstance(schema_format, str) and schema_dialect(schema_format) == "jsonschema"
-
-
-_MSGPACK_TYPES = {"application/msgpack", "application/x-msgpack", "application/vnd.msgpack"}
-_TEXT_TYPES = {"application/xml", "application/yaml", "application/x-yaml"}
-
-
-def payload_kind(content_type: str | None) -> PayloadKind:
-    """How a message of `content_type` is decoded (no content type: JSON, AsyncAPI's default).
-
-    JSON (`application/json`, `*/*+json`) and MessagePack payloads become models of their
-    schema; other text (`text/*`, XML, YAML) arrives as `str`; anything else
-    (`application/octet-stream`, Protobuf, Avro's binary encoding) as `bytes`.
-    """
-    media = (content_type or "application/json").split(";")[0].strip().lower()
-    if media in ("application/json", "text/json") or media.endswith("+json"):
-        return "json"
-    if media in _MSGPACK_TYPES or media.endswith("+msgpack"):
-        return "msgpack"
-    if media.startswith("text/") or media in _TEXT_TYPES or media.endswith(("+xml", "+yaml")):
-        return "text"
-    return "bytes"
-
-
-#: The Python type a handler receives for the payload kinds that have no model.
-RAW_TYPES: dict[PayloadKind, str] = {"text": "str", "bytes": "bytes"}
-
-
-def regex_engine(pattern: str) -> tuple[str | None, str]:
-    """The pydantic regex engine that can use `pattern` ("rust-regex", else "python-re"),
-    or None and why neither can."""
-    import pydantic_core
-
-    try:
-        pydantic_core.SchemaValidator(pydantic_core.core_schema.str_schema(pattern=pattern))
-    except pydantic_core.SchemaError:
-        pass
-    else:
-        return "rust-regex", ""
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        return None, str(exc)
-    return "python-re", ""
-
-
-def address_parameters(address: str) -> list[str]:
-    """The `{name}` parameters of an address, in order of appearance."""
-    return _PARAM.findall(address)
 
 
 @dataclass
@@ -105,6 +47,8 @@ class Example:
     payload: Any
     headers: dict[str, Any] | None = None
     has_payload: bool = True
+    #: False when the validate stage found the payload does not match its schema.
+    fits: bool = True
 
 
 @dataclass

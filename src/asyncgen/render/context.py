@@ -6,15 +6,15 @@ import keyword
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-import jsonschema
 import pydantic
 
-from asyncgen.errors import Level, Location, Problem, SpecError
+from asyncgen.asyncapi import Protocol, regex_engine, subject_address
+from asyncgen.errors import Level, Location, Problem
 from asyncgen.model import Api, Channel, Message, Operation, Parameter
-from asyncgen.model.ir import RAW_TYPES, PayloadKind, address_parameters, regex_engine
-from asyncgen.render.models import MODEL_RESERVED, bundle
+from asyncgen.model.ir import RAW_TYPES, PayloadKind
+from asyncgen.render.models import MODEL_RESERVED
 from asyncgen.render.naming import (
     MAX_FILE_NAME,
     Namer,
@@ -25,8 +25,6 @@ from asyncgen.render.naming import (
     snake,
     toml_string,
 )
-
-Protocol = Literal["mqtt", "nats"]
 
 #: Names the generated modules define themselves; channel and handler names avoid them.
 _GENERATED_NAMES = {
@@ -53,7 +51,6 @@ _GENERATED_NAMES = {
     "handle",
 }
 #: Why an address maps to no NATS subject at all (`/`, `a//b`): a generation error.
-_EMPTY_TOKEN = "it has an empty token"
 _MQTT_SEPARATOR = "/"
 _NATS_SEPARATOR = "."
 #: Module-level names of channels.py that channel constants must not replace.
@@ -219,6 +216,7 @@ class ProjectContext:
     templates_path: str | None = None
     refs_root_path: str | None = None
     allow_outside_refs: bool = False
+    allow_remote_refs: bool = False
 
     @property
     def operations(self) -> list[OperationView]:
@@ -286,17 +284,6 @@ class ProjectContext:
         return any(p.type_expr.startswith("Literal") for c in self.channels for p in c.params)
 
 
-def subject_address(address: str, protocol: Protocol) -> str:
-    """The address as the protocol writes it: NATS subjects use `.` between tokens.
-
-    An address written with `/` is mapped the way nats-server's MQTT gateway maps an
-    MQTT topic, so one spec serves MQTT devices and NATS services alike.
-    """
-    if protocol == "nats" and "/" in address:
-        return address.strip("/").replace("/", ".")
-    return address
-
-
 def subscription_for(address: str, protocol: Protocol) -> str:
     """The subscription of an address: `+` (MQTT) or `*` (NATS) for each parameter level.
 
@@ -306,30 +293,6 @@ def subscription_for(address: str, protocol: Protocol) -> str:
     wildcard = "+" if protocol == "mqtt" else "*"
     levels = subject_address(address, protocol).split(separator)
     return separator.join(wildcard if "{" in level else level for level in levels)
-
-
-def _address_problem(address: str, protocol: Protocol) -> str | None:
-    """What makes `address` (its `{parameters}` aside) unusable with `protocol`, if anything."""
-    names = address_parameters(address)
-    literal = re.sub(r"\{[^{}]+\}", "x", address)
-    if protocol == "mqtt":
-        if "/" in "".join(names):
-            return "a parameter name holds `/`"
-        if "+" in literal or "#" in literal:
-            return "`+` and `#` are wildcards, not part of a topic name"
-        if "\x00" in literal:
-            return "it holds a NUL character"
-        return None
-    if any(separator in name for name in names for separator in "./"):
-        return "a parameter name holds `.` or `/`"
-    subject = subject_address(literal, protocol)
-    if any(character.isspace() for character in subject):
-        return "subjects cannot hold white space"
-    if any(not token for token in subject.split(".")):
-        return _EMPTY_TOKEN
-    if "*" in subject or ">" in subject:
-        return "`*` and `>` are wildcards, not part of a subject"
-    return None
 
 
 def _accepts(param: Parameter, value: str, protocol: Protocol) -> bool:
@@ -382,34 +345,12 @@ class _ContextBuilder:
         self.handler_classes = Namer(_GENERATED_NAMES)
         self.channels: dict[int, ChannelView] = {}
         self.warnings: list[Problem] = []
-        self._validator_schema = bundle(api.schemas, self.class_names)
 
     def channel(self, channel: Channel) -> ChannelView | None:
         if channel.address is None:
             return None
         if id(channel) in self.channels:
             return self.channels[id(channel)]
-        problem = _address_problem(channel.address, self.protocol)
-        if problem == _EMPTY_TOKEN:
-            # nats-py refuses such a subject when subscribing: the service would die there.
-            subject = subject_address(channel.address, self.protocol)
-            assert channel.location is not None  # the model locates every channel
-            raise SpecError(
-                [
-                    Problem(
-                        channel.location,
-                        f"unsupported: address {channel.address!r} maps to the NATS subject "
-                        f"{subject!r}, which is not valid: {problem}",
-                    )
-                ]
-            )
-        if problem is not None:
-            word = "MQTT topic" if self.protocol == "mqtt" else "NATS subject"
-            self.warn(
-                channel.location,
-                f"address {channel.address!r} is not a valid {word}: {problem}; the broker "
-                "will refuse it",
-            )
         attrs = Namer(_PARAM_RESERVED, reserved_prefixes=("model_",))
         params = [self.param(param, channel, attrs) for param in channel.parameters]
         view = ChannelView(
@@ -429,16 +370,9 @@ class _ContextBuilder:
         return view
 
     def param(self, param: Parameter, channel: Channel, attrs: Namer) -> ParamView:
-        pattern, engine = param.pattern, None
-        if pattern is not None:
-            engine, error = regex_engine(pattern)
-            if engine is None:
-                self.warn(
-                    channel.location,
-                    f"parameter {param.name!r}: {pattern!r} is not a regular expression "
-                    f"({error}); the generated code does not check values against it",
-                )
-                pattern = None
+        # The validate stage refused patterns that no engine reads.
+        pattern = param.pattern
+        engine = regex_engine(pattern)[0] if pattern is not None else None
         example, example_ok = _example_value(param, self.protocol)
         return ParamView(
             name=param.name,
@@ -481,19 +415,8 @@ class _ContextBuilder:
             for index, example in enumerate(message.examples):
                 if not example.has_payload:
                     continue
-                error = self._example_error(message, example.payload, kind)
-                if error is not None:
-                    assert message.location is not None
-                    self.warnings.append(
-                        Problem(
-                            message.location,
-                            f"example {index + 1} of message {message.name!r} does not match "
-                            f"its payload schema ({error}); left out of the "
-                            "generated tests",
-                            Level.WARNING,
-                        )
-                    )
-                    continue
+                if not example.fits:
+                    continue  # the validate stage warned of it
                 result.append(
                     ExampleView(
                         name=_example_name(example.name or f"{message.name} example {index + 1}"),
@@ -505,27 +428,6 @@ class _ContextBuilder:
                     )
                 )
         return result
-
-    def _example_error(
-        self, message: Message, payload: Any, kind: PayloadKind = "json"
-    ) -> str | None:
-        """Why `payload` does not match the message's schema (or, for an operation that
-        receives text or bytes, is not a string), or None when it does."""
-        if kind in RAW_TYPES:
-            return None if isinstance(payload, str) else "a text payload must be a string"
-        assert message.payload is not None
-        schema = {**self._validator_schema, "$ref": f"#/$defs/{self.class_names[message.payload]}"}
-        validator = jsonschema.Draft7Validator(
-            schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER
-        )
-        try:
-            error = jsonschema.exceptions.best_match(validator.iter_errors(payload))
-        except Exception as exc:  # a malformed schema; generating its model reports it
-            return f"the schema cannot be checked: {' '.join(str(exc).split())[:100]}"
-        return None if error is None else error.message[:200]
-
-    def _valid(self, message: Message, payload: Any) -> bool:
-        return self._example_error(message, payload) is None
 
     def operation(self, operation: Operation) -> OperationView | None:
         channel = self.channel(operation.channel)
@@ -566,68 +468,31 @@ class _ContextBuilder:
                 view.reply_channel = self.channel(operation.reply.channel)
             view.reply_location = operation.reply.address_location
             first = operation.reply.messages[0]
-            valid = [e for e in first.examples if e.has_payload and self._valid(first, e.payload)]
+            valid = [e for e in first.examples if e.has_payload and e.fits]
             if valid:
                 view.reply_example = valid[0].payload
         if operation.action == "receive":
             view.examples = self.examples(operation, channel)
         return view
 
-    # -- bindings and extensions: free-form in the spec, checked here ------------------
+    # -- bindings and extensions, as the validate stage checked them ------------------
 
     def qos(self, operation: Operation) -> int:
         value = operation.binding("mqtt", "qos", 0)
-        if value is None or self.protocol != "mqtt":
-            return 0
-        if not isinstance(value, bool) and value in (0, 1, 2, "0", "1", "2"):
-            return int(value)
-        self.warn(
-            operation.location,
-            f"the mqtt binding `qos` of operation {operation.key!r} must be 0, 1 or 2, "
-            f"got {_short(value)}; using 0",
-        )
-        return 0
+        return int(value or 0) if self.protocol == "mqtt" else 0
 
     def retain(self, operation: Operation) -> bool:
-        value = operation.binding("mqtt", "retain", False)
-        if self.protocol != "mqtt":
-            return False
-        if value is None or isinstance(value, bool):
-            return bool(value)
-        self.warn(
-            operation.location,
-            f"the mqtt binding `retain` of operation {operation.key!r} must be true or false, "
-            f"got {_short(value)}; not retained",
-        )
-        return False
+        return self.protocol == "mqtt" and operation.binding("mqtt", "retain", False) is True
 
     def queue(self, operation: Operation) -> str | None:
         value = operation.binding("nats", "queue")
-        if self.protocol != "nats":
-            return None
-        if value is None or (isinstance(value, str) and value.strip()):
-            return value
-        self.warn(
-            operation.location,
-            f"the nats binding `queue` of operation {operation.key!r} must be a queue group "
-            f"name, got {_short(value)}; ignored",
-        )
-        return None
+        return value if self.protocol == "nats" and isinstance(value, str) else None
 
     def jetstream(self, operation: Operation) -> dict[str, str] | None:
         value = operation.extensions.get("x-jetstream")
-        if value is None or self.protocol != "nats":
+        if self.protocol != "nats" or not isinstance(value, dict):
             return None
-        if isinstance(value, dict) and all(
-            isinstance(value.get(key), str) and value[key].strip() for key in ("stream", "durable")
-        ):
-            return {"stream": value["stream"], "durable": value["durable"]}
-        self.warn(
-            operation.location,
-            f"`x-jetstream` of operation {operation.key!r} must be a mapping with a `stream` "
-            f"and a `durable` name, got {_short(value)}; ignored",
-        )
-        return None
+        return {"stream": value["stream"], "durable": value["durable"]}
 
 
 def _short(value: Any) -> str:
@@ -676,6 +541,7 @@ def build_context(
     templates_path: str | None = None,
     refs_root_path: str | None = None,
     allow_outside_refs: bool = False,
+    allow_remote_refs: bool = False,
 ) -> ProjectContext:
     """Name everything in `api` for the templates of `protocol`."""
     builder = _ContextBuilder(api, protocol)
@@ -684,15 +550,7 @@ def build_context(
     for operation in api.operations:
         view = builder.operation(operation)
         if view is None:
-            if operation.location is not None:
-                builder.warnings.append(
-                    Problem(
-                        operation.location,
-                        f"operation {operation.key!r} has a channel without an address; skipped",
-                        Level.WARNING,
-                    )
-                )
-            continue
+            continue  # its channel has no address: the validate stage warned of it
         (receive if view.action == "receive" else send).append(view)
     channels = [builder.channel(channel) for channel in api.channels]
     host, port, problem = _server(api, protocol)
@@ -720,6 +578,7 @@ def build_context(
         templates_path=templates_path,
         refs_root_path=refs_root_path,
         allow_outside_refs=allow_outside_refs,
+        allow_remote_refs=allow_remote_refs,
     )
 
 

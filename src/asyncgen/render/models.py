@@ -10,9 +10,9 @@ import warnings
 from collections import defaultdict
 from typing import Any
 
+from asyncgen import cache
 from asyncgen.errors import UnsupportedError
 from asyncgen.model.keywords import walk, without_generator_keywords
-from asyncgen.render import cache
 from asyncgen.render.formatting import format_python
 
 #: Names the models module imports or that would read badly as a model name.

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import jinja2
 
+from asyncgen import cache
 from asyncgen.plan import Owner, PlannedFile
-from asyncgen.render import cache
 from asyncgen.render.context import ProjectContext
 from asyncgen.render.formatting import format_python
 from asyncgen.render.models import model_dependencies

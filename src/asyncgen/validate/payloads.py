@@ -19,11 +19,11 @@ from typing import Any
 
 from jsonschema import Draft7Validator, FormatChecker  # type: ignore[import-untyped, unused-ignore]
 
+from asyncgen.asyncapi import regex_engine
 from asyncgen.errors import Level, Problem, SpecError
 from asyncgen.load import Document, Ref
 from asyncgen.load.source import escape_token
 from asyncgen.model.formats import AvroError, Dialect, parse_avro, schema_dialect, type_path
-from asyncgen.model.ir import regex_engine
 from asyncgen.model.keywords import (
     MAX_SCHEMA_DEPTH,
     generator_keywords,
@@ -240,7 +240,7 @@ def _schemas_of_messages(doc: Document) -> tuple[list[tuple[Ref, Dialect]], list
     root = Ref(doc.root.path)
     components = data.get("components") if isinstance(data.get("components"), dict) else {}
     foreign: set[Ref] = set()  # schemas that a message of another format reaches
-    for place in _messages(doc, components):
+    for place in message_places(doc):
         try:
             message, at = doc.resolve_at(place)
         except SpecError:
@@ -270,7 +270,8 @@ def _schemas_of_messages(doc: Document) -> tuple[list[tuple[Ref, Dialect]], list
         root.child("components", "messageTraits", n) for n in _keys(components.get("messageTraits"))
     ]
     json_schemas.extend(_trait_headers(doc, trait_places))
-    for name, schema in (components.get("schemas") or {}).items():
+    schemas = components.get("schemas")
+    for name, schema in schemas.items() if isinstance(schemas, dict) else []:
         schema_at, schema_format = _unwrap(schema, root.child("components", "schemas", name))
         if schema_dialect(schema_format) == "jsonschema" and schema_at not in foreign:
             json_schemas.append((schema_at, "jsonschema"))
@@ -316,8 +317,12 @@ def _unwrap(value: Any, at: Ref) -> tuple[Ref, Any]:
     return at, None
 
 
-def _messages(doc: Document, components: dict[str, Any]) -> list[Ref]:
+def message_places(doc: Document) -> list[Ref]:
+    """Where the messages are written in the root file: components, channels, 2.x
+    operations (each of a `oneOf`)."""
     root = Ref(doc.root.path)
+    found = doc.data.get("components")
+    components = found if isinstance(found, dict) else {}
     messages = [root.child("components", "messages", n) for n in _keys(components.get("messages"))]
     channels = doc.data.get("channels") if isinstance(doc.data.get("channels"), dict) else {}
     for key, channel in channels.items():
