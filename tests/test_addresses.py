@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 
 import pydantic
 import pytest
 from conftest import EXAMPLES
+from typer.testing import CliRunner
 
 from asyncgen.asyncapi import subject_address
+from asyncgen.cli import app
 from asyncgen.render.context import subscription_for
 
 
@@ -128,3 +131,34 @@ def test_route_table_finds_the_routes_that_linear_matching_would_try_in_order(
         "any_status",
         "all_status",
     ]
+
+
+@pytest.mark.parametrize(
+    ("address", "subject"), [("/", "''"), ("a//b", "'a..b'"), ("a.{x}.", "'a.{x}.'")]
+)
+def test_an_address_that_maps_to_an_invalid_nats_subject_is_a_located_error(
+    address: str, subject: str, tmp_path: Path
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "asyncapi: 3.0.0\n"
+        "info: {title: T, version: 1.0.0}\n"
+        "channels:\n"
+        "  bad:\n"
+        f"    address: {address!r}\n"
+        "    messages: {m: {payload: {type: string}}}\n"
+        "operations:\n"
+        "  onBad: {action: receive, channel: {$ref: '#/channels/bad'}}\n"
+    )
+    output = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["generate", str(spec), "-o", str(output), "--protocol", "nats"]
+    )
+    assert result.exit_code == 1, result.output
+    assert f"{spec}:5:5 #/channels/bad: error: unsupported: address" in result.output
+    assert f"the NATS subject {subject}, which is not valid: it has an empty token" in (
+        result.output
+    )
+    assert not output.exists()
+    mqtt = CliRunner().invoke(app, ["generate", str(spec), "-o", str(output)])
+    assert mqtt.exit_code == 0, mqtt.output

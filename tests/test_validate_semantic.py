@@ -35,6 +35,7 @@ servers:
 channels:
   a:
     address: things/{thingId}
+    parameters: {otherId: {}}
     messages:
       M1: {$ref: '#/components/messages/M1'}
   b:
@@ -67,10 +68,10 @@ EXPECTED = [
     (7, "tag 'devices' is listed twice"),
     (15, "unknown field `keepAliveSeconds` in the mqtt binding of a server"),
     (18, "uses parameter {thingId}, which the channel does not declare"),
-    (25, "unknown field `unknownField` in a channel"),
-    (31, "operation 'recvA' uses message 'M2', which its channel 'a' does not list"),
-    (34, "`qos` must be one of: 0, 1, 2 (got 124)"),
-    (41, "5 is not a type"),
+    (26, "unknown field `unknownField` in a channel"),
+    (32, "operation 'recvA' uses message 'M2', which its channel 'a' does not list"),
+    (35, "`qos` must be one of: 0, 1, 2 (got 124)"),
+    (42, "5 is not a type"),
 ]
 
 
@@ -239,7 +240,7 @@ operations:
     assert errors(write(tmp_path, spec)) == ["10: the reply of operation 'ask' names no message"]
 
 
-def test_a_2x_operation_without_a_message_is_reported_by_validate(tmp_path: Path) -> None:
+def test_a_2x_operation_without_a_message_is_a_warning_of_raw_bytes(tmp_path: Path) -> None:
     spec = """\
 asyncapi: 2.6.0
 info: {title: t, version: '1'}
@@ -247,7 +248,11 @@ channels:
   orders:
     subscribe: {operationId: send}
 """
-    assert errors(write(tmp_path, spec)) == ["5: operation 'send' has no message"]
+    path = write(tmp_path, spec)
+    assert errors(path) == []
+    assert [(p.location.line, p.message) for p in problems(path)] == [
+        (5, "operation 'send' has no message: its handler receives the raw bytes")
+    ]
 
 
 def test_a_parameter_pattern_that_is_not_a_regular_expression_is_an_error(

@@ -22,9 +22,37 @@ PROTOCOLS: dict[str, Protocol] = {
     "tls": "nats",
 }
 
+#: How a message's bytes become what its handler receives: JSON validated into the
+#: payload's model, text (`str`), the bytes as they came, or MessagePack validated into
+#: the payload's model.
+PayloadKind = Literal["json", "text", "bytes", "msgpack"]
+
+_MSGPACK_TYPES = {"application/msgpack", "application/x-msgpack", "application/vnd.msgpack"}
+_TEXT_TYPES = {"application/xml", "application/yaml", "application/x-yaml"}
+
+
+def payload_kind(content_type: str | None) -> PayloadKind:
+    """How a message of `content_type` is decoded (no content type: JSON, AsyncAPI's default).
+
+    JSON (`application/json`, `*/*+json`) and MessagePack payloads become models of their
+    schema; other text (`text/*`, XML, YAML) arrives as `str`; anything else
+    (`application/octet-stream`, Protobuf, Avro's binary encoding) as `bytes`.
+    """
+    media = (content_type or "application/json").split(";")[0].strip().lower()
+    if media in ("application/json", "text/json") or media.endswith("+json"):
+        return "json"
+    if media in _MSGPACK_TYPES or media.endswith("+msgpack"):
+        return "msgpack"
+    if media.startswith("text/") or media in _TEXT_TYPES or media.endswith(("+xml", "+yaml")):
+        return "text"
+    return "bytes"
+
+
+#: The Python type a handler receives for the payload kinds that have no model.
+RAW_TYPES: dict[PayloadKind, str] = {"text": "str", "bytes": "bytes"}
+
+
 _PARAM = re.compile(r"\{([^{}]+)\}")
-#: Why an address maps to no NATS subject at all (`/`, `a//b`): an error, not a warning.
-EMPTY_TOKEN = "it has an empty token"
 
 _JSON_SCHEMA_FORMATS = re.compile(
     r"^application/(vnd\.aai\.asyncapi(\+json|\+yaml)?|schema\+json|schema\+yaml)(;.*)?$"
@@ -68,6 +96,11 @@ def subject_address(address: str, protocol: Protocol) -> str:
     if protocol == "nats" and "/" in address:
         return address.strip("/").replace("/", ".")
     return address
+
+
+#: What `address_problem` says of a NATS subject with an empty token: nats-py refuses
+#: such a subject when subscribing, so it cannot be generated.
+EMPTY_TOKEN = "it has an empty token"
 
 
 def address_problem(address: str, protocol: Protocol) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -29,6 +29,20 @@ EXIT_USAGE = 2
 class ProtocolChoice(StrEnum):
     mqtt = "mqtt"
     nats = "nats"
+
+
+Spec = Annotated[Path, typer.Argument(help="The AsyncAPI document (YAML or JSON).")]
+RefsRoot = Annotated[
+    Path | None,
+    typer.Option(
+        help="Folder that local $refs may not leave (default: the enclosing git repository, "
+        "else the spec's folder)."
+    ),
+]
+AllowOutsideRefs = Annotated[bool, typer.Option(help="Let local $refs reach files anywhere.")]
+AllowRemoteRefs = Annotated[
+    bool, typer.Option(help="Fetch http(s):// $refs (cached; recorded in the manifest).")
+]
 
 
 def _err(text: str) -> None:
@@ -56,26 +70,16 @@ def _report_problems(problems: list[Any]) -> None:
         _err(str(problem))
 
 
-_REFS_ROOT_HELP = (
-    "Folder that local $refs may not leave (default: the enclosing git repository, "
-    "else the spec's folder)."
-)
-
-
 @app.command()
 def validate(
-    spec: Annotated[Path, typer.Argument(help="The AsyncAPI document (YAML or JSON).")],
+    spec: Spec,
     protocol: Annotated[
         ProtocolChoice | None,
         typer.Option(help="Check addresses for mqtt or nats (default: the document's servers)."),
     ] = None,
-    refs_root: Annotated[Path | None, typer.Option(help=_REFS_ROOT_HELP)] = None,
-    allow_outside_refs: Annotated[
-        bool, typer.Option(help="Let local $refs reach files anywhere.")
-    ] = False,
-    allow_remote_refs: Annotated[
-        bool, typer.Option(help="Fetch http(s):// $refs (cached; recorded in the manifest).")
-    ] = False,
+    refs_root: RefsRoot = None,
+    allow_outside_refs: AllowOutsideRefs = False,
+    allow_remote_refs: AllowRemoteRefs = False,
 ) -> None:
     """Check an AsyncAPI document; every problem is printed with file, line and pointer."""
     from asyncgen.errors import SpecError, UnsupportedError, UsageError
@@ -125,13 +129,9 @@ def generate(
         Path | None,
         typer.Option(help="Folder of templates that override the built-in ones by path."),
     ] = None,
-    refs_root: Annotated[Path | None, typer.Option(help=_REFS_ROOT_HELP)] = None,
-    allow_outside_refs: Annotated[
-        bool, typer.Option(help="Let local $refs reach files anywhere.")
-    ] = False,
-    allow_remote_refs: Annotated[
-        bool, typer.Option(help="Fetch http(s):// $refs (cached; recorded in the manifest).")
-    ] = False,
+    refs_root: RefsRoot = None,
+    allow_outside_refs: AllowOutsideRefs = False,
+    allow_remote_refs: AllowRemoteRefs = False,
     check: Annotated[
         bool,
         typer.Option(help="Write nothing; exit 1 with a diff when generated files are stale."),
@@ -220,6 +220,170 @@ def _print(outcome: Outcome, *, check: bool, quiet: bool) -> None:
             "(left in place): " + ", ".join(report.orphaned)
         )
     typer.echo(f"generated {outcome.protocol.upper()} project in {target}")
+
+
+def _load_api(spec: Path, options: Any, label: str, exit_code: int) -> Any:
+    """The document's model, or exit with `exit_code` after printing every problem."""
+    from asyncgen.errors import SpecError
+    from asyncgen.model import build_api
+    from asyncgen.pipeline import load_and_validate
+
+    try:
+        doc, checked = load_and_validate(spec, options)
+        api, _ = build_api(doc, checked.unfit_examples)
+    except SpecError as exc:
+        _report_problems(exc.problems)
+        _err(f"{label}: {len(exc.problems)} error(s)")
+        raise typer.Exit(exit_code) from None
+    return api
+
+
+class BrokerChoice(StrEnum):
+    mosquitto = "mosquitto"
+    nats = "nats"
+
+
+@app.command()
+def acl(
+    spec: Spec,
+    broker: Annotated[BrokerChoice, typer.Option(help="mosquitto or nats.")],
+    service_user: Annotated[
+        str | None,
+        typer.Option(help="The service's user name on the broker (default: the package name)."),
+    ] = None,
+    package_name: Annotated[
+        str | None,
+        typer.Option(help="The generated package's name (default: from info.title)."),
+    ] = None,
+    user: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NATS: a client's user name, or NAME:CLIENT_ID; may be given again.",
+        ),
+    ] = None,
+    users: Annotated[
+        Path | None,
+        typer.Option(help="NATS: a file of clients, one NAME or NAME:CLIENT_ID a line."),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write here (default: print).")
+    ] = None,
+    refs_root: RefsRoot = None,
+    allow_outside_refs: AllowOutsideRefs = False,
+    allow_remote_refs: AllowRemoteRefs = False,
+) -> None:
+    """Write least-privilege broker access rules for the service and its clients."""
+    from asyncgen import acl as rules_of
+    from asyncgen.pipeline import Options
+    from asyncgen.render.context import package_name as default_package
+
+    names = list(user or [])
+    if users is not None:
+        try:
+            names += [line.strip() for line in users.read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as exc:
+            _err(f"{users}: error: cannot read it: {exc}")
+            raise typer.Exit(EXIT_USAGE) from None
+    clients = []
+    for entry in (name for name in names if name and not name.startswith("#")):
+        name, _, client_id = entry.partition(":")
+        if not rules_of.valid_user(name) or (client_id and not rules_of.valid_user(client_id)):
+            _err(f"error: {entry!r} is not a user name (letters, digits, `_`, `-`, `@`)")
+            raise typer.Exit(EXIT_USAGE)
+        clients.append(rules_of.User(name, client_id or None))
+    if clients and broker == BrokerChoice.mosquitto:
+        _err("error: --user and --users are for NATS; mosquitto's patterns cover every user")
+        raise typer.Exit(EXIT_USAGE)
+    protocol: Literal["mqtt", "nats"] = "mqtt" if broker == BrokerChoice.mosquitto else "nats"
+    options = Options(
+        protocol=protocol,
+        refs_root=refs_root,
+        allow_outside_refs=allow_outside_refs,
+        allow_remote_refs=allow_remote_refs,
+    )
+    api = _load_api(spec, options, str(spec), EXIT_INVALID)
+    package = package_name or default_package(api.title)
+    service = service_user or package
+    if not rules_of.valid_user(service):
+        _err(f"error: {service!r} is not a user name (letters, digits, `_`, `-`, `@`)")
+        raise typer.Exit(EXIT_USAGE)
+    rules = rules_of.build_rules(api, protocol, rules_of.dead_letter_address(package, protocol))
+    header = (
+        f"Access rules of {api.title} {api.version}, made by asyncgen {__version__}:\n"
+        f"  asyncgen acl {spec.name} --broker {broker.value}"
+    )
+    if broker == BrokerChoice.mosquitto:
+        text = rules_of.mosquitto_acl(rules, service, header)
+    else:
+        text = rules_of.nats_authorization(rules, service, clients, header)
+    for note in rules.notes:
+        _err(f"{spec}: note: {note}")
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _err(f"{output}: error: cannot write it: {exc.strerror}")
+        raise typer.Exit(EXIT_USAGE) from None
+    typer.echo(f"wrote {broker.value} rules for {service} to {output}")
+
+
+class DiffFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+@app.command()
+def diff(
+    old: Annotated[
+        str,
+        typer.Argument(
+            help="The old version: a file, or git:REV:path (git:origin/main:asyncapi.yaml)."
+        ),
+    ],
+    new: Annotated[str, typer.Argument(help="The new version: a file, or git:REV:path.")],
+    format: Annotated[
+        DiffFormat, typer.Option("--format", help="text for people, json for tools.")
+    ] = DiffFormat.text,
+    refs_root: RefsRoot = None,
+    allow_outside_refs: AllowOutsideRefs = False,
+    allow_remote_refs: AllowRemoteRefs = False,
+) -> None:
+    """Say what changed between two versions of a document, and whom each change breaks.
+
+    Exit 1 when a change breaks the service or its clients."""
+    import tempfile
+
+    from asyncgen.diff import compare, render_json, render_text
+    from asyncgen.gitfiles import GitError, checkout_file
+    from asyncgen.pipeline import Options
+
+    apis = []
+    with tempfile.TemporaryDirectory(prefix="asyncgen-diff-") as scratch:
+        for index, argument in enumerate((old, new)):
+            root = refs_root
+            if argument.startswith("git:"):
+                try:
+                    path, root = checkout_file(argument, Path(scratch) / str(index))
+                except GitError as exc:
+                    _err(f"error: {argument}: {exc}")
+                    raise typer.Exit(EXIT_USAGE) from None
+            else:
+                path = Path(argument)
+            options = Options(
+                refs_root=root,
+                allow_outside_refs=allow_outside_refs,
+                allow_remote_refs=allow_remote_refs,
+            )
+            apis.append(_load_api(path, options, argument, EXIT_USAGE))
+    changes = compare(apis[0], apis[1])
+    if format == DiffFormat.json:
+        typer.echo(render_json(changes), nl=False)
+    else:
+        typer.echo(render_text(changes, old, new), nl=False)
+    if any(change.breaking for change in changes):
+        raise typer.Exit(EXIT_INVALID)
 
 
 def main() -> None:  # pragma: no cover - for `python -m asyncgen`

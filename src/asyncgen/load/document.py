@@ -113,7 +113,13 @@ class Document:
             self.files[path] = source
             self.remote[path] = fetched
         elif source is None:
-            if not path.is_file():
+            try:
+                found = path.is_file()
+            except OSError as exc:  # a name longer than the file system takes, ...
+                raise SpecError(
+                    [self.problem(at, f"$ref points to a file that cannot be read: {exc.strerror}")]
+                ) from None
+            if not found:
                 raise SpecError([self.problem(at, f"$ref points to a missing file: {path}")])
             source = read_source(path)
             self.files[path] = source
@@ -165,6 +171,8 @@ class Document:
     def _target(self, ref_value: Any, at: Ref) -> Ref:
         if not isinstance(ref_value, str):
             raise SpecError([self.problem(at, "$ref must be a string")])
+        if "\x00" in unquote(ref_value):
+            raise SpecError([self.problem(at, "$ref holds a NUL character")])
         parts = urlsplit(ref_value)
         if fetching.is_remote(ref_value) or (at.file in self._urls and parts.path):
             return self._remote_target(ref_value, at)

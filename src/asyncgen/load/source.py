@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -311,7 +312,13 @@ class _Builder:
                 return _scalar(node)
             except ValueError:
                 tag = node.tag.replace("tag:yaml.org,2002:", "!!")
-                raise self._fail(node, pointer, f"{node.value!r} cannot be read as {tag}") from None
+                why = f"{_shown(node.value)} cannot be read as {tag}"
+                if tag == "!!int" and len(node.value) > sys.get_int_max_str_digits():
+                    why = (
+                        f"the integer {_shown(node.value)} is longer than the "
+                        f"{sys.get_int_max_str_digits():,} digits asyncgen reads"
+                    )
+                raise self._fail(node, pointer, why) from None
         if isinstance(node, yaml.SequenceNode):
             return [
                 self.build(item, f"{pointer}/{index}", depth + 1)
@@ -407,13 +414,21 @@ def _read_json(path: Path, text: str) -> SourceFile:
         where = Location(path, "", exc.lineno, exc.colno)
         raise SpecError([Problem(where, f"invalid JSON: {exc.msg}")]) from exc
     except RecursionError as exc:
-        raise SpecError(
-            [Problem(Location(path, "", 1, 1), _TOO_DEEP)]
-        ) from exc
+        raise SpecError([Problem(Location(path, "", 1, 1), _TOO_DEEP)]) from exc
+    except ValueError as exc:  # an integer longer than Python reads (sys.int_info)
+        _json_positions(path, text)  # raises the error at the number's position
+        raise SpecError([Problem(Location(path, "", 1, 1), f"invalid JSON: {exc}")]) from None
     found = _json_positions(path, text)
     if found is None:
         return SourceFile(path, data)
     return SourceFile(path, data, found[0], found[1])
+
+
+def _shown(value: str, most: int = 40) -> str:
+    """`value` quoted for a message, shortened when long (a number of 5,000 digits)."""
+    if len(value) <= most:
+        return repr(value)
+    return f"{value[: most // 2]!r}... ({len(value):,} characters)"
 
 
 def _lone_surrogate(value: Any, pointer: str = "") -> str | None:
@@ -509,9 +524,7 @@ def _parse(path: Path, raw: bytes) -> SourceFile:
     except yaml.YAMLError as exc:
         raise _yaml_error(path, exc, text) from exc
     except RecursionError as exc:
-        raise SpecError(
-            [Problem(Location(path, "", 1, 1), _TOO_DEEP)]
-        ) from exc
+        raise SpecError([Problem(Location(path, "", 1, 1), _TOO_DEEP)]) from exc
     if node is None:
         raise SpecError([Problem(Location(path, "", 1, 1), "the file is empty")])
     builder = _Builder(path)

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
-from asyncgen.asyncapi import is_json_schema_format
+from asyncgen.asyncapi import address_parameters
 from asyncgen.errors import Level, Problem, SpecError
 from asyncgen.load import Document, Ref
 from asyncgen.load.source import unescape_token
+from asyncgen.model.formats import (
+    AvroError,
+    Dialect,
+    avro_to_json_schema,
+    discriminator_targets,
+    openapi_node,
+    parse_avro,
+    schema_dialect,
+)
 from asyncgen.model.ir import (
     Action,
     Api,
@@ -42,6 +52,8 @@ class _Builder:
         self._messages: dict[Ref, Message] = {}
         self._message_order: list[Message] = []
         self._channels: dict[Ref, Channel] = {}
+        #: Definitions of Avro named types, by full name.
+        self._avro_names: dict[str, str] = {}
         self.default_content_type = "application/json"
 
     # -- helpers ---------------------------------------------------------------------
@@ -72,15 +84,15 @@ class _Builder:
             counter += 1
         return name
 
-    def schema(self, ref: Ref, suggested: str) -> str:
+    def schema(self, ref: Ref, suggested: str, dialect: Dialect = "jsonschema") -> str:
         """Add the schema at `ref` (and all it refers to) to the bundle; return its name."""
         value = self.doc.get(ref)
         if isinstance(value, dict) and "$ref" in value and isinstance(value["$ref"], str):
             target = self.doc.target_of(value, ref)
-            return self._schema_at(target, suggested)
-        return self._schema_at(ref, suggested)
+            return self._schema_at(target, suggested, dialect)
+        return self._schema_at(ref, suggested, dialect)
 
-    def _schema_at(self, ref: Ref, suggested: str) -> str:
+    def _schema_at(self, ref: Ref, suggested: str, dialect: Dialect = "jsonschema") -> str:
         value, at = self.resolve(ref)
         if at in self._schema_names:
             return self._schema_names[at]
@@ -95,35 +107,82 @@ class _Builder:
         name = self._unique_schema_name(wanted)
         self._schema_names[at] = name
         self.schemas[name] = None  # reserve the name before walking: schemas may recurse
-        self.schemas[name] = self._copy_schema(value, at, name)
+        self.schemas[name] = self._copy_schema(value, at, name, dialect)
         return name
 
-    def _copy_schema(self, value: Any, at: Ref, owner: str) -> Any:
+    def _copy_schema(self, value: Any, at: Ref, owner: str, dialect: Dialect) -> Any:
         if isinstance(value, list):
-            return [self._copy_schema(item, at.child(i), owner) for i, item in enumerate(value)]
+            return [
+                self._copy_schema(item, at.child(i), owner, dialect) for i, item in enumerate(value)
+            ]
         if not isinstance(value, dict):
             return value
         if isinstance(value.get("$ref"), str):
             target = self.doc.target_of(value, at)
-            name = self._schema_at(target, f"{owner}Item")
+            name = self._schema_at(target, f"{owner}Item", dialect)
             return {"$ref": f"#/$defs/{name}"}
         copied: dict[str, Any] = {}
         for key, item in value.items():
-            if key in _NON_SCHEMA_KEYS or key.startswith("x-"):
+            if key == "discriminator" and dialect == "openapi":
+                copied[key] = self._discriminator(item, at.child(key), owner)
+            elif key in _NON_SCHEMA_KEYS or key.startswith("x-"):
                 continue
-            if key in _DATA_KEYWORDS:
+            elif key in _DATA_KEYWORDS:
                 copied[key] = item
             elif key in ("properties", "patternProperties", "definitions", "$defs"):
                 if isinstance(item, dict):
                     copied[key] = {
-                        name: self._copy_schema(sub, at.child(key, name), owner)
+                        name: self._copy_schema(sub, at.child(key, name), owner, dialect)
                         for name, sub in item.items()
                     }
                 else:
                     copied[key] = item
             else:
-                copied[key] = self._copy_schema(item, at.child(key), owner)
-        return copied
+                copied[key] = self._copy_schema(item, at.child(key), owner, dialect)
+        return openapi_node(copied) if dialect == "openapi" else copied
+
+    def _discriminator(self, value: Any, at: Ref, owner: str) -> Any:
+        """An OpenAPI discriminator whose `mapping` points into the bundle."""
+        if not isinstance(value, dict):
+            return value
+        mapping = {
+            key: "#/$defs/"
+            + self._schema_at(
+                self.doc.target_of({"$ref": target}, at.child("mapping", key)),
+                f"{owner}Item",
+                "openapi",
+            )
+            for key, target in discriminator_targets(value).items()
+        }
+        return {**value, "mapping": mapping} if mapping else value
+
+    def _avro_schema(self, ref: Ref, suggested: str) -> str:
+        """Add an Avro schema, as JSON Schema, to the bundle; return its name."""
+        value, at = self.resolve(ref)
+        if at in self._schema_names:
+            return self._schema_names[at]
+        try:
+            parsed = parse_avro(value)
+        except AvroError as exc:
+            raise self.fail(at, str(exc)) from exc
+
+        def define(fullname: str, make: Callable[[], dict[str, Any]]) -> str:
+            if fullname not in self._avro_names:
+                name = self._unique_schema_name(fullname.rsplit(".", 1)[-1])
+                self._avro_names[fullname] = name
+                self.schemas[name] = None  # reserved: records may refer to themselves
+                self.schemas[name] = make()
+            return self._avro_names[fullname]
+
+        converted = avro_to_json_schema(parsed, define)
+        target = str(converted.get("$ref", ""))
+        if set(converted) == {"$ref"} and target.startswith("#/$defs/"):
+            name = target[len("#/$defs/") :]  # a named type: its definition is the payload
+        else:
+            name = self._unique_schema_name(suggested)
+            self.schemas[name] = converted
+        self._schema_names[at] = name
+        return name
 
     def payload(self, ref: Ref, name: str, schema_format: Any) -> str:
         """Bundle a payload or headers schema, given plainly or as a multi-format schema."""
@@ -131,13 +190,16 @@ class _Builder:
         if isinstance(resolved, dict) and "schemaFormat" in resolved and "schema" in resolved:
             schema_format = resolved["schemaFormat"]
             ref = resolved_at.child("schema")
-        if schema_format is not None and not is_json_schema_format(schema_format):
+        dialect = schema_dialect(schema_format)
+        if dialect is None:
             raise self.fail(
                 ref,
-                f"unsupported: schemaFormat {schema_format!r}; asyncgen generates "
-                "models from AsyncAPI and JSON Schema payloads only",
+                f"unsupported: schemaFormat {schema_format!r}; asyncgen generates models from "
+                "AsyncAPI, JSON Schema, OpenAPI 3.0 and Avro schemas only",
             )
-        return self.schema(ref, name)
+        if dialect == "avro":
+            return self._avro_schema(ref, name)
+        return self.schema(ref, name, dialect)
 
     # -- messages --------------------------------------------------------------------
 
@@ -231,9 +293,17 @@ class _Builder:
                     default=str(default) if default is not None else None,
                     examples=[str(v) for v in examples] if isinstance(examples, list) else [],
                     pattern=_text(source.get("pattern")),
+                    identity=_identity(value.get("x-asyncgen-identity")),
                 )
             )
         return result
+
+    def _infer_parameters(self, channel: Channel, declares: bool) -> None:
+        """Without a `parameters` map at all, the address parameters are taken as strings
+        (the validate stage warns)."""
+        if channel.address is not None and not declares:
+            names = dict.fromkeys(address_parameters(channel.address))
+            channel.parameters = [Parameter(name=name) for name in names]
 
     def _bindings(self, ref: Ref) -> dict[str, Any]:
         value = self.doc.find(ref)
@@ -265,6 +335,7 @@ class _Builder:
         )
         self._channels[at] = channel
         channel.parameters = self.parameters(value.get("parameters"), at.child("parameters"), 3)
+        self._infer_parameters(channel, value.get("parameters") is not None)
         for name in value.get("messages") or {}:
             channel.messages.append(self.message(at.child("messages", name), name))
         return channel
@@ -340,6 +411,7 @@ class _Builder:
                 location=self.doc.location(at),
             )
             channel.parameters = self.parameters(value.get("parameters"), at.child("parameters"), 2)
+            self._infer_parameters(channel, value.get("parameters") is not None)
             channels.append(channel)
             verbs: tuple[tuple[str, Action], ...] = (("publish", "receive"), ("subscribe", "send"))
             for verb, action in verbs:
@@ -410,9 +482,7 @@ class _Builder:
         return result
 
 
-def build_api(
-    doc: Document, unfit_examples: set[Ref] | None = None
-) -> tuple[Api, list[Problem]]:
+def build_api(doc: Document, unfit_examples: set[Ref] | None = None) -> tuple[Api, list[Problem]]:
     """Map the document into an `Api`; returns it with any warnings found on the way.
     `unfit_examples`: where the examples are that the validate stage found unfit."""
     data = doc.data
@@ -438,3 +508,12 @@ def build_api(
         schemas=builder.schemas,
     )
     return api, builder.warnings
+
+
+def _identity(value: Any) -> Literal["username", "clientId"] | None:
+    """`x-asyncgen-identity` of a parameter (validate reports any other value)."""
+    if value == "username":
+        return "username"
+    if value == "clientId":
+        return "clientId"
+    return None

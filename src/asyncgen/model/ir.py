@@ -10,9 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from asyncgen.asyncapi import RAW_TYPES as RAW_TYPES
+from asyncgen.asyncapi import PayloadKind as PayloadKind
+from asyncgen.asyncapi import payload_kind as payload_kind
 from asyncgen.errors import Location
 
 Action = Literal["send", "receive"]
+
 
 @dataclass
 class Server:
@@ -33,6 +37,8 @@ class Parameter:
     default: str | None = None
     examples: list[str] = field(default_factory=list)
     pattern: str | None = None
+    #: `x-asyncgen-identity`: the parameter is the client's user name or client id.
+    identity: Literal["username", "clientId"] | None = None
 
 
 @dataclass
@@ -59,6 +65,10 @@ class Message:
     headers: str | None = None
     examples: list[Example] = field(default_factory=list)
     location: Location | None = None
+
+    @property
+    def kind(self) -> PayloadKind:
+        return payload_kind(self.content_type)
 
 
 @dataclass
@@ -93,6 +103,13 @@ class Operation:
     reply: Reply | None = None
     extensions: dict[str, Any] = field(default_factory=dict)
     location: Location | None = None
+
+    @property
+    def kind(self) -> PayloadKind:
+        """What its handler receives: its messages' payload kind; the bytes as they came
+        when it names no message or its messages are of different kinds."""
+        kinds = {message.kind for message in self.messages}
+        return kinds.pop() if len(kinds) == 1 else "bytes"
 
     def binding(self, protocol: str, name: str, default: Any = None) -> Any:
         value = self.bindings.get(protocol)

@@ -13,6 +13,7 @@ import pydantic
 from asyncgen.asyncapi import Protocol, regex_engine, subject_address
 from asyncgen.errors import Level, Location, Problem
 from asyncgen.model import Api, Channel, Message, Operation, Parameter
+from asyncgen.model.ir import RAW_TYPES, PayloadKind
 from asyncgen.render.models import MODEL_RESERVED
 from asyncgen.render.naming import (
     MAX_FILE_NAME,
@@ -49,6 +50,7 @@ _GENERATED_NAMES = {
     "logger",
     "handle",
 }
+#: Why an address maps to no NATS subject at all (`/`, `a//b`): a generation error.
 _MQTT_SEPARATOR = "/"
 _NATS_SEPARATOR = "."
 #: Module-level names of channels.py that channel constants must not replace.
@@ -69,6 +71,15 @@ _TAKEN_PACKAGES = {
 }  # fmt: skip
 #: Host names and IP addresses (IPv6 in brackets); anything else is not a server host.
 _HOST = re.compile(r"[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\]")
+
+
+#: How a publisher turns its `message` into bytes, by payload kind.
+_ENCODED: dict[PayloadKind, str] = {
+    "json": "encode(message)",
+    "msgpack": "encode_msgpack(message)",
+    "text": 'message.encode("utf-8")',
+    "bytes": "message",
+}
 
 
 @dataclass
@@ -127,6 +138,8 @@ class ExampleView:
     topic: str
     payload: Any
     params: dict[str, str]
+    #: How the payload goes on the wire (the operation's payload kind).
+    kind: PayloadKind = "json"
 
 
 @dataclass
@@ -159,6 +172,17 @@ class OperationView:
     reply_example: Any = None
     examples: list[ExampleView] = field(default_factory=list)
     handler_class: str = ""
+    payload_kind: PayloadKind = "json"
+
+    @property
+    def encoded(self) -> str:
+        """The publisher's expression of `message` as the bytes to send."""
+        return _ENCODED[self.payload_kind]
+
+    @property
+    def uses_models(self) -> bool:
+        """Whether its message or reply types are models (not `str` or `bytes`)."""
+        return self.payload_kind not in RAW_TYPES or self.reply_type is not None
 
     @property
     def publisher_params(self) -> str:
@@ -224,6 +248,32 @@ class ProjectContext:
     @property
     def address_word(self) -> str:
         return "topic" if self.protocol == "mqtt" else "subject"
+
+    @property
+    def receive_uses_models(self) -> bool:
+        return any(op.uses_models for op in self.receive)
+
+    @property
+    def send_uses_models(self) -> bool:
+        return any(op.uses_models for op in self.send)
+
+    @property
+    def receive_msgpack(self) -> bool:
+        return any(op.payload_kind == "msgpack" for op in self.receive)
+
+    @property
+    def send_msgpack(self) -> bool:
+        return any(op.payload_kind == "msgpack" for op in self.send)
+
+    @property
+    def raw_examples(self) -> bool:
+        """Whether some examples are not sent as JSON (the tests then take bytes too)."""
+        return any(example.kind != "json" for op in self.receive for example in op.examples)
+
+    @property
+    def json_receive(self) -> OperationView | None:
+        """The first receive operation that takes JSON, if any."""
+        return next((op for op in self.receive if op.payload_kind == "json"), None)
 
     @property
     def send_uses_literal(self) -> bool:
@@ -360,6 +410,7 @@ class _ContextBuilder:
                 "out of the generated tests",
             )
             return result
+        kind = operation.kind
         for message in operation.messages:
             for index, example in enumerate(message.examples):
                 if not example.has_payload:
@@ -370,8 +421,10 @@ class _ContextBuilder:
                     ExampleView(
                         name=_example_name(example.name or f"{message.name} example {index + 1}"),
                         topic=topic,
-                        payload=example.payload,
+                        # Text and bytes are sent as the string's UTF-8 bytes.
+                        payload=example.payload.encode() if kind in RAW_TYPES else example.payload,
                         params=params,
+                        kind=kind,
                     )
                 )
         return result
@@ -381,6 +434,13 @@ class _ContextBuilder:
         if channel is None:
             return None
         messages = [self.message(message) for message in operation.messages]
+        kind = operation.kind
+        if len({message.kind for message in operation.messages}) > 1:
+            self.warn(
+                operation.location,
+                f"the messages of operation {operation.key!r} have content types of different "
+                "kinds; its handler receives the payload as bytes",
+            )
         func = self.handler_names.snake(operation.key, "operation")
         view = OperationView(
             key=operation.key,
@@ -390,7 +450,8 @@ class _ContextBuilder:
             action=operation.action,
             channel=channel,
             messages=messages,
-            message_type=" | ".join(f"models.{m.class_name}" for m in messages),
+            message_type=RAW_TYPES.get(kind)
+            or " | ".join(f"models.{m.class_name}" for m in messages),
             summary=operation.summary,
             description=operation.description,
             qos=self.qos(operation),
@@ -398,6 +459,7 @@ class _ContextBuilder:
             queue=self.queue(operation),
             jetstream=self.jetstream(operation),
             handler_class=self.handler_classes.pascal(f"{func} handler", "Handler"),
+            payload_kind=kind,
         )
         if operation.reply is not None:
             view.reply_messages = [self.message(message) for message in operation.reply.messages]

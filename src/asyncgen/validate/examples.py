@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from asyncgen.asyncapi import is_json_schema_format
+from asyncgen.asyncapi import RAW_TYPES, is_json_schema_format, payload_kind
 from asyncgen.errors import Level, Problem, SpecError
 from asyncgen.load import Document, Ref
 from asyncgen.validate.payloads import message_places
@@ -100,16 +100,26 @@ def check_examples(doc: Document) -> tuple[list[Problem], set[Ref]]:
         examples, examples_at = fields.get("examples", (None, at))
         if "payload" not in fields or not isinstance(examples, list):
             continue
+        content_type = fields.get("contentType", (None, at))[0]
+        if not isinstance(content_type, str):
+            content_type = doc.data.get("defaultContentType")
+        raw = payload_kind(content_type if isinstance(content_type, str) else None) in RAW_TYPES
         schema_at = _schema_place(doc, fields)
-        if schema_at is None:
+        if schema_at is None and not raw:
             continue
         name = fields.get("name", (None, at))[0]
         name = name if isinstance(name, str) and name.strip() else at.pointer.rsplit("/", 1)[-1]
         for index, example in enumerate(examples):
             if not isinstance(example, dict) or "payload" not in example:
                 continue
-            checker = checker or _Checker(doc)
-            error = checker.error(schema_at, example["payload"])
+            if raw:
+                # Text and bytes arrive as they are: an example must be the text itself.
+                payload = example["payload"]
+                error = None if isinstance(payload, str) else "a text payload must be a string"
+            else:
+                assert schema_at is not None
+                checker = checker or _Checker(doc)
+                error = checker.error(schema_at, example["payload"])
             if error is not None:
                 unfit.add(examples_at.child(index))
                 problems.append(

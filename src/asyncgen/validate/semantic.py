@@ -80,6 +80,19 @@ def _check_addresses(doc: Document, problems: list[Problem], version: int) -> No
         declared = _declared(doc, channel, at)
         if declared is None:
             continue
+        if channel.get("parameters") is None and address_parameters(address):
+            # The reference parser accepts an address whose channel has no `parameters`
+            # at all: its parameters are then plain strings.
+            names = ", ".join(f"{{{name}}}" for name in address_parameters(address))
+            problems.append(
+                Problem(
+                    doc.location(at),
+                    f"address {address!r} uses {names} but the channel has no `parameters`; "
+                    "taken as string parameters",
+                    Level.WARNING,
+                )
+            )
+            continue
         for name in address_parameters(address):
             if name not in declared:
                 problems.append(
@@ -89,12 +102,38 @@ def _check_addresses(doc: Document, problems: list[Problem], version: int) -> No
                         "does not declare under `parameters`",
                     )
                 )
+        _check_identities(doc, channel, at, problems)
         for name in sorted(declared - set(address_parameters(address))):
             problems.append(
                 Problem(
                     doc.location(at.child("parameters", name)),
                     f"parameter {name!r} is declared but address {address!r} does not use it",
                     Level.WARNING,
+                )
+            )
+
+
+def _check_identities(
+    doc: Document, channel: dict[str, Any], at: Ref, problems: list[Problem]
+) -> None:
+    """`x-asyncgen-identity` on a parameter names the client identity it is bound to."""
+    params = channel.get("parameters")
+    if not isinstance(params, dict):
+        return
+    for name, param in params.items():
+        try:
+            param, param_at = doc.resolve(param, at.child("parameters", name))
+        except SpecError:
+            continue
+        if not isinstance(param, dict) or "x-asyncgen-identity" not in param:
+            continue
+        value = param["x-asyncgen-identity"]
+        if value not in ("username", "clientId"):
+            problems.append(
+                doc.problem(
+                    param_at.child("x-asyncgen-identity"),
+                    f"`x-asyncgen-identity` of parameter {name!r} must be 'username' or "
+                    f"'clientId', got {value!r}",
                 )
             )
 
@@ -224,7 +263,7 @@ def _check_reply(doc: Document, problems: list[Problem], key: str, value: Any, a
 
 
 def _check_operations_v2(doc: Document, problems: list[Problem]) -> None:
-    """Every operation names a message."""
+    """An operation that names no message is generated with a handler of raw bytes."""
     for key, channel, at in _section(doc, "channels"):
         for verb in ("publish", "subscribe"):
             operation = _mapping(doc, channel.get(verb), at.child(verb))
@@ -237,7 +276,13 @@ def _check_operations_v2(doc: Document, problems: list[Problem]) -> None:
             )
             if not has_message:
                 name = operation[0].get("operationId") or f"{verb} {key}"
-                problems.append(doc.problem(operation[1], f"operation {name!r} has no message"))
+                problems.append(
+                    Problem(
+                        doc.location(operation[1]),
+                        f"operation {name!r} has no message: its handler receives the raw bytes",
+                        Level.WARNING,
+                    )
+                )
 
 
 def _check_tags(doc: Document, problems: list[Problem]) -> None:
