@@ -833,3 +833,20 @@ def test_an_array_or_object_enum_value_is_refused_with_its_place(
         rf"{re.escape(str(spec))}:\d+:\d+ {pointer}: error: unsupported", result.output
     )
     assert not output.exists()
+
+
+def test_regenerating_with_a_new_email_field_warns_that_pyproject_lacks_it(
+    tmp_path: Path,
+) -> None:
+    document = keyword_document(None)
+    result, spec, output = generate_in(tmp_path / "spec", document)
+    assert result.exit_code == 0, result.output
+    assert "email-validator" not in (output / "pyproject.toml").read_text()
+    payload = document["channels"]["things"]["messages"]["thing"]["payload"]
+    payload["properties"]["contact"] = {"type": "string", "format": "email"}
+    spec.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    again = runner.invoke(app, ["generate", str(spec), "-o", str(output)])
+    assert again.exit_code == 0, again.output
+    pyproject = output / "pyproject.toml"
+    assert f"{pyproject} #/: warning: the models need 'email-validator>=2'" in again.output
+    assert "email-validator" not in pyproject.read_text()
