@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
@@ -168,6 +169,8 @@ def _constraint_problems(schema: dict[str, Any]) -> Iterator[tuple[tuple[str | i
         value = schema.get(key)
         if isinstance(value, float) and not math.isfinite(value):
             yield (key,), f"`{key}` must be a finite number, not {value}"
+        elif isinstance(value, int) and abs(value) > sys.float_info.max:
+            yield (key,), f"`{key}` is beyond the range of a 64-bit float (about 1.8e308)"
     for key in _COUNT_KEYWORDS:
         value = schema.get(key)
         if isinstance(value, int | float) and value > _MAX_COUNT:
