@@ -251,3 +251,19 @@ def test_projects_of_every_kind_and_schema_format_lint_type_check_and_pass_their
         )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
         assert f"{passed[name]} passed" in run.stdout, run.stdout[-3000:]
+
+
+def test_an_example_of_a_text_message_that_is_no_string_is_left_out(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        KINDS.replace(
+            "examples: [{payload: a line}]", "examples: [{payload: a line}, {payload: {a: 1}}]"
+        )
+    )
+    output = tmp_path / "out"
+    result = runner.invoke(app, ["generate", str(spec), "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "example 2 of message 'line' does not match" in result.output
+    assert "it is sent as text: it must be a string" in result.output
+    tests = (output / "tests" / "test_handlers.py").read_text()
+    assert 'b"a line"' in tests and "line example 2" not in tests

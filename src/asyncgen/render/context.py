@@ -512,7 +512,7 @@ class _ContextBuilder:
         """Why `payload` does not match the message's schema (or, for an operation that
         receives text or bytes, is not a string), or None when it does."""
         if kind in RAW_TYPES:
-            return None if isinstance(payload, str) else "a text payload must be a string"
+            return None if isinstance(payload, str) else "it is sent as text: it must be a string"
         assert message.payload is not None
         schema = {**self._validator_schema, "$ref": f"#/$defs/{self.class_names[message.payload]}"}
         validator = jsonschema.Draft7Validator(
