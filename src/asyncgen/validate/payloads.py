@@ -24,7 +24,7 @@ from asyncgen.asyncapi import regex_engine
 from asyncgen.errors import Level, Problem, SpecError
 from asyncgen.load import Document, Ref
 from asyncgen.load.source import escape_token
-from asyncgen.model.formats import AvroError, Dialect, parse_avro, schema_dialect, type_path
+from asyncgen.model.formats import AvroError, Dialect, parse_avro, schema_dialect
 from asyncgen.model.keywords import (
     MAX_SCHEMA_DEPTH,
     generator_keywords,
@@ -84,9 +84,7 @@ def check_payload_schemas(doc: Document) -> list[Problem]:
             schema, at = doc.resolve_at(place)
             parse_avro(schema)
         except AvroError as exc:
-            if exc.unknown is not None:
-                at = at.child(*type_path(schema, exc.unknown))
-            problem = doc.problem(at, str(exc))
+            problem = doc.problem(at.child(*exc.path), str(exc))
             problems.setdefault((str(problem.location), problem.message), problem)
         except SpecError:
             continue  # reported by the check of references
