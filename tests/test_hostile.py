@@ -431,8 +431,9 @@ def single_file_documents() -> list[dict[str, Any]]:
     documents = [VALID]
     for path in sorted(SHARED_SPECS.rglob("*.y*ml")) if SHARED_SPECS.is_dir() else []:
         text = path.read_text(encoding="utf-8")
-        if not re.search(r"\$ref: ['\"]?\.", text):
-            documents.append(yaml.safe_load(text))
+        document = yaml.safe_load(text)
+        if "asyncapi" in document and not re.search(r"\$ref: ['\"]?\.", text):
+            documents.append(document)
     return documents
 
 
@@ -477,6 +478,8 @@ def mutated_documents(draw: st.DrawFn) -> dict[str, Any]:
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
         # Deepest first: hypothesis favours the first item, which should not be `asyncapi`.
         every = sorted(paths(document), key=len, reverse=True)
+        if not every:
+            break
         texts = [
             path
             for path in every
@@ -726,6 +729,7 @@ def awkward_document() -> dict[str, Any]:
                 "description": f"one {AWKWARD_CONTROLS} each",
             },
             "pattern": {"type": "string", "pattern": "^a\u202eb$"},
+            "either": {"type": ["string", "integer", "null"], "maxLength": 2, "minimum": 1},
         },
         "additionalProperties": {"type": "integer"},
         "required": ["email"],
@@ -781,7 +785,12 @@ payload = models.ThingPayload
 good = json.loads(sys.argv[1])
 parsed = payload.model_validate(good)
 print(json.dumps(parsed.model_dump(mode="json", by_alias=True), sort_keys=True))
-for bad in ({"email": "no-at-sign"}, {"email": "a@b.org", "extra": "not an integer"}):
+for bad in (
+    {"email": "no-at-sign"},
+    {"email": "a@b.org", "extra": "not an integer"},
+    {"email": "a@b.org", "either": "abc"},
+    {"email": "a@b.org", "either": 0},
+):
     try:
         payload.model_validate(bad)
     except ValueError:
@@ -798,6 +807,7 @@ for bad in ({"email": "no-at-sign"}, {"email": "a@b.org", "extra": "not an integ
         "numbers": "two",
         "controls": controls[0],
         "pattern": "a\u202eb",
+        "either": 5,
         "extra": 7,
     }
     result = awkward.run("-c", code, json.dumps(good))
@@ -821,3 +831,20 @@ def test_an_array_or_object_enum_value_is_refused_with_its_place(
         rf"{re.escape(str(spec))}:\d+:\d+ {pointer}: error: unsupported", result.output
     )
     assert not output.exists()
+
+
+def test_regenerating_with_a_new_email_field_warns_that_pyproject_lacks_it(
+    tmp_path: Path,
+) -> None:
+    document = keyword_document(None)
+    result, spec, output = generate_in(tmp_path / "spec", document)
+    assert result.exit_code == 0, result.output
+    assert "email-validator" not in (output / "pyproject.toml").read_text()
+    payload = document["channels"]["things"]["messages"]["thing"]["payload"]
+    payload["properties"]["contact"] = {"type": "string", "format": "email"}
+    spec.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    again = runner.invoke(app, ["generate", str(spec), "-o", str(output)])
+    assert again.exit_code == 0, again.output
+    pyproject = output / "pyproject.toml"
+    assert f"{pyproject} #/: warning: the models need 'email-validator>=2'" in again.output
+    assert "email-validator" not in pyproject.read_text()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
+import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -15,6 +17,8 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]
 import pytest
+from conftest import not_black_formatted
+from test_schema_formats import spec_text as formats_spec
 from typer.testing import CliRunner
 
 from asyncgen.cli import app
@@ -34,10 +38,11 @@ KINDS = textwrap.dedent(
           line:
             contentType: text/plain; charset=utf-8
             payload: {type: string}
+            examples: [{payload: a line}]
       blob:
         address: blobs
         messages:
-          blob: {contentType: application/octet-stream}
+          blob: {contentType: application/octet-stream, examples: [{payload: raw}]}
       packed:
         address: packed
         messages:
@@ -47,6 +52,7 @@ KINDS = textwrap.dedent(
               type: object
               required: [value]
               properties: {value: {type: number}}
+            examples: [{payload: {value: 1.5}}]
       empty:
         address: empty
     operations:
@@ -195,3 +201,69 @@ def test_a_2x_operation_without_message_receives_bytes(tmp_path: Path) -> None:
         handler = (tmp_path / "out" / "src" / "no_message" / "handlers" / "on_thing.py").read_text()
         assert "message: bytes," in handler
         assert "import models" not in handler
+
+
+@pytest.mark.slow
+def test_projects_of_every_kind_and_schema_format_lint_type_check_and_pass_their_tests(
+    tmp_path: Path,
+) -> None:
+    """The examples of each kind included: each project's own tests send them."""
+    projects: list[tuple[Path, str]] = []
+    for name, text, protocol in [
+        ("kinds_mqtt", KINDS, "mqtt"),
+        ("kinds_nats", KINDS, "nats"),
+        ("formats_mqtt", formats_spec(), "mqtt"),
+    ]:
+        spec = tmp_path / f"{name}.yaml"
+        spec.write_text(text)
+        output = tmp_path / name
+        args = ["generate", str(spec), "-o", str(output), "--package-name", name]
+        result = runner.invoke(app, [*args, "--protocol", protocol])
+        assert result.exit_code == 0, result.output
+        projects.append((output, name))
+    for output, name in projects:
+        assert not_black_formatted(output, name) == []
+    paths = [str(output) for output, _ in projects]
+    ruff = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", *paths],
+        capture_output=True,
+        text=True,
+    )
+    assert ruff.returncode == 0, ruff.stdout + ruff.stderr
+    env = {**os.environ, "MYPYPATH": os.pathsep.join(f"{path}/src" for path in paths)}
+    packages = [arg for _, name in projects for arg in ("-p", name)]
+    mypy = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", *packages],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert mypy.returncode == 0, mypy.stdout + mypy.stderr
+    passed = {"kinds_mqtt": 3, "kinds_nats": 3, "formats_mqtt": 1}  # examples; invalid JSON
+    for output, name in projects:
+        run = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(output / "src")},
+            cwd=output,
+        )
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+        assert f"{passed[name]} passed" in run.stdout, run.stdout[-3000:]
+
+
+def test_an_example_of_a_text_message_that_is_no_string_is_left_out(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        KINDS.replace(
+            "examples: [{payload: a line}]", "examples: [{payload: a line}, {payload: {a: 1}}]"
+        )
+    )
+    output = tmp_path / "out"
+    result = runner.invoke(app, ["generate", str(spec), "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "example 2 of message 'line' does not match" in result.output
+    assert "it is sent as text: it must be a string" in result.output
+    tests = (output / "tests" / "test_handlers.py").read_text()
+    assert 'b"a line"' in tests and "line example 2" not in tests

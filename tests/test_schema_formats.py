@@ -274,6 +274,11 @@ def validate(tmp_path: Path, schema: str, schema_format: str = AVRO) -> tuple[in
             "unknown type 'Nope'",
         ),
         (
+            "{type: record, name: R, fields: [{name: a, type: [null, string]}]}",
+            "10:69 #/channels/things/messages/thing/payload/schema/fields/0/type/0",
+            "YAML reads an unquoted null as no value; write 'null', in quotes",
+        ),
+        (
             "{type: enum, name: E}",
             "10:19 #/channels/things/messages/thing/payload/schema",
             "an enum needs 'symbols'",

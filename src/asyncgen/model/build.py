@@ -164,7 +164,7 @@ class _Builder:
         try:
             parsed = parse_avro(value)
         except AvroError as exc:
-            raise self.fail(at, str(exc)) from exc
+            raise self.fail(at.child(*exc.path), str(exc)) from exc
 
         def define(fullname: str, make: Callable[[], dict[str, Any]]) -> str:
             if fullname not in self._avro_names:

@@ -88,18 +88,25 @@ def discriminator_targets(discriminator: Any) -> dict[str, str]:
 
 
 class AvroError(ValueError):
-    """An Avro schema that fastavro refuses, in a sentence; `unknown` is the type name
-    it does not know, if that is the reason."""
+    """An Avro schema that fastavro refuses, in a sentence; `path` is where in the schema
+    the fault is, when known (`["fields", 0, "type"]`)."""
 
-    def __init__(self, message: str, unknown: str | None = None) -> None:
+    def __init__(self, message: str, path: list[str | int] | None = None) -> None:
         super().__init__(message)
-        self.unknown = unknown
+        self.path = path or []
 
 
 def parse_avro(schema: Any) -> Any:
     """The schema parsed by fastavro (named types resolved), or AvroError."""
     import fastavro
 
+    unquoted = type_path(schema, None)
+    if unquoted:
+        raise AvroError(
+            "invalid Avro schema: YAML reads an unquoted null as no value; write 'null', "
+            "in quotes, for Avro's null type",
+            unquoted,
+        )
     try:
         return fastavro.parse_schema(schema)
     except KeyError as exc:
@@ -107,15 +114,17 @@ def parse_avro(schema: Any) -> Any:
     except Exception as exc:  # fastavro raises several kinds for a bad schema
         name = getattr(exc, "name", None)
         if isinstance(name, str):
-            raise AvroError(f"invalid Avro schema: unknown type {name!r}", name) from exc
+            raise AvroError(
+                f"invalid Avro schema: unknown type {name!r}", type_path(schema, name)
+            ) from exc
         raise AvroError(f"invalid Avro schema: {exc}") from exc
 
 
-def type_path(schema: Any, name: str) -> list[str | int]:
+def type_path(schema: Any, name: str | None) -> list[str | int]:
     """Where in `schema` the type `name` is used (`fields/0/type`), or [] when nowhere."""
     if isinstance(schema, dict):
         for key in ("type", "items", "values", "fields"):
-            if schema.get(key) == name and key != "fields":
+            if key in schema and schema[key] == name and key != "fields":
                 return [key]
             if key in schema and not isinstance(schema[key], str):
                 path = type_path(schema[key], name)

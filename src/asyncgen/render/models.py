@@ -83,9 +83,43 @@ def _prepared(schema: Any, names: dict[str, str]) -> Any:
             item["$ref"] = "#/$defs/" + names[ref[len("#/$defs/") :]]
         if isinstance(item.get("enum"), list):
             item["enum"] = _unique(item["enum"])
+        _split_scalar_types(item)
         if "default" in item and not _default_fits(item):
             del item["default"]
     return result
+
+
+#: The constraints of each scalar JSON type.
+_CONSTRAINTS = {
+    "string": ("minLength", "maxLength", "pattern"),
+    "number": ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"),
+}
+_CONSTRAINTS["integer"] = _CONSTRAINTS["number"]
+
+
+def _split_scalar_types(schema: dict[str, Any]) -> None:
+    """`type: [string, integer]` with constraints becomes an `anyOf` of one schema per type.
+
+    For such a schema the generator writes `constr(...) | conint(...)`, calls that no
+    type checker accepts in an annotation; for an `anyOf` it writes typed models.
+    """
+    kinds = schema.get("type")
+    if not isinstance(kinds, list) or not all(isinstance(kind, str) for kind in kinds):
+        return
+    typed = [kind for kind in dict.fromkeys(kinds) if kind != "null"]
+    if len(typed) < 2 or {"number", "integer"} >= set(typed):
+        return
+    if not set(typed) <= {*_CONSTRAINTS, "boolean"}:
+        return
+    present = {key for kind in typed for key in _CONSTRAINTS.get(kind, ()) if key in schema}
+    if not present:
+        return
+    schema["anyOf"] = [
+        {"type": kind, **{key: schema[key] for key in _CONSTRAINTS.get(kind, ()) if key in schema}}
+        for kind in typed
+    ] + ([{"type": "null"}] if "null" in kinds else [])
+    for key in [*present, "type"]:
+        del schema[key]
 
 
 def _unique(values: list[Any]) -> list[Any]:
@@ -118,7 +152,7 @@ def bundle(schemas: dict[str, Any], class_names: dict[str, str]) -> dict[str, An
 
 
 # Bumped whenever the way models are generated changes, so cached models of older rules miss.
-_RULES = "4"
+_RULES = "5"
 
 
 def generate_models(

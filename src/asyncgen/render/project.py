@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import jinja2
 
 from asyncgen import cache
+from asyncgen.errors import Level, Location, Problem
 from asyncgen.plan import Owner, PlannedFile
 from asyncgen.render.context import ProjectContext
 from asyncgen.render.formatting import format_python
@@ -115,10 +117,33 @@ def plan_project(
     if whole:
         models = format_python(models_path, models, package, whole=True)
     planned[models_path] = PlannedFile(models_path, models, "generated")
+    # The project installs what its models import (email-validator for `EmailStr`).
+    requirements = model_dependencies(source)
     if "pyproject.toml" not in planned:
-        # The project installs what its models import (email-validator for `EmailStr`).
-        pyproject = render(
-            "common/pyproject.toml.jinja", model_dependencies=model_dependencies(source)
-        )
+        pyproject = render("common/pyproject.toml.jinja", model_dependencies=requirements)
         planned["pyproject.toml"] = PlannedFile("pyproject.toml", pyproject, "user")
+    elif output is not None:
+        _missing_requirements(context, output / "pyproject.toml", requirements)
     return [planned[path] for path, *_ in files]
+
+
+def _missing_requirements(
+    context: ProjectContext, pyproject: Path, requirements: list[str]
+) -> None:
+    """A warning for each requirement of the models that the user's pyproject.toml, which
+    asyncgen never rewrites, does not name."""
+    try:
+        text = pyproject.read_text(encoding="utf-8", errors="replace").lower()
+    except OSError:
+        return
+    for requirement in requirements:
+        name = re.split(r"[<>=!~\[ ]", requirement, maxsplit=1)[0]
+        if name.lower() not in text:
+            context.warnings.append(
+                Problem(
+                    Location(pyproject),
+                    f"the models need {requirement!r}, which is not among the project's "
+                    "dependencies: add it (asyncgen does not change pyproject.toml)",
+                    Level.WARNING,
+                )
+            )

@@ -114,8 +114,8 @@ def check_examples(doc: Document) -> tuple[list[Problem], set[Ref]]:
                 continue
             if raw:
                 # Text and bytes arrive as they are: an example must be the text itself.
-                payload = example["payload"]
-                error = None if isinstance(payload, str) else "a text payload must be a string"
+                text = isinstance(example["payload"], str)
+                error = None if text else "it is sent as text: it must be a string"
             else:
                 assert schema_at is not None
                 checker = checker or _Checker(doc)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
@@ -23,7 +24,7 @@ from asyncgen.asyncapi import regex_engine
 from asyncgen.errors import Level, Problem, SpecError
 from asyncgen.load import Document, Ref
 from asyncgen.load.source import escape_token
-from asyncgen.model.formats import AvroError, Dialect, parse_avro, schema_dialect, type_path
+from asyncgen.model.formats import AvroError, Dialect, parse_avro, schema_dialect
 from asyncgen.model.keywords import (
     MAX_SCHEMA_DEPTH,
     generator_keywords,
@@ -83,9 +84,7 @@ def check_payload_schemas(doc: Document) -> list[Problem]:
             schema, at = doc.resolve_at(place)
             parse_avro(schema)
         except AvroError as exc:
-            if exc.unknown is not None:
-                at = at.child(*type_path(schema, exc.unknown))
-            problem = doc.problem(at, str(exc))
+            problem = doc.problem(at.child(*exc.path), str(exc))
             problems.setdefault((str(problem.location), problem.message), problem)
         except SpecError:
             continue  # reported by the check of references
@@ -168,6 +167,8 @@ def _constraint_problems(schema: dict[str, Any]) -> Iterator[tuple[tuple[str | i
         value = schema.get(key)
         if isinstance(value, float) and not math.isfinite(value):
             yield (key,), f"`{key}` must be a finite number, not {value}"
+        elif isinstance(value, int) and abs(value) > sys.float_info.max:
+            yield (key,), f"`{key}` is beyond the range of a 64-bit float (about 1.8e308)"
     for key in _COUNT_KEYWORDS:
         value = schema.get(key)
         if isinstance(value, int | float) and value > _MAX_COUNT:
