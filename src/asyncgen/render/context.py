@@ -6,7 +6,7 @@ import keyword
 import re
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import jsonschema
 import pydantic
@@ -25,11 +25,34 @@ from asyncgen.render.naming import (
     snake,
     toml_string,
 )
+from asyncgen.render.protocols import PROFILES, Protocol, ProtocolProfile
+from asyncgen.runtime import VERSION as RUNTIME_VERSION
 
-Protocol = Literal["mqtt", "nats"]
+#: How the runtime reads a message's payload, by content type (without parameters such
+#: as `; charset=utf-8`). Anything not listed here is read as JSON.
+PAYLOAD_KINDS = {
+    "text/plain": "text",
+    "application/octet-stream": "bytes",
+    "application/msgpack": "msgpack",
+    "application/x-msgpack": "msgpack",
+    "application/vnd.msgpack": "msgpack",
+}
+
+
+#: The Python type a handler gets for the payload kinds that have no model.
+_KIND_TYPES = {"text": "str", "bytes": "bytes"}
+
+
+def payload_kind(content_type: str | None) -> str:
+    """The runtime's payload kind (`json`, `text`, `bytes`, `msgpack`) of a content type."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    return PAYLOAD_KINDS.get(media_type, "json")
+
 
 #: Names the generated modules define themselves; channel and handler names avoid them.
 _GENERATED_NAMES = {
+    "runtime",
+    "Accepted",
     "Address",
     "NoParams",
     "Handlers",
@@ -52,10 +75,10 @@ _GENERATED_NAMES = {
     "logger",
     "handle",
 }
-_MQTT_SEPARATOR = "/"
-_NATS_SEPARATOR = "."
 #: Module-level names of channels.py that channel constants must not replace.
-_CHANNELS_MODULE_NAMES = {"P", "SEPARATOR", "WILDCARD", "FORBIDDEN", "PARSED_CACHE_SIZE"}
+_CHANNELS_MODULE_NAMES = {
+    "MQTT_TOPIC", "NATS_SUBJECT", "Literal", "BaseModel", "ConfigDict", "Field",
+}  # fmt: skip
 #: Names a parameter's attribute must avoid: pydantic's own attributes, and the locals
 #: and keyword arguments of the publisher methods that take parameters as arguments.
 _PARAM_RESERVED = (
@@ -63,8 +86,6 @@ _PARAM_RESERVED = (
     | set(dir(pydantic.BaseModel))
     | {"topic", "subject", "reply", "timeout", "encode", "message"}
 )
-#: Characters a parameter value may not hold, as channels.py's FORBIDDEN says.
-_FORBIDDEN_IN_VALUE = {"mqtt": frozenset("/+#\x00"), "nats": frozenset(".*> \t\r\n\x00")}
 #: Packages a generated project imports: its own package must not shadow them.
 _TAKEN_PACKAGES = {
     "aiomqtt", "asyncgen", "nats", "paho", "pydantic", "pydantic_core", "pydantic_settings",
@@ -137,6 +158,26 @@ class MessageView:
     name: str
     class_name: str
     summary: str | None
+    #: How the runtime reads the payload (see `PAYLOAD_KINDS`).
+    kind: str = "json"
+    #: Fields whose `const`/`enum` values tell this message apart from the others of its
+    #: operation, as Python source of the runtime's `Accepted.match`; "" when none.
+    match: str = ""
+
+    @property
+    def type_expr(self) -> str:
+        """What the handler receives: `str` for text, `bytes` for bytes, else the model."""
+        return _KIND_TYPES.get(self.kind, f"models.{self.class_name}")
+
+    @property
+    def accepted(self) -> str:
+        """The runtime's `Accepted(...)` of this message, as Python source."""
+        args = [self.type_expr]
+        if self.kind != "json":
+            args.append(py_literal(self.kind))
+        if self.match:
+            args.append(f"match={self.match}")
+        return f"Accepted({', '.join(args)})"
 
 
 @dataclass
@@ -162,6 +203,13 @@ class OperationView:
     reply_example: Any = None
     examples: list[ExampleView] = field(default_factory=list)
     handler_class: str = ""
+
+    @property
+    def encode_args(self) -> str:
+        """The arguments of `encode(...)` in this operation's publisher."""
+        kinds = {message.kind for message in self.messages}
+        kind = kinds.pop() if len(kinds) == 1 else "json"
+        return "message" if kind == "json" else f"message, {py_literal(kind)}"
 
     @property
     def publisher_params(self) -> str:
@@ -201,6 +249,25 @@ class ProjectContext:
         return self.receive + self.send
 
     @property
+    def proto(self) -> ProtocolProfile:
+        """What the templates need to know of the protocol."""
+        return PROFILES[self.protocol]
+
+    @property
+    def receive_uses_models(self) -> bool:
+        """Whether the receive operations' messages or replies are models."""
+        types = [t for op in self.receive for t in (op.message_type, op.reply_type or "")]
+        return any("models." in t for t in types)
+
+    @property
+    def runtime_version(self) -> int:
+        return RUNTIME_VERSION
+
+    @property
+    def uses_msgpack(self) -> bool:
+        return any(m.kind == "msgpack" for op in self.operations for m in op.messages)
+
+    @property
     def description_toml(self) -> str:
         """The project's one-line description, as a TOML string."""
         return toml_string(f"{comment(self.title)} service, generated by asyncgen")
@@ -225,7 +292,7 @@ class ProjectContext:
 
     @property
     def address_word(self) -> str:
-        return "topic" if self.protocol == "mqtt" else "subject"
+        return self.proto.address_word
 
     @property
     def send_uses_literal(self) -> bool:
@@ -252,8 +319,7 @@ def subscription_for(address: str, protocol: Protocol) -> str:
 
     `devices/{deviceId}/telemetry` -> `devices/+/telemetry`, or `devices.*.telemetry`.
     """
-    separator = _MQTT_SEPARATOR if protocol == "mqtt" else _NATS_SEPARATOR
-    wildcard = "+" if protocol == "mqtt" else "*"
+    separator, wildcard = PROFILES[protocol].separator, PROFILES[protocol].wildcard
     levels = subject_address(address, protocol).split(separator)
     return separator.join(wildcard if "{" in level else level for level in levels)
 
@@ -284,7 +350,7 @@ def _address_problem(address: str, protocol: Protocol) -> str | None:
 
 def _accepts(param: Parameter, value: str, protocol: Protocol) -> bool:
     """Whether `value` is a concrete value of `param` in an address of `protocol`."""
-    if not value or _FORBIDDEN_IN_VALUE[protocol].intersection(value):
+    if not value or PROFILES[protocol].forbidden.intersection(value):
         return False
     if param.enum and value not in param.enum:
         return False
@@ -341,7 +407,8 @@ class _ContextBuilder:
             return self.channels[id(channel)]
         problem = _address_problem(channel.address, self.protocol)
         if problem is not None:
-            word = "MQTT topic" if self.protocol == "mqtt" else "NATS subject"
+            profile = PROFILES[self.protocol]
+            word = f"{profile.title} {profile.address_word}"
             self.warn(
                 channel.location,
                 f"address {channel.address!r} is not a valid {word}: {problem}; the broker "
@@ -398,7 +465,37 @@ class _ContextBuilder:
             name=message.name,
             class_name=self.class_names[message.payload],
             summary=message.summary or message.title,
+            kind=payload_kind(message.content_type),
         )
+
+    def discriminate(self, messages: list[MessageView]) -> None:
+        """Give each of an operation's messages the field that tells them apart, when
+        their schemas have one: a property every message fixes with `const` or `enum`,
+        to values no two messages share."""
+        if len(messages) < 2:
+            return
+        defs = self._validator_schema.get("$defs", {})
+        fixed: list[dict[str, tuple[Any, ...]]] = []
+        for view in messages:
+            properties = defs.get(view.class_name, {}).get("properties")
+            values: dict[str, tuple[Any, ...]] = {}
+            for name, schema in (properties or {}).items():
+                if not isinstance(schema, dict):
+                    continue
+                if "const" in schema:
+                    values[name] = (schema["const"],)
+                elif isinstance(schema.get("enum"), list) and schema["enum"]:
+                    values[name] = tuple(schema["enum"])
+            fixed.append(values)
+        for name in fixed[0]:
+            if not all(name in values for values in fixed):
+                continue
+            seen: list[Any] = []
+            if any(v in seen or seen.append(v) for values in fixed for v in values[name]):
+                continue  # two messages share a value: the field does not decide
+            for view, values in zip(messages, fixed, strict=True):
+                view.match = "{" + f"{py_literal(name)}: {py_literal(values[name])}" + "}"
+            return
 
     def examples(self, operation: Operation, channel: ChannelView) -> list[ExampleView]:
         result: list[ExampleView] = []
@@ -414,6 +511,8 @@ class _ContextBuilder:
             )
             return result
         for message in operation.messages:
+            if payload_kind(message.content_type) != "json":
+                continue  # the generated tests send JSON
             for index, example in enumerate(message.examples):
                 if not example.has_payload:
                     continue
@@ -461,6 +560,7 @@ class _ContextBuilder:
         if channel is None:
             return None
         messages = [self.message(message) for message in operation.messages]
+        self.discriminate(messages)
         func = self.handler_names.snake(operation.key, "operation")
         view = OperationView(
             key=operation.key,
@@ -470,7 +570,7 @@ class _ContextBuilder:
             action=operation.action,
             channel=channel,
             messages=messages,
-            message_type=" | ".join(f"models.{m.class_name}" for m in messages),
+            message_type=" | ".join(dict.fromkeys(m.type_expr for m in messages)) or "bytes",
             summary=operation.summary,
             description=operation.description,
             qos=self.qos(operation),
@@ -558,7 +658,7 @@ def _short(value: Any) -> str:
 def _server(api: Api, protocol: Protocol) -> tuple[str, int, str | None]:
     """Host and port of the first server of `protocol` (else localhost and the protocol's
     port), and why the server's host was not used, if it was not."""
-    default_port = 1883 if protocol == "mqtt" else 4222
+    default_port = PROFILES[protocol].default_port
     for server in api.servers:
         if server.protocol.startswith(protocol) and server.host:
             address = server.host.split("/")[0]

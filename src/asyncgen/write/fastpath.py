@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from asyncgen.resources import runtime_sources
+
 MANIFEST = ".asyncgen-manifest.json"
 
 
@@ -27,10 +29,10 @@ def file_digest(path: Path) -> str | None:
         return None
 
 
-def _templates_digest(folders: list[Path]) -> str:
+def _templates_digest(folders: list[Path], pattern: str = "*.jinja") -> str:
     digest = hashlib.sha256()
     for folder in folders:
-        for path in sorted(folder.rglob("*.jinja")):
+        for path in sorted(folder.rglob(pattern)):
             digest.update(path.relative_to(folder).as_posix().encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -59,6 +61,8 @@ def fingerprint(
     digest.update(version.encode())
     digest.update(json.dumps(settings.__dict__, sort_keys=True).encode())
     digest.update(_templates_digest(template_folders).encode())
+    # The runtime is copied into every project: a changed runtime is a stale project.
+    digest.update(_templates_digest([runtime_sources()], "*.py").encode())
     for relative in sorted(inputs):
         # Lexically, so that it works before the project folder exists.
         content = file_digest(Path(os.path.normpath(project / relative)))
