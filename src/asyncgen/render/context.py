@@ -399,6 +399,7 @@ class _ContextBuilder:
         self.channels: dict[int, ChannelView] = {}
         self.warnings: list[Problem] = []
         self._validator_schema = bundle(api.schemas, self.class_names)
+        self._operations = {operation.key: operation for operation in api.operations}
 
     def channel(self, channel: Channel) -> ChannelView | None:
         if channel.address is None:
@@ -468,34 +469,71 @@ class _ContextBuilder:
             kind=payload_kind(message.content_type),
         )
 
+    def fixed_fields(self, view: MessageView) -> dict[str, tuple[Any, ...]]:
+        """The top-level properties of a message's schema fixed by `const` or `enum`."""
+        schema = self._validator_schema.get("$defs", {}).get(view.class_name, {})
+        properties = schema.get("properties") if isinstance(schema, dict) else None
+        fixed: dict[str, tuple[Any, ...]] = {}
+        for name, prop in (properties if isinstance(properties, dict) else {}).items():
+            if not isinstance(prop, dict):
+                continue
+            if "const" in prop:
+                fixed[name] = (prop["const"],)
+            elif isinstance(prop.get("enum"), list) and prop["enum"]:
+                fixed[name] = tuple(prop["enum"])
+        return fixed
+
     def discriminate(self, messages: list[MessageView]) -> None:
-        """Give each of an operation's messages the field that tells them apart, when
-        their schemas have one: a property every message fixes with `const` or `enum`,
-        to values no two messages share."""
+        """Give an operation's messages the field that tells them apart, when their
+        schemas have one: a property every message fixes with `const` or `enum`, to more
+        than one value among them. The runtime tries first the messages whose value
+        matches, and never those whose value does not."""
         if len(messages) < 2:
             return
-        defs = self._validator_schema.get("$defs", {})
-        fixed: list[dict[str, tuple[Any, ...]]] = []
-        for view in messages:
-            properties = defs.get(view.class_name, {}).get("properties")
-            values: dict[str, tuple[Any, ...]] = {}
-            for name, schema in (properties or {}).items():
-                if not isinstance(schema, dict):
-                    continue
-                if "const" in schema:
-                    values[name] = (schema["const"],)
-                elif isinstance(schema.get("enum"), list) and schema["enum"]:
-                    values[name] = tuple(schema["enum"])
-            fixed.append(values)
+        fixed = [self.fixed_fields(view) for view in messages]
         for name in fixed[0]:
             if not all(name in values for values in fixed):
                 continue
-            seen: list[Any] = []
-            if any(v in seen or seen.append(v) for values in fixed for v in values[name]):
-                continue  # two messages share a value: the field does not decide
+            if len({repr(v) for values in fixed for v in values[name]}) < 2:
+                continue  # one value for all: it tells nothing apart
             for view, values in zip(messages, fixed, strict=True):
                 view.match = "{" + f"{py_literal(name)}: {py_literal(values[name])}" + "}"
             return
+
+    def warn_overlaps(self, receive: list[OperationView]) -> None:
+        """Warn about receive operations on one address whose messages can be the same:
+        the runtime gives such a message to the first of them in the document."""
+        for index, first in enumerate(receive):
+            for second in receive[index + 1 :]:
+                if first.channel.subscription != second.channel.subscription:
+                    continue
+                clashes = self._clashes(first.messages, second.messages)
+                if clashes:
+                    operation = self._operations.get(second.key)
+                    self.warn(
+                        operation.location if operation is not None else None,
+                        f"operations {first.key!r} and {second.key!r} both receive on "
+                        f"{first.channel.address!r} and their messages overlap "
+                        f"({', '.join(clashes)}); a message that fits both goes to "
+                        f"{first.key!r}",
+                    )
+
+    def _clashes(self, first: list[MessageView], second: list[MessageView]) -> list[str]:
+        """Pairs of messages of two operations that one payload could match."""
+        clashes = []
+        for a in first:
+            fixed_a = self.fixed_fields(a)
+            for b in second:
+                fixed_b = self.fixed_fields(b)
+                same = a.class_name == b.class_name
+                shared = [
+                    name
+                    for name in fixed_a.keys() & fixed_b.keys()
+                    if {repr(v) for v in fixed_a[name]} & {repr(v) for v in fixed_b[name]}
+                ]
+                if same or shared:
+                    clashes.append(a.name if same else f"{a.name} ~ {b.name}")
+        return clashes
 
     def examples(self, operation: Operation, channel: ChannelView) -> list[ExampleView]:
         result: list[ExampleView] = []
@@ -714,6 +752,7 @@ def build_context(
                 )
             continue
         (receive if view.action == "receive" else send).append(view)
+    builder.warn_overlaps(receive)
     channels = [builder.channel(channel) for channel in api.channels]
     host, port, problem = _server(api, protocol)
     if problem is not None:

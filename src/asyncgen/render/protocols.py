@@ -36,6 +36,8 @@ class ProtocolProfile:
     runtime_adapters: tuple[str, ...]
     #: The client library a generated project depends on (a PEP 508 requirement).
     client_requirement: str
+    #: The setting that names where dead letters go.
+    dead_letter_setting: str = ""
     #: Arguments of the generated `Publishers(service...)` after the service, as source.
     publishers_args: str = ""
 
@@ -54,6 +56,7 @@ MQTT = ProtocolProfile(
     service_class="MqttService",
     runtime_adapters=("mqtt.py", "aiomqtt_client.py"),
     client_requirement="aiomqtt>=2.5,<3",
+    dead_letter_setting="mqtt_dead_letter_topic",
 )
 
 NATS = ProtocolProfile(
@@ -70,6 +73,7 @@ NATS = ProtocolProfile(
     service_class="NatsService",
     runtime_adapters=("nats.py",),
     client_requirement="nats-py>=2.7,<3",
+    dead_letter_setting="nats_dead_letter_subject",
     publishers_args=", settings.nats_request_timeout",
 )
 
