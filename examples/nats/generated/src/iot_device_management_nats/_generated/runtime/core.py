@@ -23,7 +23,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 import pydantic
 
 from .payloads import encode
-from .routing import NotAccepted, Route, RouteTable, describe
+from .routing import Route, RouteTable, describe, rejection
 
 Status = Literal["handled", "invalid", "failed", "unrouted"]
 
@@ -264,9 +264,9 @@ class ServiceCore(Generic[S, PublishersT]):
                 continue
             try:
                 message = route.decode(payload)
-            except NotAccepted as exc:
+            except ValueError as exc:
                 if refused is None:
-                    refused = (route, exc.reason)
+                    refused = (route, rejection(exc))
                 continue
             break
         else:
