@@ -81,7 +81,9 @@ def test_the_runtime_passes_mypy_strict_and_ruff() -> None:
     )
     assert mypy.returncode == 0, mypy.stdout
     ruff = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", str(RUNTIME)], capture_output=True, text=True
+        [sys.executable, "-m", "ruff", "check", "--no-cache", str(RUNTIME)],
+        capture_output=True,
+        text=True,
     )
     assert ruff.returncode == 0, ruff.stdout
 

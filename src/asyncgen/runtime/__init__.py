@@ -1,8 +1,9 @@
 """asyncgen's service runtime: what every generated service runs on.
 
 asyncgen copies this package unchanged into each generated project, as
-`_generated/runtime/`; the project's generated modules hold only what its AsyncAPI
-document decides and say which runtime version they were written for.
+`_generated/runtime/`, rewritten by every `asyncgen generate` (do not edit the copy);
+the project's generated modules hold only what its AsyncAPI document decides and say
+which runtime version they were written for.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Payload kinds: how the bytes of a message become what its handler receives.
 
-Part of asyncgen's service runtime, copied unchanged into every generated project.
+Part of asyncgen's service runtime. Generated projects hold an unchanged copy, rewritten
+by every `asyncgen generate`: do not edit the copy.
 
 - `json`: the bytes are JSON, validated into the message's model (the default).
 - `text`: the bytes are UTF-8 text; the handler gets a `str`.
@@ -110,7 +111,8 @@ def unpack_msgpack(payload: bytes) -> Any:
 
 
 def encode(message: Any, kind: PayloadKind = "json") -> bytes:
-    """A message as the bytes of its payload kind; models' fields named as in the spec."""
+    """A message as the bytes of its payload kind, models' fields named as in the
+    spec."""
     if kind == "json":
         return pydantic_core.to_json(message, by_alias=True, exclude_none=True)
     if kind == "bytes":

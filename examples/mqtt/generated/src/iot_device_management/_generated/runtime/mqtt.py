@@ -1,6 +1,7 @@
 """The MQTT service: the core's receive path over an MQTT client behind `MqttClient`.
 
-Part of asyncgen's service runtime, copied unchanged into every generated project.
+Part of asyncgen's service runtime. Generated projects hold an unchanged copy, rewritten
+by every `asyncgen generate`: do not edit the copy.
 The client library is an adapter (`aiomqtt_client`); the service knows only the
 interface below, so another library, or a fake in tests, can take its place.
 """

@@ -1,6 +1,7 @@
 """Routes: which receive operation takes a message, and which of its messages it is.
 
-Part of asyncgen's service runtime, copied unchanged into every generated project.
+Part of asyncgen's service runtime. Generated projects hold an unchanged copy, rewritten
+by every `asyncgen generate`: do not edit the copy.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Address templates: `devices/{deviceId}/telemetry` to a subscription, and back.
 
-Part of asyncgen's service runtime, copied unchanged into every generated project.
+Part of asyncgen's service runtime. Generated projects hold an unchanged copy, rewritten
+by every `asyncgen generate`: do not edit the copy.
 """
 
 from __future__ import annotations

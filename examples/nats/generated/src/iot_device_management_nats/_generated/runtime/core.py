@@ -2,7 +2,8 @@
 counters, concurrency and shutdown. Protocol adapters (`mqtt`, `nats`) subclass
 `ServiceCore` with what differs: connecting, subscribing, acknowledging, publishing.
 
-Part of asyncgen's service runtime, copied unchanged into every generated project.
+Part of asyncgen's service runtime. Generated projects hold an unchanged copy, rewritten
+by every `asyncgen generate`: do not edit the copy.
 """
 
 from __future__ import annotations

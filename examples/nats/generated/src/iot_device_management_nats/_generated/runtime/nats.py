@@ -1,6 +1,7 @@
 """The NATS service: the core's receive path over nats-py, with JetStream.
 
-Part of asyncgen's service runtime, copied unchanged into every generated project.
+Part of asyncgen's service runtime. Generated projects hold an unchanged copy, rewritten
+by every `asyncgen generate`: do not edit the copy.
 """
 
 from __future__ import annotations
