@@ -205,6 +205,11 @@ class OperationView:
     handler_class: str = ""
 
     @property
+    def uses_models(self) -> bool:
+        """Whether the operation's messages or reply are models (not `str` or `bytes`)."""
+        return "models." in self.message_type or "models." in (self.reply_type or "")
+
+    @property
     def encode_args(self) -> str:
         """The arguments of `encode(...)` in this operation's publisher."""
         kinds = {message.kind for message in self.messages}
@@ -256,8 +261,7 @@ class ProjectContext:
     @property
     def receive_uses_models(self) -> bool:
         """Whether the receive operations' messages or replies are models."""
-        types = [t for op in self.receive for t in (op.message_type, op.reply_type or "")]
-        return any("models." in t for t in types)
+        return any(op.uses_models for op in self.receive)
 
     @property
     def runtime_version(self) -> int:
@@ -814,4 +818,11 @@ def package_name(title: str) -> str:
     return name
 
 
-__all__ = ["ProjectContext", "build_context", "package_name", "pascal", "subscription_for"]
+__all__ = [
+    "Protocol",
+    "ProjectContext",
+    "build_context",
+    "package_name",
+    "pascal",
+    "subscription_for",
+]
