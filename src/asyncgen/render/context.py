@@ -819,8 +819,8 @@ def package_name(title: str) -> str:
 
 
 __all__ = [
-    "Protocol",
     "ProjectContext",
+    "Protocol",
     "build_context",
     "package_name",
     "pascal",
