@@ -13,7 +13,7 @@ import pydantic
 
 from asyncgen.errors import Level, Location, Problem
 from asyncgen.model import Api, Channel, Message, Operation, Parameter
-from asyncgen.model.ir import address_parameters, regex_engine
+from asyncgen.model.ir import regex_engine
 from asyncgen.render.models import MODEL_RESERVED, bundle
 from asyncgen.render.naming import (
     MAX_FILE_NAME,
@@ -313,9 +313,7 @@ def subject_address(address: str, protocol: Protocol) -> str:
     An address written with `/` is mapped the way nats-server's MQTT gateway maps an
     MQTT topic, so one spec serves MQTT devices and NATS services alike.
     """
-    if protocol == "nats" and "/" in address:
-        return address.strip("/").replace("/", ".")
-    return address
+    return PROFILES[protocol].address(address)
 
 
 def subscription_for(address: str, protocol: Protocol) -> str:
@@ -326,30 +324,6 @@ def subscription_for(address: str, protocol: Protocol) -> str:
     separator, wildcard = PROFILES[protocol].separator, PROFILES[protocol].wildcard
     levels = subject_address(address, protocol).split(separator)
     return separator.join(wildcard if "{" in level else level for level in levels)
-
-
-def _address_problem(address: str, protocol: Protocol) -> str | None:
-    """What makes `address` (its `{parameters}` aside) unusable with `protocol`, if anything."""
-    names = address_parameters(address)
-    literal = re.sub(r"\{[^{}]+\}", "x", address)
-    if protocol == "mqtt":
-        if "/" in "".join(names):
-            return "a parameter name holds `/`"
-        if "+" in literal or "#" in literal:
-            return "`+` and `#` are wildcards, not part of a topic name"
-        if "\x00" in literal:
-            return "it holds a NUL character"
-        return None
-    if any(separator in name for name in names for separator in "./"):
-        return "a parameter name holds `.` or `/`"
-    subject = subject_address(literal, protocol)
-    if any(character.isspace() for character in subject):
-        return "subjects cannot hold white space"
-    if any(not token for token in subject.split(".")):
-        return "it has an empty token"
-    if "*" in subject or ">" in subject:
-        return "`*` and `>` are wildcards, not part of a subject"
-    return None
 
 
 def _accepts(param: Parameter, value: str, protocol: Protocol) -> bool:
@@ -410,7 +384,7 @@ class _ContextBuilder:
             return None
         if id(channel) in self.channels:
             return self.channels[id(channel)]
-        problem = _address_problem(channel.address, self.protocol)
+        problem = PROFILES[self.protocol].address_problem(channel.address)
         if problem is not None:
             profile = PROFILES[self.protocol]
             word = f"{profile.title} {profile.address_word}"
