@@ -115,6 +115,28 @@ def test_a_payload_no_message_accepts_is_invalid_not_unrouted(
     assert outcome[1] == "receiveOutgoingMessage"
 
 
+def test_the_project_with_discriminated_messages_passes_ruff_and_mypy(
+    slack: tuple[Path, str, dict[str, Any]],
+) -> None:
+    output, _, _ = slack
+    service = (output / "src/slack_rtm/_generated/service.py").read_text()
+    assert 'Accepted(models.HelloPayload, match={"type": ["hello"]})' in service
+    ruff = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", str(output)],
+        capture_output=True,
+        text=True,
+    )
+    assert ruff.returncode == 0, ruff.stdout
+    mypy = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "-p", "slack_rtm"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MYPYPATH": str(output / "src")},
+        cwd=output,
+    )
+    assert mypy.returncode == 0, mypy.stdout
+
+
 def test_generation_warns_when_two_operations_on_an_address_accept_the_same_message(
     slack: tuple[Path, str, dict[str, Any]],
 ) -> None:

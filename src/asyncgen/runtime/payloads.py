@@ -13,7 +13,7 @@ by every `asyncgen generate`: do not edit the copy.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -38,7 +38,7 @@ class Accepted:
 
     type: Any
     kind: PayloadKind = "json"
-    match: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    match: Mapping[str, Sequence[Any]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
