@@ -13,7 +13,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import yaml
-from conftest import generate
+from conftest import generate, ruff_and_mypy_problems
 
 from asyncgen.render.context import payload_kind
 
@@ -136,17 +136,4 @@ def test_msgpack_becomes_a_dependency_only_when_a_message_uses_it(project: Path)
 
 
 def test_the_project_passes_ruff_and_mypy(project: Path) -> None:
-    ruff = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "--no-cache", str(project)],
-        capture_output=True,
-        text=True,
-    )
-    assert ruff.returncode == 0, ruff.stdout
-    mypy = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "-p", "kinds"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "MYPYPATH": str(project / "src")},
-        cwd=project,
-    )
-    assert mypy.returncode == 0, mypy.stdout
+    assert ruff_and_mypy_problems(project, "kinds") == ""
