@@ -16,7 +16,7 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, Protocol, TypeVar
@@ -400,7 +400,7 @@ class ServiceCore(Generic[S, PublishersT]):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    def _start_task(self, handling: Any) -> None:
+    def _start_task(self, handling: Coroutine[Any, Any, None]) -> None:
         """Run a handling coroutine in a task of its own; a slot is already held."""
         task = asyncio.create_task(handling)
         self._inflight.add(task)
