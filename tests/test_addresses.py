@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from types import ModuleType
 
 import pydantic
 import pytest
 from conftest import EXAMPLES
+from typer.testing import CliRunner
 
-from asyncgen.render.context import subject_address, subscription_for
+from asyncgen.asyncapi import subject_address
+from asyncgen.cli import app
+from asyncgen.render.context import subscription_for
 
 
 @pytest.mark.parametrize(
@@ -78,3 +82,34 @@ def test_format_refuses_values_that_would_change_the_topic(
 def test_subscription_of_generated_channel_uses_wildcards(channels: ModuleType) -> None:
     assert channels.DEVICE_TELEMETRY.subscription == "devices/+/telemetry"
     assert channels.SYSTEM_HEARTBEAT.subscription == "system/heartbeat"
+
+
+@pytest.mark.parametrize(
+    ("address", "subject"), [("/", "''"), ("a//b", "'a..b'"), ("a.{x}.", "'a.{x}.'")]
+)
+def test_an_address_that_maps_to_an_invalid_nats_subject_is_a_located_error(
+    address: str, subject: str, tmp_path: Path
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "asyncapi: 3.0.0\n"
+        "info: {title: T, version: 1.0.0}\n"
+        "channels:\n"
+        "  bad:\n"
+        f"    address: {address!r}\n"
+        "    messages: {m: {payload: {type: string}}}\n"
+        "operations:\n"
+        "  onBad: {action: receive, channel: {$ref: '#/channels/bad'}}\n"
+    )
+    output = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["generate", str(spec), "-o", str(output), "--protocol", "nats"]
+    )
+    assert result.exit_code == 1, result.output
+    assert f"{spec}:5:5 #/channels/bad: error: unsupported: address" in result.output
+    assert f"the NATS subject {subject}, which is not valid: it has an empty token" in (
+        result.output
+    )
+    assert not output.exists()
+    mqtt = CliRunner().invoke(app, ["generate", str(spec), "-o", str(output)])
+    assert mqtt.exit_code == 0, mqtt.output

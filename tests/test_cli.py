@@ -91,23 +91,40 @@ def test_generate_writes_nothing_for_an_invalid_spec(tmp_path: Path) -> None:
     assert not output.exists()
 
 
-def test_undeclared_address_parameter_is_reported(tmp_path: Path) -> None:
+def params_spec(tmp_path: Path, channel: str) -> Path:
+    """A 3.0 document whose one channel, `telemetry`, is `channel` (then what follows it)."""
     spec = tmp_path / "params.yaml"
-    spec.write_text(
-        textwrap.dedent(
-            """\
-            asyncapi: 3.0.0
-            info: {title: T, version: 1.0.0}
-            channels:
-              telemetry:
-                address: devices/{deviceId}/telemetry
-            """
-        )
-    )
+    head = "asyncapi: 3.0.0\ninfo: {title: T, version: 1.0.0}\nchannels:\n  telemetry:\n"
+    spec.write_text(head + channel)
+    return spec
+
+
+def test_undeclared_address_parameter_is_reported(tmp_path: Path) -> None:
+    spec = params_spec(tmp_path, "    address: devices/{deviceId}/telemetry\n    parameters: {}\n")
     result = runner.invoke(app, ["validate", str(spec)])
     assert result.exit_code == 1
     assert f"{spec}:5:5 #/channels/telemetry: error:" in result.output
     assert "{deviceId}" in result.output
+
+
+def test_address_parameters_of_a_channel_without_parameters_are_strings(tmp_path: Path) -> None:
+    spec = params_spec(
+        tmp_path,
+        "    address: devices/{deviceId}/{sensor}/telemetry\n"
+        "    messages: {reading: {payload: {type: object}}}\n"
+        "operations:\n"
+        "  onReading: {action: receive, channel: {$ref: '#/channels/telemetry'}}\n",
+    )
+    validated = runner.invoke(app, ["validate", str(spec)])
+    assert validated.exit_code == 0, validated.output
+    assert f"{spec}:5:5 #/channels/telemetry: warning:" in validated.output
+    assert "{deviceId}, {sensor}" in validated.output
+    output = tmp_path / "out"
+    result = runner.invoke(app, ["generate", str(spec), "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    channels = (output / "src" / "t" / "_generated" / "channels.py").read_text()
+    assert 'device_id: str = Field(alias="deviceId"' in channels
+    assert 'sensor: str = Field(alias="sensor"' in channels
 
 
 def test_a_kafka_only_document_is_unsupported_without_protocol(tmp_path: Path) -> None:

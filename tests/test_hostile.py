@@ -26,7 +26,7 @@ from typing import Any
 import dotenv
 import pytest
 import yaml
-from conftest import EXAMPLES, generate, not_black_formatted
+from conftest import EXAMPLES, SHARED_SPECS, generate, not_black_formatted
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -136,7 +136,6 @@ def hostile_document() -> dict[str, Any]:
             "description": EVIL,
             "bindings": {"mqtt": {"qos": 1}},
         }
-    operations["class"]["bindings"] = {"mqtt": {"qos": "1; import os", "retain": "yes"}}
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -215,10 +214,9 @@ def test_the_hostile_document_generates_with_warnings_and_no_traceback(
 ) -> None:
     output = project.result.stdout + project.result.stderr
     assert "Traceback" not in output
-    if project.protocol == "mqtt":
-        assert "the mqtt binding `qos` of operation 'class' must be 0, 1 or 2" in output
-        assert "`retain` of operation 'class' must be true or false" in output
-    else:  # the addresses hold spaces, `*` and `/`, all fine in MQTT topics
+    # Bindings that break their specification (`qos: "1; import os"`) are refused before
+    # anything is generated: tests/test_validate_semantic.py.
+    if project.protocol == "nats":  # the addresses hold spaces, `*` and `/`: fine in MQTT
         assert "is not a valid NATS subject: subjects cannot hold white space" in output
 
 
@@ -390,13 +388,10 @@ runner = CliRunner()
 VALID = yaml.safe_load((EXAMPLES / "mqtt" / "asyncapi.yaml").read_text(encoding="utf-8"))
 #: Keys whose values are names or text that reach the generated code.
 TEXT_KEYS = {"name", "title", "summary", "description", "address", "clientId"}
-#: Line separators other than \n and \r: in an enum value, datamodel-code-generator
-#: writes a model that does not compile (see the xfail test below).
+#: Line separators other than \n and \r, which Python's `str.splitlines` splits at too.
 LINE_SEPARATORS = "\x0b\x1c\x1d\x1e\x85\u2028\u2029"
-#: YAML cannot carry lone surrogates; everything else is fair game (but see above).
-TEXT = st.text(
-    st.characters(exclude_categories=["Cs"], exclude_characters=LINE_SEPARATORS), max_size=30
-)
+#: YAML cannot carry lone surrogates; everything else is fair game.
+TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=30)
 
 Path_ = tuple[str | int, ...]
 
@@ -431,9 +426,54 @@ def retyped(value: Any, kind: str) -> Any:
     return conversions[kind]()
 
 
+def single_file_documents() -> list[dict[str, Any]]:
+    """The mqtt example and the documents of ../shared/specs that need no other file."""
+    documents = [VALID]
+    for path in sorted(SHARED_SPECS.rglob("*.y*ml")) if SHARED_SPECS.is_dir() else []:
+        text = path.read_text(encoding="utf-8")
+        if not re.search(r"\$ref: ['\"]?\.", text):
+            documents.append(yaml.safe_load(text))
+    return documents
+
+
+SOURCES = single_file_documents()
+
+
+def nested_items(depth: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(depth):
+        schema = {"type": "array", "items": schema}
+    return schema
+
+
+#: Keywords and values put into payload schemas: each must come out as a located error,
+#: a warning, or models that import nothing the spec chose.
+HOSTILE_SCHEMA: list[tuple[str, Any]] = [
+    ("customTypePath", "antigravity.Fly"),
+    ("customBasePath", "antigravity.Fly"),
+    ("x-python-type", "antigravity.Fly"),
+    ("x-python-import", {"module": "antigravity", "name": "Fly"}),
+    ("x-enum-varnames", ["antigravity"]),
+    ("minimum", float("nan")),
+    ("maximum", float("-inf")),
+    ("maxLength", 10**20),
+    ("maximum", 10**400),
+    ("enum", [[1], {"a": 1}]),
+    ("enum", ["a", "a", "\u202e", "\u2028", "\x00"]),
+    ("const", {"a": [1]}),
+    ("format", "email"),
+    ("format", "ulid"),
+    ("pattern", "(?<"),
+    ("additionalProperties", {"type": "integer"}),
+    ("items", nested_items(150)),
+    ("$ref", "a\x00b.yaml"),
+    ("$ref", "x" * 300 + ".yaml"),
+]
+
+
 @st.composite
 def mutated_documents(draw: st.DrawFn) -> dict[str, Any]:
-    document: dict[str, Any] = copy.deepcopy(VALID)
+    document: dict[str, Any] = copy.deepcopy(draw(st.sampled_from(SOURCES)))
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
         # Deepest first: hypothesis favours the first item, which should not be `asyncapi`.
         every = sorted(paths(document), key=len, reverse=True)
@@ -442,7 +482,18 @@ def mutated_documents(draw: st.DrawFn) -> dict[str, Any]:
             for path in every
             if path[-1] in TEXT_KEYS or (len(path) > 1 and path[-2] in ("enum", "examples"))
         ]
-        action = draw(st.sampled_from(["drop", "rename", "retype", "text"]))
+        schemas = [
+            path
+            for path in every
+            if {"payload", "headers", "schemas"} & set(map(str, path))
+            and isinstance(parent_of(document, path)[path[-1]], dict)
+        ]
+        action = draw(st.sampled_from(["drop", "rename", "retype", "text", "schema"]))
+        if action == "schema" and schemas:
+            path = draw(st.sampled_from(schemas))
+            keyword, value = draw(st.sampled_from(HOSTILE_SCHEMA))
+            parent_of(document, path)[path[-1]][keyword] = copy.deepcopy(value)
+            continue
         path = draw(st.sampled_from(texts if action == "text" and texts else every))
         parent, key = parent_of(document, path), path[-1]
         if action == "drop":
@@ -460,16 +511,16 @@ def mutated_documents(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("separator", list(LINE_SEPARATORS))
-def test_an_enum_value_with_a_line_separator_generates_or_fails_cleanly(
-    separator: str, tmp_path: Path
-) -> None:
+def test_an_enum_value_with_a_line_separator_generates(separator: str, tmp_path: Path) -> None:
     document = copy.deepcopy(VALID)
     document["components"]["schemas"]["Priority"]["enum"].append(f"very{separator}high")
     spec = tmp_path / "asyncapi.json"  # YAML would fold some of these into spaces
     spec.write_text(json.dumps(document), encoding="utf-8")
     result = runner.invoke(app, ["generate", str(spec), "-o", str(tmp_path / "out")])
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    assert result.exit_code in (0, 1), result.output
+    assert result.exit_code == 0, result.output
+    models = next((tmp_path / "out").rglob("models.py")).read_text(encoding="utf-8")
+    assert separator not in models and f"very\\u{ord(separator):04x}high" in models
+    compile(models, "models.py", "exec")
 
 
 def test_a_lone_surrogate_in_json_text_generates_or_fails_cleanly(tmp_path: Path) -> None:
@@ -528,3 +579,245 @@ def test_a_mutated_document_generates_compiling_code_or_fails_cleanly(
     for path in output.rglob("*.py"):
         source = path.read_text(encoding="utf-8")
         compile(source, str(path), "exec")
+        assert "antigravity" not in source, path
+
+
+# -- datamodel-code-generator's own keywords --------------------------------------------
+
+#: Each extension keyword datamodel-code-generator reads from a schema, with a value that
+#: would make the models import `antigravity` (which opens a web browser when imported)
+#: or otherwise reshape them; `object` marks those read on an object schema.
+GENERATOR_KEYWORDS: dict[str, tuple[Any, bool]] = {
+    "customTypePath": ("antigravity.Fly", False),
+    "customBasePath": ("antigravity.Fly", True),
+    "x-python-type": ("antigravity.Fly", False),
+    "x-python-import": ({"module": "antigravity", "name": "Fly"}, False),
+    "x-python-unserializable": (True, False),
+    "x-is-base-class": (True, True),
+    "x-is-classvar": (True, False),
+    "x-enum-varnames": (["FLY", "SWIM"], False),
+    "x-enumNames": (["FLY", "SWIM"], False),
+    "x-enum-descriptions": (["import antigravity", "swim"], False),
+    "x-enum-field-as-literal": (True, False),
+    "x-propertyNames": ({"pattern": "^a"}, True),
+    "default_factory": ("list", False),
+    "x-datamodel-code-generator-read-as-const": (True, False),
+}
+#: Those that choose code are refused; the others are ignored with a warning.
+CODE_CHOOSING = {"customTypePath", "customBasePath", "x-python-type", "x-python-import"}
+CODE_CHOOSING |= {"x-python-unserializable", "x-is-base-class", "x-is-classvar"}
+
+
+def keyword_document(keyword: str | None) -> dict[str, Any]:
+    """A document whose payload's `mode` property (or the payload) carries `keyword`."""
+    payload: dict[str, Any] = {
+        "type": "object",
+        "properties": {"mode": {"type": "string", "enum": ["fly", "swim"]}},
+        "additionalProperties": {"type": "string"},
+    }
+    if keyword is not None:
+        value, on_object = GENERATOR_KEYWORDS[keyword]
+        (payload if on_object else payload["properties"]["mode"])[keyword] = value
+    return one_payload_document("Keywords", payload)
+
+
+def one_payload_document(title: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """A document with one receive operation of one message of `payload`."""
+    return {
+        "asyncapi": "3.0.0",
+        "info": {"title": title, "version": "1"},
+        "channels": {"things": {"address": "things", "messages": {"thing": {"payload": payload}}}},
+        "operations": {
+            "receiveThing": {"action": "receive", "channel": {"$ref": "#/channels/things"}}
+        },
+    }
+
+
+def generate_in(folder: Path, document: dict[str, Any]) -> tuple[Any, Path, Path]:
+    folder.mkdir()
+    spec = folder / "asyncapi.yaml"
+    spec.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    output = folder / "out"
+    return runner.invoke(app, ["generate", str(spec), "-o", str(output)]), spec, output
+
+
+def test_every_keyword_the_generator_reads_from_schemas_is_covered() -> None:
+    from asyncgen.model.keywords import (
+        CODE_KEYWORDS,
+        IGNORED_KEYWORDS,
+        is_code_keyword,
+        is_ignored_keyword,
+    )
+
+    assert set(GENERATOR_KEYWORDS) >= CODE_KEYWORDS | IGNORED_KEYWORDS
+    assert {key for key in GENERATOR_KEYWORDS if is_code_keyword(key)} == CODE_CHOOSING
+    assert all(is_ignored_keyword(key) for key in set(GENERATOR_KEYWORDS) - CODE_CHOOSING)
+
+
+@pytest.mark.parametrize("keyword", sorted(CODE_CHOOSING))
+def test_a_keyword_that_chooses_code_is_refused_with_its_place(
+    keyword: str, tmp_path: Path
+) -> None:
+    result, spec, output = generate_in(tmp_path / "spec", keyword_document(keyword))
+    assert result.exit_code == 1, result.output
+    on_object = GENERATOR_KEYWORDS[keyword][1]
+    pointer = "#/channels/things/messages/thing/payload" + ("" if on_object else "/properties/mode")
+    assert re.search(
+        rf"{re.escape(str(spec))}:\d+:\d+ {re.escape(pointer)}/{re.escape(keyword)}: error: "
+        rf"`{re.escape(keyword)}` \(a datamodel-code-generator extension\) would choose",
+        result.output,
+    ), result.output
+    assert not output.exists()
+    checked = runner.invoke(app, ["validate", str(spec)])
+    assert checked.exit_code == 1 and f"{pointer}/{keyword}: error:" in checked.output
+
+
+@pytest.mark.parametrize("keyword", sorted(set(GENERATOR_KEYWORDS) - CODE_CHOOSING))
+def test_a_keyword_that_reshapes_models_is_ignored_with_a_warning(
+    keyword: str, tmp_path: Path
+) -> None:
+    result, spec, output = generate_in(tmp_path / "with", keyword_document(keyword))
+    assert result.exit_code == 0, result.output
+    assert re.search(
+        rf"{re.escape(str(spec))}:\d+:\d+ #/channels/things/messages/thing/payload[/a-z]*"
+        rf"/{re.escape(keyword)}: warning: `{re.escape(keyword)}` .* is ignored",
+        result.output,
+    ), result.output
+    plain, _, plain_output = generate_in(tmp_path / "without", keyword_document(None))
+    assert plain.exit_code == 0, plain.output
+    models = Path("src", "keywords", "_generated", "models.py")
+    assert (output / models).read_text() == (plain_output / models).read_text()
+
+
+@pytest.mark.parametrize("keyword", sorted(GENERATOR_KEYWORDS))
+def test_no_generator_keyword_reaches_the_models_even_unvalidated(keyword: str) -> None:
+    from asyncgen.render.models import generate_models
+
+    value, on_object = GENERATOR_KEYWORDS[keyword]
+    mode = {"type": "string", "enum": ["fly", "swim"]}
+    schema: dict[str, Any] = {"type": "object", "properties": {"mode": mode}}
+    plain = generate_models({"Move": copy.deepcopy(schema)}, {"Move": "Move"})
+    (schema if on_object else mode)[keyword] = value
+    nested = {"type": "array", "items": {"$defs": {"Inner": schema}, "allOf": [schema]}}
+    assert generate_models({"Move": schema}, {"Move": "Move"}) == plain
+    assert "antigravity" not in generate_models({"Many": nested}, {"Many": "Many"})
+
+
+# -- schemas whose models need care: formats with extra dependencies, lint traps --------
+
+AWKWARD_CONTROLS = "\u202e\u2066\u200f\x0b\x1c\x85\u2028\u2029\x00\x1b"
+
+
+def awkward_document() -> dict[str, Any]:
+    """Payload schemas whose straightforward models would not import, lint or type-check."""
+    payload = {
+        "type": "object",
+        "description": f"bidi {AWKWARD_CONTROLS} controls",
+        "properties": {
+            "email": {"type": "string", "format": "email"},
+            "idnEmail": {"type": "string", "format": "idn-email"},
+            "ulid": {"type": "string", "format": "ulid"},
+            "repeated": {"type": "string", "enum": ["a", "a", "b", "b"]},
+            "single": {"enum": ["only", "only"]},
+            "numbers": {"enum": [1, 1.0, 2, "two", None, "two"]},
+            "controls": {
+                "type": "string",
+                "enum": [f"x{ch}y" for ch in AWKWARD_CONTROLS],
+                "description": f"one {AWKWARD_CONTROLS} each",
+            },
+            "pattern": {"type": "string", "pattern": "^a\u202eb$"},
+        },
+        "additionalProperties": {"type": "integer"},
+        "required": ["email"],
+    }
+    return one_payload_document("Awkward", payload)
+
+
+@pytest.fixture(scope="module")
+def awkward(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    root = tmp_path_factory.mktemp("awkward")
+    spec = root / "asyncapi.json"  # YAML would fold some of the controls
+    spec.write_text(json.dumps(awkward_document()), encoding="utf-8")
+    output = root / "out"
+    result = generate(spec, output)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return Project("mqtt", root, output, "awkward", result)
+
+
+def test_the_project_depends_on_what_its_models_import(awkward: Project) -> None:
+    pyproject = tomllib.loads((awkward.output / "pyproject.toml").read_text(encoding="utf-8"))
+    dependencies = pyproject["project"]["dependencies"]
+    assert "email-validator>=2" in dependencies
+    assert "python-ulid>=2" in dependencies
+    models = (awkward.output / "src/awkward/_generated/models.py").read_text(encoding="utf-8")
+    assert "EmailStr" in models and "from ulid import ULID" in models
+
+
+def test_a_project_without_such_formats_depends_on_nothing_more(tmp_path: Path) -> None:
+    document = awkward_document()
+    properties = document["channels"]["things"]["messages"]["thing"]["payload"]["properties"]
+    for name in ("email", "idnEmail", "ulid"):
+        del properties[name]
+    document["channels"]["things"]["messages"]["thing"]["payload"]["required"] = []
+    result, _, output = generate_in(tmp_path / "plain", document)
+    assert result.exit_code == 0, result.output
+    pyproject = tomllib.loads((output / "pyproject.toml").read_text(encoding="utf-8"))
+    assert not {"email-validator>=2", "python-ulid>=2"} & set(pyproject["project"]["dependencies"])
+
+
+def test_models_of_awkward_schemas_lint_type_check_and_validate(awkward: Project) -> None:
+    source = (awkward.output / "src/awkward/_generated/models.py").read_text(encoding="utf-8")
+    assert not re.search(r"\bDict\b", source)
+    assert not any(ch in source for ch in AWKWARD_CONTROLS)
+    ruff = awkward.run("-m", "ruff", "check", "--no-cache", ".")
+    assert ruff.returncode == 0, ruff.stdout + ruff.stderr
+    mypy = awkward.run("-m", "mypy", "--strict", "--no-incremental", "-p", awkward.package)
+    assert mypy.returncode == 0, mypy.stdout + mypy.stderr
+    assert not_black_formatted(awkward.output, awkward.package) == []
+    code = """
+import json, sys
+from awkward._generated import models
+payload = models.ThingPayload
+good = json.loads(sys.argv[1])
+parsed = payload.model_validate(good)
+print(json.dumps(parsed.model_dump(mode="json", by_alias=True), sort_keys=True))
+for bad in ({"email": "no-at-sign"}, {"email": "a@b.org", "extra": "not an integer"}):
+    try:
+        payload.model_validate(bad)
+    except ValueError:
+        continue
+    sys.exit(f"accepted {bad}")
+"""
+    controls = [f"x{ch}y" for ch in AWKWARD_CONTROLS]
+    good = {
+        "email": "a@b.org",
+        "idnEmail": "ü@b.org",
+        "ulid": "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+        "repeated": "b",
+        "single": "only",
+        "numbers": "two",
+        "controls": controls[0],
+        "pattern": "a\u202eb",
+        "extra": 7,
+    }
+    result = awkward.run("-c", code, json.dumps(good))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout) == good
+
+
+@pytest.mark.parametrize("keyword", ["enum", "const"])
+@pytest.mark.parametrize("value", [[1, 2], {"a": 1}])
+def test_an_array_or_object_enum_value_is_refused_with_its_place(
+    keyword: str, value: Any, tmp_path: Path
+) -> None:
+    document = keyword_document(None)
+    mode = document["channels"]["things"]["messages"]["thing"]["payload"]["properties"]["mode"]
+    mode[keyword] = ["fly", value] if keyword == "enum" else value
+    result, spec, output = generate_in(tmp_path / "spec", document)
+    assert result.exit_code == 1, result.output
+    pointer = "#/channels/things/messages/thing/payload/properties/mode/" + keyword
+    pointer += "/1" if keyword == "enum" else ""
+    assert re.search(
+        rf"{re.escape(str(spec))}:\d+:\d+ {pointer}: error: unsupported", result.output
+    )
+    assert not output.exists()

@@ -1,139 +1,197 @@
-"""Messages whose content type is text, bytes or MessagePack: the generated routes carry
-the payload kind, handlers get `str`, `bytes` or the model, and the project type-checks,
-lints and depends on msgpack only when it uses it."""
+"""Payloads that are not JSON, and operations without messages: the content type decides
+what a handler receives (`str`, `bytes`, a model decoded from MessagePack), and an
+operation that names no message receives the bytes as they came."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
+import asyncio
+import importlib
 import sys
+import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped, unused-ignore]
 import pytest
-import yaml
-from conftest import generate, ruff_and_mypy_problems
+from typer.testing import CliRunner
 
-from asyncgen.render.context import payload_kind
+from asyncgen.cli import app
+from asyncgen.model.ir import payload_kind
 
+runner = CliRunner()
 
-def document(content_types: dict[str, str]) -> dict[str, object]:
-    messages = {
-        name: {
-            "contentType": content_type,
-            "payload": (
-                {"type": "string"}
-                if content_type.startswith("text/")
-                else {"type": "object", "properties": {"value": {"type": "number"}}}
-            ),
-        }
-        for name, content_type in content_types.items()
-    }
-    return {
-        "asyncapi": "3.0.0",
-        "info": {"title": "Kinds", "version": "1.0.0"},
-        "channels": {
-            name: {
-                "address": f"kinds/{name}",
-                "messages": {name: {"$ref": f"#/components/messages/{name}"}},
-            }
-            for name in content_types
-        },
-        "operations": {
-            f"receive_{name}": {
-                "action": "receive",
-                "channel": {"$ref": f"#/channels/{name}"},
-                "messages": [{"$ref": f"#/channels/{name}/messages/{name}"}],
-            }
-            for name in content_types
-        },
-        "components": {"messages": messages},
-    }
-
-
-DISPATCH = """
-import asyncio, json, sys
-from kinds._generated.service import MemoryTransport, Service
-from kinds._generated.settings import Settings
-from kinds._generated.handlers import Handlers
-
-seen = {}
-def recorder(name):
-    async def handle(message, context):
-        seen[name] = [type(message).__name__, repr(message)]
-    return handle
-
-names = ["receive_note", "receive_blob", "receive_packed"]
-service = Service(
-    Settings.model_validate({}),
-    handlers=Handlers(*(recorder(name) for name in names)),
-    transport=MemoryTransport(),
+KINDS = textwrap.dedent(
+    """\
+    asyncapi: 3.0.0
+    info: {title: Kinds, version: 1.0.0}
+    channels:
+      text:
+        address: logs/{source}
+        parameters: {source: {}}
+        messages:
+          line:
+            contentType: text/plain; charset=utf-8
+            payload: {type: string}
+      blob:
+        address: blobs
+        messages:
+          blob: {contentType: application/octet-stream}
+      packed:
+        address: packed
+        messages:
+          reading:
+            contentType: application/msgpack
+            payload:
+              type: object
+              required: [value]
+              properties: {value: {type: number}}
+      empty:
+        address: empty
+    operations:
+      onText: {action: receive, channel: {$ref: '#/channels/text'}}
+      onBlob: {action: receive, channel: {$ref: '#/channels/blob'}}
+      onPacked: {action: receive, channel: {$ref: '#/channels/packed'}}
+      onEmpty: {action: receive, channel: {$ref: '#/channels/empty'}}
+      sendText: {action: send, channel: {$ref: '#/channels/text'}}
+      sendPacked: {action: send, channel: {$ref: '#/channels/packed'}}
+      sendEmpty: {action: send, channel: {$ref: '#/channels/empty'}}
+    """
 )
-for address, hex_payload in json.loads(sys.argv[1]):
-    result = asyncio.run(service.dispatch(address, bytes.fromhex(hex_payload)))
-    assert result.status == "handled", result
-print(json.dumps(seen))
-"""
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("kinds")
-    spec = folder / "asyncapi.yaml"
-    content_types = {
-        "note": "text/plain; charset=utf-8",
-        "blob": "application/octet-stream",
-        "packed": "application/msgpack",
-    }
-    spec.write_text(yaml.safe_dump(document(content_types), sort_keys=False))
-    output = folder / "out"
-    result = generate(spec, output, "--protocol", "mqtt", "--package-name", "kinds")
-    assert result.returncode == 0, result.stderr
-    return output
+@pytest.mark.parametrize(
+    ("content_type", "kind"),
+    [
+        (None, "json"),
+        ("application/json", "json"),
+        ("application/cloudevents+json; charset=utf-8", "json"),
+        ("Application/JSON", "json"),
+        ("text/plain", "text"),
+        ("text/csv", "text"),
+        ("application/xml", "text"),
+        ("application/octet-stream", "bytes"),
+        ("application/x-protobuf", "bytes"),
+        ("application/msgpack", "msgpack"),
+        ("application/x-msgpack", "msgpack"),
+        ("application/vnd.msgpack", "msgpack"),
+    ],
+)
+def test_the_content_type_decides_the_payload_kind(content_type: str | None, kind: str) -> None:
+    assert payload_kind(content_type) == kind
 
 
-def test_the_content_type_decides_the_payload_kind() -> None:
-    assert payload_kind("text/plain; charset=utf-8") == "text"
-    assert payload_kind("application/octet-stream") == "bytes"
-    assert payload_kind("application/x-msgpack") == "msgpack"
-    assert payload_kind("application/json") == "json"
-    assert payload_kind(None) == "json"
-    assert payload_kind("application/cloudevents+json") == "json"
-
-
-def test_the_routes_carry_the_payload_kind_and_handlers_get_str_bytes_or_models(
-    project: Path,
-) -> None:
-    service = (project / "src/kinds/_generated/service.py").read_text()
-    assert 'Accepted(str, "text")' in service
-    assert 'Accepted(bytes, "bytes")' in service
-    assert 'Accepted(models.PackedPayload, "msgpack")' in service
-    payloads = [
-        ("kinds/note", "grüße".encode().hex()),
-        ("kinds/blob", b"\x00\xff".hex()),
-        ("kinds/packed", msgpack.packb({"value": 2.5}).hex()),
-    ]
-    result = subprocess.run(
-        [sys.executable, "-c", DISPATCH, json.dumps(payloads)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(project / "src")},
-        timeout=60,
+def generate_and_import(
+    tmp_path: Path, spec_text: str, package: str, *extra: str
+) -> Iterator[ModuleType]:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(spec_text)
+    output = tmp_path / "out"
+    result = runner.invoke(
+        app, ["generate", str(spec), "-o", str(output), "--package-name", package, *extra]
     )
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == {
-        "receive_note": ["str", "'grüße'"],
-        "receive_blob": ["bytes", "b'\\x00\\xff'"],
-        "receive_packed": ["PackedPayload", "PackedPayload(value=2.5)"],
-    }
+    assert result.exit_code == 0, result.output
+    sys.path.insert(0, str(output / "src"))
+    try:
+        yield importlib.import_module(f"{package}._generated.service")
+    finally:
+        sys.path.remove(str(output / "src"))
+        for name in [n for n in sys.modules if n == package or n.startswith(f"{package}.")]:
+            del sys.modules[name]
 
 
-def test_msgpack_becomes_a_dependency_only_when_a_message_uses_it(project: Path) -> None:
-    assert '"msgpack>=1,<2"' in (project / "pyproject.toml").read_text()
-    examples = Path(__file__).resolve().parents[1] / "examples"
-    assert "msgpack" not in (examples / "mqtt/generated/pyproject.toml").read_text()
+@pytest.fixture(params=["mqtt", "nats"])
+def kinds(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ModuleType]:
+    protocol = request.param
+    yield from generate_and_import(tmp_path, KINDS, f"kinds_{protocol}", "--protocol", protocol)
 
 
-def test_the_project_passes_ruff_and_mypy(project: Path) -> None:
-    assert ruff_and_mypy_problems(project, "kinds") == ""
+def address(kinds: ModuleType, mqtt_topic: str) -> str:
+    """The topic, or the subject it maps to in the NATS project."""
+    return mqtt_topic if kinds.__name__.startswith("kinds_mqtt") else mqtt_topic.replace("/", ".")
+
+
+def received(service_module: ModuleType) -> tuple[Any, list[tuple[str, Any]]]:
+    """A service whose handlers record what they receive, and the record."""
+    calls: list[tuple[str, Any]] = []
+
+    def recorder(name: str) -> Any:
+        async def handle(message: Any, *rest: Any) -> None:
+            calls.append((name, message))
+
+        return handle
+
+    handlers = service_module.Handlers(
+        on_text=recorder("text"),
+        on_blob=recorder("blob"),
+        on_packed=recorder("packed"),
+        on_empty=recorder("empty"),
+    )
+    settings = service_module.Settings.model_validate({})
+    return service_module.Service(settings, handlers, service_module.MemoryTransport()), calls
+
+
+def dispatch(service: Any, address: str, payload: bytes) -> Any:
+    return asyncio.run(service.dispatch(address, payload))
+
+
+def test_text_arrives_as_str_and_bytes_as_they_came(kinds: ModuleType) -> None:
+    service, calls = received(kinds)
+    assert dispatch(service, address(kinds, "logs/app"), "héllo".encode()).status == "handled"
+    assert dispatch(service, address(kinds, "blobs"), b"\x00\xff").status == "handled"
+    assert dispatch(service, address(kinds, "empty"), b"{not json").status == "handled"
+    assert calls == [("text", "héllo"), ("blob", b"\x00\xff"), ("empty", b"{not json")]
+
+
+def test_text_that_is_not_utf8_is_invalid(kinds: ModuleType) -> None:
+    service, calls = received(kinds)
+    result = dispatch(service, address(kinds, "logs/app"), b"\xff\xfe")
+    assert result.status == "invalid"
+    assert calls == []
+
+
+def test_msgpack_is_decoded_into_the_model_and_checked(kinds: ModuleType) -> None:
+    service, calls = received(kinds)
+    packed = address(kinds, "packed")
+    assert dispatch(service, packed, msgpack.packb({"value": 2.5})).status == "handled"
+    assert calls[0][1] == kinds.models.ReadingPayload(value=2.5)
+    assert dispatch(service, packed, msgpack.packb({"other": 1})).status == "invalid"
+    assert dispatch(service, packed, b'{"value": 1}').status == "invalid"  # JSON is not msgpack
+    assert len(calls) == 1
+
+
+def test_publishers_encode_by_content_type(kinds: ModuleType) -> None:
+    service, _ = received(kinds)
+    publishers = service.publishers
+    asyncio.run(publishers.send_text("héllo", source="app"))
+    asyncio.run(publishers.send_packed(kinds.models.ReadingPayload(value=1.0)))
+    asyncio.run(publishers.send_empty(b"\x01\x02"))
+    payloads = [message.payload for message in service.transport.published]
+    assert payloads == ["héllo".encode(), msgpack.packb({"value": 1.0}), b"\x01\x02"]
+
+
+def test_a_2x_operation_without_message_receives_bytes(tmp_path: Path) -> None:
+    spec = textwrap.dedent(
+        """\
+        asyncapi: 2.6.0
+        info: {title: No message, version: 1.0.0}
+        channels:
+          things:
+            publish: {operationId: onThing}
+            subscribe: {operationId: sendThing}
+        """
+    )
+    calls: list[Any] = []
+
+    async def handle(message: Any, context: Any) -> None:
+        calls.append(message)
+
+    for service_module in generate_and_import(tmp_path, spec, "no_message"):
+        settings = service_module.Settings.model_validate({})
+        service = service_module.Service(settings, service_module.Handlers(on_thing=handle))
+        assert dispatch(service, "things", b"\x00anything").status == "handled"
+        assert calls == [b"\x00anything"]
+        handler = (tmp_path / "out" / "src" / "no_message" / "handlers" / "on_thing.py").read_text()
+        assert "message: bytes," in handler
+        assert "import models" not in handler

@@ -162,6 +162,36 @@ def test_ref_leaving_the_spec_folder_is_refused(outside: Path, tmp_path: Path) -
     assert str(tmp_path.resolve()) in message
 
 
+@pytest.mark.parametrize("marker", ["dir", "file"])
+def test_refs_may_reach_any_file_of_the_enclosing_repository(tmp_path: Path, marker: str) -> None:
+    # `.git` is a folder in a clone and a file in a worktree or a submodule.
+    repo = tmp_path / "repo"
+    if marker == "dir":
+        (repo / ".git").mkdir(parents=True)
+    else:
+        write(repo / ".git", "gitdir: /elsewhere\n")
+    write(repo / "common" / "schemas.yaml", "Thing: {type: string}\n")
+    spec = write(
+        repo / "services" / "main" / "asyncapi.yaml",
+        "info: {title: t}\nthing: {$ref: '../../common/schemas.yaml#/Thing'}\n",
+    )
+    assert resolve(load_document(spec), "/thing")[0] == {"type": "string"}
+
+
+def test_refs_leaving_the_enclosing_repository_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "repo" / ".git").mkdir(parents=True)
+    write(tmp_path / "common.yaml", "Thing: {type: string}\n")
+    spec = write(
+        tmp_path / "repo" / "asyncapi.yaml",
+        "info: {title: t}\nthing: {$ref: '../common.yaml#/Thing'}\n",
+    )
+    with pytest.raises(SpecError) as error:
+        resolve(load_document(spec), "/thing")
+    _, line, message = only_problem(error)
+    assert line == 2
+    assert f"leaves the folder {(tmp_path / 'repo').resolve()}" in message
+
+
 def test_ref_leaving_the_spec_folder_is_allowed_under_a_wider_root(
     outside: Path, tmp_path: Path
 ) -> None:

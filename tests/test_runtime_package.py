@@ -17,7 +17,7 @@ from conftest import EXAMPLES, REPO
 from typer.testing import CliRunner
 
 import asyncgen.render.project
-import asyncgen.write.fastpath
+import asyncgen.write.manifest
 from asyncgen import runtime
 from asyncgen.cli import app
 from asyncgen.render.protocols import PROFILES, RUNTIME_COMMON
@@ -109,7 +109,7 @@ def test_check_reports_a_stale_runtime_copy_and_generate_refreshes_it(
     shutil.copytree(RUNTIME, newer)
     core = newer / "core.py"
     core.write_text(core.read_text() + "\n\n# changed\n")
-    for module in (asyncgen.render.project, asyncgen.write.fastpath):
+    for module in (asyncgen.render.project, asyncgen.write.manifest):
         monkeypatch.setattr(module, "runtime_sources", lambda: newer)
     stale = runner.invoke(app, ["generate", "--check", "--quiet", "-o", str(project)])
     assert stale.exit_code == 1, stale.output

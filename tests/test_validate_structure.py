@@ -289,7 +289,7 @@ def test_an_unsupported_version_is_the_only_problem_reported(tmp_path: Path) -> 
         (
             "/asyncapi",
             "unsupported AsyncAPI version '2.7.0' (supported: 2.0.0, 2.1.0, 2.2.0, 2.3.0, "
-            "2.4.0, 2.5.0, 2.6.0, 3.0.0)",
+            "2.4.0, 2.5.0, 2.6.0, 3.0.0, 3.1.0)",
         )
     ]
 
@@ -463,3 +463,32 @@ def test_references_and_extensions_are_accepted_where_asyncapi_allows_them(
 @pytest.mark.parametrize("version", SUPPORTED_VERSIONS)
 def test_each_version_schema_is_a_valid_json_schema(version: str) -> None:
     Draft202012Validator.check_schema(schema_for(version))
+
+
+def test_version_3_1_passes_over_unknown_bindings_and_takes_examples_of_any_type(
+    tmp_path: Path,
+) -> None:
+    text = """
+        asyncapi: {version}
+        info: {{title: t, version: '1'}}
+        channels:
+          a:
+            address: a
+            messages:
+              m:
+                payload: {{type: string}}
+                examples:
+                  - headers: just text
+                    payload: 42
+        operations:
+          recv:
+            action: receive
+            channel: {{$ref: '#/channels/a'}}
+            bindings:
+              ros2: {{role: subscriber}}
+              zenoh: {{bindingVersion: '0.1.0'}}
+        """
+    assert check_text(tmp_path, text.format(version="3.1.0")) == []
+    refused = {p.location.pointer for p in check_text(tmp_path, text.format(version="3.0.0"))}
+    assert "/channels/a/messages/m/examples/0/headers" in refused
+    assert "/operations/recv/bindings/ros2" in refused

@@ -22,9 +22,11 @@ class Location:
     pointer: str = ""
     line: int = 0
     column: int = 0
+    #: The URL the file was fetched from, when it is a remote document.
+    url: str | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
-        where = str(self.file)
+        where = self.url or str(self.file)
         if self.line:
             where += f":{self.line}:{self.column}"
         return f"{where} #{self.pointer or '/'}"

@@ -1,4 +1,5 @@
-"""A planned output file: what the render stage hands to the write stage."""
+"""What the render stage hands to the write stage: the planned files, and the handler
+signatures the user's handler modules are checked against after writing."""
 
 from __future__ import annotations
 
@@ -15,3 +16,13 @@ class PlannedFile:
     path: str
     content: str
     owner: Owner
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The `handle` signature the generated handler interface expects of one module."""
+
+    module: str
+    message_type: str
+    params_class: str | None
+    reply_type: str | None

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 from asyncgen.errors import Location, Problem, SpecError
-from asyncgen.load.source import SourceFile, escape_token, read_source, unescape_token
+from asyncgen.load import remote as fetching
+from asyncgen.load.source import (
+    SourceFile,
+    escape_token,
+    read_remote_source,
+    read_source,
+    unescape_token,
+)
 
 #: Follow at most this many `$ref`s in a chain before calling it a loop.
 MAX_REF_CHAIN = 64
@@ -39,8 +47,17 @@ class RefPolicy:
 
     allow_remote: bool = False
     allow_outside: bool = False
-    #: Local refs may not leave this folder (default: the spec's own folder).
+    #: Local refs may not leave this folder (default: the enclosing repository's folder,
+    #: else the spec's own folder).
     root: Path | None = None
+
+
+def repository_root(folder: Path) -> Path | None:
+    """The nearest folder at or above `folder` that holds `.git`, if any."""
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return None
 
 
 @dataclass
@@ -50,17 +67,23 @@ class Document:
     root: SourceFile
     policy: RefPolicy = field(default_factory=RefPolicy)
     files: dict[Path, SourceFile] = field(default_factory=dict)
+    #: The remote documents read, by the name each has in `files`.
+    remote: dict[Path, fetching.Remote] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.files.setdefault(self.root.path, self.root)
+        self._urls: dict[Path, str] = {}
+        folder = self.root.path.parent.resolve()
+        self.base_dir = (self.policy.root or repository_root(folder) or folder).resolve()
 
     @property
     def data(self) -> Any:
         return self.root.data
 
     @property
-    def base_dir(self) -> Path:
-        return (self.policy.root or self.root.path.parent).resolve()
+    def local_files(self) -> list[Path]:
+        """Every local file read, the spec first."""
+        return [path for path in self.files if path not in self.remote]
 
     def location(self, ref: Ref) -> Location:
         source = self.files.get(ref.file)
@@ -80,29 +103,79 @@ class Document:
 
     def _file(self, path: Path, at: Ref) -> SourceFile:
         source = self.files.get(path)
-        if source is None:
-            if not path.is_file():
+        if source is None and path in self._urls:
+            url = self._urls[path]
+            try:
+                raw, fetched = fetching.fetch(url)
+            except fetching.FetchError as exc:
+                raise SpecError([self.problem(at, str(exc))]) from None
+            source = read_remote_source(path, raw, url)
+            self.files[path] = source
+            self.remote[path] = fetched
+        elif source is None:
+            try:
+                found = path.is_file()
+            except OSError as exc:  # a name longer than the file system takes, ...
+                raise SpecError(
+                    [self.problem(at, f"$ref points to a file that cannot be read: {exc.strerror}")]
+                ) from None
+            if not found:
                 raise SpecError([self.problem(at, f"$ref points to a missing file: {path}")])
             source = read_source(path)
             self.files[path] = source
         return source
 
+    def _remote_target(self, ref_value: str, at: Ref) -> Ref:
+        """Where a ref found in a remote document, or naming one, points."""
+        base = self._urls.get(at.file)
+        url = urljoin(base, ref_value) if base else ref_value
+        parts = urlsplit(url)
+        if base is not None and not fetching.is_remote(url):
+            raise SpecError(
+                [
+                    self.problem(
+                        at,
+                        f"$ref {ref_value!r} in the remote document {base} reaches outside "
+                        "the web; a remote document may not refer to local files",
+                    )
+                ]
+            )
+        if base is not None and urlsplit(base).scheme == "https" and parts.scheme == "http":
+            raise SpecError(
+                [self.problem(at, f"$ref {ref_value!r} in {base} leaves https for http; refused")]
+            )
+        if not self.policy.allow_remote:
+            raise SpecError(
+                [
+                    self.problem(
+                        at,
+                        f"remote $ref {url!r} refused; pass --allow-remote-refs to fetch it, "
+                        "or download the file next to the spec and refer to it",
+                    )
+                ]
+            )
+        document = urlunsplit(parts._replace(fragment=""))
+        name = Path(urlsplit(document).path).name or "document"
+        key = Path("/", "<remote>", hashlib.sha256(document.encode()).hexdigest()[:16], name)
+        self._urls[key] = document
+        return self._pointer(Ref(key), parts.fragment, ref_value, at)
+
+    def _pointer(self, file: Ref, fragment: str, ref_value: str, at: Ref) -> Ref:
+        pointer = unquote(fragment)
+        if pointer and not pointer.startswith("/"):
+            raise SpecError(
+                [self.problem(at, f"$ref {ref_value!r}: the fragment must be a JSON pointer")]
+            )
+        return Ref(file.file, pointer)
+
     def _target(self, ref_value: Any, at: Ref) -> Ref:
         if not isinstance(ref_value, str):
             raise SpecError([self.problem(at, "$ref must be a string")])
+        if "\x00" in unquote(ref_value):
+            raise SpecError([self.problem(at, "$ref holds a NUL character")])
         parts = urlsplit(ref_value)
-        if parts.scheme in ("http", "https"):
-            if not self.policy.allow_remote:
-                raise SpecError(
-                    [
-                        self.problem(
-                            at,
-                            f"remote $ref {ref_value!r} refused; asyncgen only reads local "
-                            "files (download the file next to the spec and refer to it)",
-                        )
-                    ]
-                )
-            raise SpecError([self.problem(at, f"unsupported: remote $ref {ref_value!r}")])
+        if fetching.is_remote(ref_value) or (at.file in self._urls and parts.path):
+            return self._remote_target(ref_value, at)
         if parts.scheme and len(parts.scheme) > 1:
             raise SpecError([self.problem(at, f"unsupported $ref scheme in {ref_value!r}")])
         file = at.file
@@ -110,21 +183,21 @@ class Document:
             file = (at.file.parent / unquote(parts.path)).resolve()
             if not self.policy.allow_outside and not file.is_relative_to(self.base_dir):
                 common = Path(os.path.commonpath([file, self.base_dir]))
+                remedy = (
+                    f"pass --refs-root {common} to allow refs inside that folder"
+                    if common.parent != common
+                    else "pass --allow-outside-refs to allow refs anywhere"
+                )
                 raise SpecError(
                     [
                         self.problem(
                             at,
                             f"$ref {ref_value!r} leaves the folder {self.base_dir}; refused "
-                            f"(pass --refs-root {common} to allow refs inside that folder)",
+                            f"({remedy})",
                         )
                     ]
                 )
-        pointer = unquote(parts.fragment)
-        if pointer and not pointer.startswith("/"):
-            raise SpecError(
-                [self.problem(at, f"$ref {ref_value!r}: the fragment must be a JSON pointer")]
-            )
-        return Ref(file, pointer)
+        return self._pointer(Ref(file), parts.fragment, ref_value, at)
 
     def _lookup(self, target: Ref, at: Ref) -> Any:
         value = self._file(target.file, at).data

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ MAX_FILE_BYTES = 16 * 1024 * 1024
 MAX_NODES = 1_000_000
 #: Refuse documents nested deeper than this.
 MAX_DEPTH = 256
+_TOO_DEEP = f"the document is nested deeper than {MAX_DEPTH} levels"
 
 Position = tuple[int, int]
 
@@ -36,6 +38,8 @@ class SourceFile:
     positions: dict[str, Position] = field(default_factory=dict)
     #: The line/column of the key of each mapping member, by the member's pointer.
     key_positions: dict[str, Position] = field(default_factory=dict)
+    #: The URL of a remote document (`path` is then only a name for it).
+    url: str | None = None
 
     def location(self, pointer: str) -> Location:
         """The location of `pointer`, or of its nearest ancestor with a known position."""
@@ -43,16 +47,16 @@ class SourceFile:
         while True:
             if probe in self.positions:
                 line, column = self.positions[probe]
-                return Location(self.path, pointer, line, column)
+                return Location(self.path, pointer, line, column, self.url)
             if not probe:
-                return Location(self.path, pointer, 1, 1)
+                return Location(self.path, pointer, 1, 1, self.url)
             probe = probe.rsplit("/", 1)[0]
 
     def key_location(self, pointer: str) -> Location:
         """The location of the key naming `pointer` (`info:`), else that of its value."""
         if pointer in self.key_positions:
             line, column = self.key_positions[pointer]
-            return Location(self.path, pointer, line, column)
+            return Location(self.path, pointer, line, column, self.url)
         return self.location(pointer)
 
 
@@ -101,7 +105,7 @@ class _DepthGuard(yaml.composer.Composer):
     def _too_deep(self, mark: Any) -> SpecError:
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         where = Location(self.path, "", line, column)
-        return SpecError([Problem(where, f"the document is nested deeper than {MAX_DEPTH} levels")])
+        return SpecError([Problem(where, _TOO_DEEP)])
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         # The composer recurses once per level; refuse deep input before Python's stack does.
@@ -211,7 +215,7 @@ class _Builder:
         )
 
     def _too_deep(self, node: yaml.Node, pointer: str) -> SpecError:
-        return self._fail(node, pointer, f"the document is nested deeper than {MAX_DEPTH} levels")
+        return self._fail(node, pointer, _TOO_DEEP)
 
     def _recursive(self, node: yaml.Node, pointer: str) -> SpecError:
         return self._fail(
@@ -308,7 +312,13 @@ class _Builder:
                 return _scalar(node)
             except ValueError:
                 tag = node.tag.replace("tag:yaml.org,2002:", "!!")
-                raise self._fail(node, pointer, f"{node.value!r} cannot be read as {tag}") from None
+                why = f"{_shown(node.value)} cannot be read as {tag}"
+                if tag == "!!int" and len(node.value) > sys.get_int_max_str_digits():
+                    why = (
+                        f"the integer {_shown(node.value)} is longer than the "
+                        f"{sys.get_int_max_str_digits():,} digits asyncgen reads"
+                    )
+                raise self._fail(node, pointer, why) from None
         if isinstance(node, yaml.SequenceNode):
             return [
                 self.build(item, f"{pointer}/{index}", depth + 1)
@@ -327,6 +337,10 @@ class _Builder:
         return self.build(node)
 
 
+#: What libyaml says when its own nesting limit trips.
+_NESTING_PROBLEMS = frozenset({"exceeded maximum nesting depth"})
+
+
 def _yaml_error(path: Path, exc: yaml.YAMLError, text: str) -> SpecError:
     if isinstance(exc, yaml.reader.ReaderError):
         before = text[: int(exc.position)]
@@ -337,6 +351,9 @@ def _yaml_error(path: Path, exc: yaml.YAMLError, text: str) -> SpecError:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     problem = getattr(exc, "problem", None) or str(exc)
+    if problem in _NESTING_PROBLEMS:
+        # libyaml (PyYAML 6.0.4 on) has a nesting limit of its own, which may trip first.
+        return SpecError([Problem(Location(path, "", line, column), _TOO_DEEP)])
     context = getattr(exc, "context", None)
     message = f"invalid YAML: {context}: {problem}" if context else f"invalid YAML: {problem}"
     return SpecError([Problem(Location(path, "", line, column), message)])
@@ -397,13 +414,21 @@ def _read_json(path: Path, text: str) -> SourceFile:
         where = Location(path, "", exc.lineno, exc.colno)
         raise SpecError([Problem(where, f"invalid JSON: {exc.msg}")]) from exc
     except RecursionError as exc:
-        raise SpecError(
-            [Problem(Location(path, "", 1, 1), "the document is nested too deeply")]
-        ) from exc
+        raise SpecError([Problem(Location(path, "", 1, 1), _TOO_DEEP)]) from exc
+    except ValueError as exc:  # an integer longer than Python reads (sys.int_info)
+        _json_positions(path, text)  # raises the error at the number's position
+        raise SpecError([Problem(Location(path, "", 1, 1), f"invalid JSON: {exc}")]) from None
     found = _json_positions(path, text)
     if found is None:
         return SourceFile(path, data)
     return SourceFile(path, data, found[0], found[1])
+
+
+def _shown(value: str, most: int = 40) -> str:
+    """`value` quoted for a message, shortened when long (a number of 5,000 digits)."""
+    if len(value) <= most:
+        return repr(value)
+    return f"{value[: most // 2]!r}... ({len(value):,} characters)"
 
 
 def _lone_surrogate(value: Any, pointer: str = "") -> str | None:
@@ -430,7 +455,22 @@ def _lone_surrogate(value: Any, pointer: str = "") -> str | None:
 
 def read_source(path: Path) -> SourceFile:
     """Parse `path` (YAML, or JSON when it ends in .json) or raise SpecError."""
-    source = _read_source(path)
+    return _checked(_read_source(path))
+
+
+def read_remote_source(path: Path, raw: bytes, url: str) -> SourceFile:
+    """Parse a fetched document; `path` names it, problems name `url`."""
+    try:
+        source = _checked(_parse(path, raw))
+    except SpecError as exc:
+        raise SpecError(
+            [replace(p, location=replace(p.location, url=url)) for p in exc.problems]
+        ) from None
+    source.url = url
+    return source
+
+
+def _checked(source: SourceFile) -> SourceFile:
     bad = _lone_surrogate(source.data)
     if bad is not None:
         raise SpecError(
@@ -461,6 +501,10 @@ def _read_source(path: Path) -> SourceFile:
         raw = path.read_bytes()
     except OSError as exc:
         raise SpecError([Problem(Location(path), f"cannot read the file: {exc.strerror}")]) from exc
+    return _parse(path, raw)
+
+
+def _parse(path: Path, raw: bytes) -> SourceFile:
     if b"\x00" in raw:
         raise SpecError([Problem(Location(path), "the file is binary, not YAML or JSON text")])
     try:
@@ -480,9 +524,7 @@ def _read_source(path: Path) -> SourceFile:
     except yaml.YAMLError as exc:
         raise _yaml_error(path, exc, text) from exc
     except RecursionError as exc:
-        raise SpecError(
-            [Problem(Location(path, "", 1, 1), "the document is nested too deeply")]
-        ) from exc
+        raise SpecError([Problem(Location(path, "", 1, 1), _TOO_DEEP)]) from exc
     if node is None:
         raise SpecError([Problem(Location(path, "", 1, 1), "the file is empty")])
     builder = _Builder(path)

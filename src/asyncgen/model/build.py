@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
+from asyncgen.asyncapi import address_parameters
 from asyncgen.errors import Level, Problem, SpecError
 from asyncgen.load import Document, Ref
 from asyncgen.load.source import unescape_token
+from asyncgen.model.formats import (
+    AvroError,
+    Dialect,
+    avro_to_json_schema,
+    discriminator_targets,
+    openapi_node,
+    parse_avro,
+    schema_dialect,
+)
 from asyncgen.model.ir import (
     Action,
     Api,
@@ -18,8 +29,6 @@ from asyncgen.model.ir import (
     Parameter,
     Reply,
     Server,
-    address_parameters,
-    is_json_schema_format,
 )
 
 # Keys of AsyncAPI's Schema Object that are not JSON Schema and mean nothing to a model.
@@ -33,8 +42,9 @@ def _text(value: Any) -> str | None:
 
 
 class _Builder:
-    def __init__(self, doc: Document) -> None:
+    def __init__(self, doc: Document, unfit_examples: set[Ref]) -> None:
         self.doc = doc
+        self.unfit_examples = unfit_examples
         self.root = Ref(doc.root.path)
         self.warnings: list[Problem] = []
         self.schemas: dict[str, Any] = {}
@@ -42,6 +52,8 @@ class _Builder:
         self._messages: dict[Ref, Message] = {}
         self._message_order: list[Message] = []
         self._channels: dict[Ref, Channel] = {}
+        #: Definitions of Avro named types, by full name.
+        self._avro_names: dict[str, str] = {}
         self.default_content_type = "application/json"
 
     # -- helpers ---------------------------------------------------------------------
@@ -72,15 +84,15 @@ class _Builder:
             counter += 1
         return name
 
-    def schema(self, ref: Ref, suggested: str) -> str:
+    def schema(self, ref: Ref, suggested: str, dialect: Dialect = "jsonschema") -> str:
         """Add the schema at `ref` (and all it refers to) to the bundle; return its name."""
         value = self.doc.get(ref)
         if isinstance(value, dict) and "$ref" in value and isinstance(value["$ref"], str):
             target = self.doc.target_of(value, ref)
-            return self._schema_at(target, suggested)
-        return self._schema_at(ref, suggested)
+            return self._schema_at(target, suggested, dialect)
+        return self._schema_at(ref, suggested, dialect)
 
-    def _schema_at(self, ref: Ref, suggested: str) -> str:
+    def _schema_at(self, ref: Ref, suggested: str, dialect: Dialect = "jsonschema") -> str:
         value, at = self.resolve(ref)
         if at in self._schema_names:
             return self._schema_names[at]
@@ -95,35 +107,82 @@ class _Builder:
         name = self._unique_schema_name(wanted)
         self._schema_names[at] = name
         self.schemas[name] = None  # reserve the name before walking: schemas may recurse
-        self.schemas[name] = self._copy_schema(value, at, name)
+        self.schemas[name] = self._copy_schema(value, at, name, dialect)
         return name
 
-    def _copy_schema(self, value: Any, at: Ref, owner: str) -> Any:
+    def _copy_schema(self, value: Any, at: Ref, owner: str, dialect: Dialect) -> Any:
         if isinstance(value, list):
-            return [self._copy_schema(item, at.child(i), owner) for i, item in enumerate(value)]
+            return [
+                self._copy_schema(item, at.child(i), owner, dialect) for i, item in enumerate(value)
+            ]
         if not isinstance(value, dict):
             return value
         if isinstance(value.get("$ref"), str):
             target = self.doc.target_of(value, at)
-            name = self._schema_at(target, f"{owner}Item")
+            name = self._schema_at(target, f"{owner}Item", dialect)
             return {"$ref": f"#/$defs/{name}"}
         copied: dict[str, Any] = {}
         for key, item in value.items():
-            if key in _NON_SCHEMA_KEYS or key.startswith("x-"):
+            if key == "discriminator" and dialect == "openapi":
+                copied[key] = self._discriminator(item, at.child(key), owner)
+            elif key in _NON_SCHEMA_KEYS or key.startswith("x-"):
                 continue
-            if key in _DATA_KEYWORDS:
+            elif key in _DATA_KEYWORDS:
                 copied[key] = item
             elif key in ("properties", "patternProperties", "definitions", "$defs"):
                 if isinstance(item, dict):
                     copied[key] = {
-                        name: self._copy_schema(sub, at.child(key, name), owner)
+                        name: self._copy_schema(sub, at.child(key, name), owner, dialect)
                         for name, sub in item.items()
                     }
                 else:
                     copied[key] = item
             else:
-                copied[key] = self._copy_schema(item, at.child(key), owner)
-        return copied
+                copied[key] = self._copy_schema(item, at.child(key), owner, dialect)
+        return openapi_node(copied) if dialect == "openapi" else copied
+
+    def _discriminator(self, value: Any, at: Ref, owner: str) -> Any:
+        """An OpenAPI discriminator whose `mapping` points into the bundle."""
+        if not isinstance(value, dict):
+            return value
+        mapping = {
+            key: "#/$defs/"
+            + self._schema_at(
+                self.doc.target_of({"$ref": target}, at.child("mapping", key)),
+                f"{owner}Item",
+                "openapi",
+            )
+            for key, target in discriminator_targets(value).items()
+        }
+        return {**value, "mapping": mapping} if mapping else value
+
+    def _avro_schema(self, ref: Ref, suggested: str) -> str:
+        """Add an Avro schema, as JSON Schema, to the bundle; return its name."""
+        value, at = self.resolve(ref)
+        if at in self._schema_names:
+            return self._schema_names[at]
+        try:
+            parsed = parse_avro(value)
+        except AvroError as exc:
+            raise self.fail(at, str(exc)) from exc
+
+        def define(fullname: str, make: Callable[[], dict[str, Any]]) -> str:
+            if fullname not in self._avro_names:
+                name = self._unique_schema_name(fullname.rsplit(".", 1)[-1])
+                self._avro_names[fullname] = name
+                self.schemas[name] = None  # reserved: records may refer to themselves
+                self.schemas[name] = make()
+            return self._avro_names[fullname]
+
+        converted = avro_to_json_schema(parsed, define)
+        target = str(converted.get("$ref", ""))
+        if set(converted) == {"$ref"} and target.startswith("#/$defs/"):
+            name = target[len("#/$defs/") :]  # a named type: its definition is the payload
+        else:
+            name = self._unique_schema_name(suggested)
+            self.schemas[name] = converted
+        self._schema_names[at] = name
+        return name
 
     def payload(self, ref: Ref, name: str, schema_format: Any) -> str:
         """Bundle a payload or headers schema, given plainly or as a multi-format schema."""
@@ -131,13 +190,16 @@ class _Builder:
         if isinstance(resolved, dict) and "schemaFormat" in resolved and "schema" in resolved:
             schema_format = resolved["schemaFormat"]
             ref = resolved_at.child("schema")
-        if schema_format is not None and not is_json_schema_format(schema_format):
+        dialect = schema_dialect(schema_format)
+        if dialect is None:
             raise self.fail(
                 ref,
-                f"unsupported: schemaFormat {schema_format!r}; asyncgen generates "
-                "models from AsyncAPI and JSON Schema payloads only",
+                f"unsupported: schemaFormat {schema_format!r}; asyncgen generates models from "
+                "AsyncAPI, JSON Schema, OpenAPI 3.0 and Avro schemas only",
             )
-        return self.schema(ref, name)
+        if dialect == "avro":
+            return self._avro_schema(ref, name)
+        return self.schema(ref, name, dialect)
 
     # -- messages --------------------------------------------------------------------
 
@@ -183,6 +245,7 @@ class _Builder:
                         if isinstance(example.get("headers"), dict)
                         else None,
                         has_payload="payload" in example,
+                        fits=origins["examples"].child(index) not in self.unfit_examples,
                     )
                 )
             else:
@@ -230,21 +293,17 @@ class _Builder:
                     default=str(default) if default is not None else None,
                     examples=[str(v) for v in examples] if isinstance(examples, list) else [],
                     pattern=_text(source.get("pattern")),
+                    identity=_identity(value.get("x-asyncgen-identity")),
                 )
             )
         return result
 
-    def _check_address(self, channel: Channel, at: Ref) -> None:
-        if channel.address is None:
-            return
-        declared = {p.name for p in channel.parameters}
-        for name in address_parameters(channel.address):
-            if name not in declared:
-                raise self.fail(
-                    at,
-                    f"address {channel.address!r} uses parameter {{{name}}} "
-                    "which the channel does not declare in `parameters`",
-                )
+    def _infer_parameters(self, channel: Channel, declares: bool) -> None:
+        """Without a `parameters` map at all, the address parameters are taken as strings
+        (the validate stage warns)."""
+        if channel.address is not None and not declares:
+            names = dict.fromkeys(address_parameters(channel.address))
+            channel.parameters = [Parameter(name=name) for name in names]
 
     def _bindings(self, ref: Ref) -> dict[str, Any]:
         value = self.doc.find(ref)
@@ -276,7 +335,7 @@ class _Builder:
         )
         self._channels[at] = channel
         channel.parameters = self.parameters(value.get("parameters"), at.child("parameters"), 3)
-        self._check_address(channel, at)
+        self._infer_parameters(channel, value.get("parameters") is not None)
         for name in value.get("messages") or {}:
             channel.messages.append(self.message(at.child("messages", name), name))
         return channel
@@ -289,11 +348,7 @@ class _Builder:
         for key in data.get("operations") or {}:
             op_ref = self.root.child("operations", key)
             value, at = self.mapping(op_ref)
-            action = value.get("action")
-            if action not in ("send", "receive"):
-                raise self.fail(
-                    at.child("action"), f"`action` must be send or receive, got {action!r}"
-                )
+            action: Action = value["action"]
             channel = self.channel_v3(at.child("channel"))
             messages = (
                 [
@@ -303,13 +358,6 @@ class _Builder:
                 if isinstance(value.get("messages"), list) and value["messages"]
                 else list(channel.messages)
             )
-            for index, message in enumerate(messages):
-                if message not in channel.messages:
-                    raise self.fail(
-                        at.child("messages", index),
-                        f"operation {key!r} uses message {message.name!r}, "
-                        f"which its channel {channel.key!r} does not list",
-                    )
             traits_bindings: dict[str, Any] = {}
             for index, _ in enumerate(value.get("traits") or []):
                 trait, trait_at = self.resolve(at.child("traits", index))
@@ -346,8 +394,6 @@ class _Builder:
         if "address" in value:
             address, _ = self.mapping(at.child("address"))
             location = _text(address.get("location"))
-        if not messages:
-            raise self.fail(at, f"the reply of operation {op_key!r} names no message")
         return Reply(channel=channel, messages=messages, address_location=location)
 
     # -- AsyncAPI 2.x ----------------------------------------------------------------
@@ -355,7 +401,6 @@ class _Builder:
     def build_v2(self, data: dict[str, Any]) -> tuple[list[Channel], list[Operation]]:
         channels: list[Channel] = []
         operations: list[Operation] = []
-        seen_ids: dict[str, Ref] = {}
         for address in data.get("channels") or {}:
             value, at = self.mapping(self.root.child("channels", address))
             channel = Channel(
@@ -366,27 +411,19 @@ class _Builder:
                 location=self.doc.location(at),
             )
             channel.parameters = self.parameters(value.get("parameters"), at.child("parameters"), 2)
-            self._check_address(channel, at)
+            self._infer_parameters(channel, value.get("parameters") is not None)
             channels.append(channel)
             verbs: tuple[tuple[str, Action], ...] = (("publish", "receive"), ("subscribe", "send"))
             for verb, action in verbs:
                 if verb not in value:
                     continue
-                operations.append(self.operation_v2(channel, at.child(verb), action, seen_ids))
+                operations.append(self.operation_v2(channel, at.child(verb), action))
         return channels, operations
 
-    def operation_v2(
-        self, channel: Channel, ref: Ref, action: Action, seen_ids: dict[str, Ref]
-    ) -> Operation:
+    def operation_v2(self, channel: Channel, ref: Ref, action: Action) -> Operation:
         value, at = self.mapping(ref)
         value, origins = self._apply_traits(value, at)
         key = _text(value.get("operationId")) or f"{action} {channel.key}"
-        if key in seen_ids:
-            raise self.fail(
-                at.child("operationId"),
-                f"operationId {key!r} is used twice (first at {self.doc.location(seen_ids[key])})",
-            )
-        seen_ids[key] = at
         messages: list[Message] = []
         message_value, message_at = (
             self.resolve(at.child("message")) if "message" in value else (None, at)
@@ -398,8 +435,6 @@ class _Builder:
                 )
         elif message_value is not None:
             messages.append(self.message(at.child("message"), f"{key} message"))
-        if not messages:
-            raise self.fail(at, f"operation {key!r} has no message")
         for message in messages:
             if message not in channel.messages:
                 channel.messages.append(message)
@@ -447,10 +482,11 @@ class _Builder:
         return result
 
 
-def build_api(doc: Document) -> tuple[Api, list[Problem]]:
-    """Map the document into an `Api`; returns it with any warnings found on the way."""
+def build_api(doc: Document, unfit_examples: set[Ref] | None = None) -> tuple[Api, list[Problem]]:
+    """Map the document into an `Api`; returns it with any warnings found on the way.
+    `unfit_examples`: where the examples are that the validate stage found unfit."""
     data = doc.data
-    builder = _Builder(doc)
+    builder = _Builder(doc, unfit_examples or set())
     version_text = str(data.get("asyncapi", ""))
     version = 3 if version_text.startswith("3.") else 2
     builder.default_content_type = _text(data.get("defaultContentType")) or "application/json"
@@ -472,3 +508,12 @@ def build_api(doc: Document) -> tuple[Api, list[Problem]]:
         schemas=builder.schemas,
     )
     return api, builder.warnings
+
+
+def _identity(value: Any) -> Literal["username", "clientId"] | None:
+    """`x-asyncgen-identity` of a parameter (validate reports any other value)."""
+    if value == "username":
+        return "username"
+    if value == "clientId":
+        return "clientId"
+    return None

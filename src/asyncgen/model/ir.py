@@ -7,48 +7,15 @@ identifiers is the render stage's job. `action` is always from the application's
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from asyncgen.asyncapi import RAW_TYPES as RAW_TYPES
+from asyncgen.asyncapi import PayloadKind as PayloadKind
+from asyncgen.asyncapi import payload_kind as payload_kind
 from asyncgen.errors import Location
 
 Action = Literal["send", "receive"]
-
-_PARAM = re.compile(r"\{([^{}]+)\}")
-
-
-_JSON_SCHEMA_FORMATS = re.compile(
-    r"^application/(vnd\.aai\.asyncapi(\+json|\+yaml)?|schema\+json|schema\+yaml)(;.*)?$"
-)
-
-
-def is_json_schema_format(schema_format: Any) -> bool:
-    """Whether a `schemaFormat` names AsyncAPI's Schema Object or JSON Schema."""
-    return isinstance(schema_format, str) and _JSON_SCHEMA_FORMATS.match(schema_format) is not None
-
-
-def regex_engine(pattern: str) -> tuple[str | None, str]:
-    """The pydantic regex engine that can use `pattern` ("rust-regex", else "python-re"),
-    or None and why neither can."""
-    import pydantic_core
-
-    try:
-        pydantic_core.SchemaValidator(pydantic_core.core_schema.str_schema(pattern=pattern))
-    except pydantic_core.SchemaError:
-        pass
-    else:
-        return "rust-regex", ""
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        return None, str(exc)
-    return "python-re", ""
-
-
-def address_parameters(address: str) -> list[str]:
-    """The `{name}` parameters of an address, in order of appearance."""
-    return _PARAM.findall(address)
 
 
 @dataclass
@@ -70,6 +37,8 @@ class Parameter:
     default: str | None = None
     examples: list[str] = field(default_factory=list)
     pattern: str | None = None
+    #: `x-asyncgen-identity`: the parameter is the client's user name or client id.
+    identity: Literal["username", "clientId"] | None = None
 
 
 @dataclass
@@ -78,6 +47,8 @@ class Example:
     payload: Any
     headers: dict[str, Any] | None = None
     has_payload: bool = True
+    #: False when the validate stage found the payload does not match its schema.
+    fits: bool = True
 
 
 @dataclass
@@ -94,6 +65,10 @@ class Message:
     headers: str | None = None
     examples: list[Example] = field(default_factory=list)
     location: Location | None = None
+
+    @property
+    def kind(self) -> PayloadKind:
+        return payload_kind(self.content_type)
 
 
 @dataclass
@@ -128,6 +103,13 @@ class Operation:
     reply: Reply | None = None
     extensions: dict[str, Any] = field(default_factory=dict)
     location: Location | None = None
+
+    @property
+    def kind(self) -> PayloadKind:
+        """What its handler receives: its messages' payload kind; the bytes as they came
+        when it names no message or its messages are of different kinds."""
+        kinds = {message.kind for message in self.messages}
+        return kinds.pop() if len(kinds) == 1 else "bytes"
 
     def binding(self, protocol: str, name: str, default: Any = None) -> Any:
         value = self.bindings.get(protocol)

@@ -8,13 +8,13 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
 import pydantic
 
+from asyncgen.asyncapi import Protocol, regex_engine, subject_address
 from asyncgen.errors import Level, Location, Problem
 from asyncgen.model import Api, Channel, Message, Operation, Parameter
-from asyncgen.model.ir import regex_engine
-from asyncgen.render.models import MODEL_RESERVED, bundle
+from asyncgen.model.ir import RAW_TYPES, PayloadKind
+from asyncgen.render.models import MODEL_RESERVED
 from asyncgen.render.naming import (
     MAX_FILE_NAME,
     Namer,
@@ -25,29 +25,8 @@ from asyncgen.render.naming import (
     snake,
     toml_string,
 )
-from asyncgen.render.protocols import PROFILES, Protocol, ProtocolProfile
+from asyncgen.render.protocols import PROFILES, ProtocolProfile
 from asyncgen.runtime import VERSION as RUNTIME_VERSION
-
-#: How the runtime reads a message's payload, by content type (without parameters such
-#: as `; charset=utf-8`). Anything not listed here is read as JSON.
-PAYLOAD_KINDS = {
-    "text/plain": "text",
-    "application/octet-stream": "bytes",
-    "application/msgpack": "msgpack",
-    "application/x-msgpack": "msgpack",
-    "application/vnd.msgpack": "msgpack",
-}
-
-
-#: The Python type a handler gets for the payload kinds that have no model.
-_KIND_TYPES = {"text": "str", "bytes": "bytes"}
-
-
-def payload_kind(content_type: str | None) -> str:
-    """The runtime's payload kind (`json`, `text`, `bytes`, `msgpack`) of a content type."""
-    media_type = (content_type or "").split(";")[0].strip().lower()
-    return PAYLOAD_KINDS.get(media_type, "json")
-
 
 #: Names the generated modules define themselves; channel and handler names avoid them.
 _GENERATED_NAMES = {
@@ -93,6 +72,15 @@ _TAKEN_PACKAGES = {
 }  # fmt: skip
 #: Host names and IP addresses (IPv6 in brackets); anything else is not a server host.
 _HOST = re.compile(r"[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\]")
+
+
+#: How a publisher turns its `message` into bytes, by payload kind.
+_ENCODED: dict[PayloadKind, str] = {
+    "json": "encode(message)",
+    "msgpack": 'encode(message, "msgpack")',
+    "text": 'message.encode("utf-8")',
+    "bytes": "message",
+}
 
 
 @dataclass
@@ -151,6 +139,8 @@ class ExampleView:
     topic: str
     payload: Any
     params: dict[str, str]
+    #: How the payload goes on the wire (the operation's payload kind).
+    kind: PayloadKind = "json"
 
 
 @dataclass
@@ -158,26 +148,11 @@ class MessageView:
     name: str
     class_name: str
     summary: str | None
-    #: How the runtime reads the payload (see `PAYLOAD_KINDS`).
-    kind: str = "json"
+    #: The payload schema's name in `Api.schemas`.
+    schema: str = ""
     #: Fields whose `const`/`enum` values tell this message apart from the others of its
     #: operation, as Python source of the runtime's `Accepted.match`; "" when none.
     match: str = ""
-
-    @property
-    def type_expr(self) -> str:
-        """What the handler receives: `str` for text, `bytes` for bytes, else the model."""
-        return _KIND_TYPES.get(self.kind, f"models.{self.class_name}")
-
-    @property
-    def accepted(self) -> str:
-        """The runtime's `Accepted(...)` of this message, as Python source."""
-        args = [self.type_expr]
-        if self.kind != "json":
-            args.append(py_literal(self.kind))
-        if self.match:
-            args.append(f"match={self.match}")
-        return f"Accepted({', '.join(args)})"
 
 
 @dataclass
@@ -203,18 +178,35 @@ class OperationView:
     reply_example: Any = None
     examples: list[ExampleView] = field(default_factory=list)
     handler_class: str = ""
+    payload_kind: PayloadKind = "json"
+
+    @property
+    def accepted(self) -> list[str]:
+        """The runtime's `Accepted(...)` of each message the operation takes, as source.
+
+        Text and bytes reach the handler as `str` or `bytes` whatever the message; JSON
+        and MessagePack messages are validated into their models, tried in turn."""
+        if self.payload_kind in RAW_TYPES:
+            return [f"Accepted({RAW_TYPES[self.payload_kind]}, {py_literal(self.payload_kind)})"]
+        accepted = []
+        for message in self.messages:
+            args = [f"models.{message.class_name}"]
+            if self.payload_kind != "json":
+                args.append(py_literal(self.payload_kind))
+            if message.match:
+                args.append(f"match={message.match}")
+            accepted.append(f"Accepted({', '.join(args)})")
+        return accepted
+
+    @property
+    def encoded(self) -> str:
+        """The publisher's expression of `message` as the bytes to send."""
+        return _ENCODED[self.payload_kind]
 
     @property
     def uses_models(self) -> bool:
-        """Whether the operation's messages or reply are models (not `str` or `bytes`)."""
-        return "models." in self.message_type or "models." in (self.reply_type or "")
-
-    @property
-    def encode_args(self) -> str:
-        """The arguments of `encode(...)` in this operation's publisher."""
-        kinds = {message.kind for message in self.messages}
-        kind = kinds.pop() if len(kinds) == 1 else "json"
-        return "message" if kind == "json" else f"message, {py_literal(kind)}"
+        """Whether its message or reply types are models (not `str` or `bytes`)."""
+        return self.payload_kind not in RAW_TYPES or self.reply_type is not None
 
     @property
     def publisher_params(self) -> str:
@@ -248,28 +240,11 @@ class ProjectContext:
     templates_path: str | None = None
     refs_root_path: str | None = None
     allow_outside_refs: bool = False
+    allow_remote_refs: bool = False
 
     @property
     def operations(self) -> list[OperationView]:
         return self.receive + self.send
-
-    @property
-    def proto(self) -> ProtocolProfile:
-        """What the templates need to know of the protocol."""
-        return PROFILES[self.protocol]
-
-    @property
-    def receive_uses_models(self) -> bool:
-        """Whether the receive operations' messages or replies are models."""
-        return any(op.uses_models for op in self.receive)
-
-    @property
-    def runtime_version(self) -> int:
-        return RUNTIME_VERSION
-
-    @property
-    def uses_msgpack(self) -> bool:
-        return any(m.kind == "msgpack" for op in self.operations for m in op.messages)
 
     @property
     def description_toml(self) -> str:
@@ -299,21 +274,51 @@ class ProjectContext:
         return self.proto.address_word
 
     @property
+    def proto(self) -> ProtocolProfile:
+        """What the templates need to know of the protocol."""
+        return PROFILES[self.protocol]
+
+    @property
+    def runtime_version(self) -> int:
+        return RUNTIME_VERSION
+
+    @property
+    def uses_msgpack(self) -> bool:
+        return self.receive_msgpack or self.send_msgpack
+
+    @property
+    def receive_uses_models(self) -> bool:
+        return any(op.uses_models for op in self.receive)
+
+    @property
+    def send_uses_models(self) -> bool:
+        return any(op.uses_models for op in self.send)
+
+    @property
+    def receive_msgpack(self) -> bool:
+        return any(op.payload_kind == "msgpack" for op in self.receive)
+
+    @property
+    def send_msgpack(self) -> bool:
+        return any(op.payload_kind == "msgpack" for op in self.send)
+
+    @property
+    def raw_examples(self) -> bool:
+        """Whether some examples are not sent as JSON (the tests then take bytes too)."""
+        return any(example.kind != "json" for op in self.receive for example in op.examples)
+
+    @property
+    def json_receive(self) -> OperationView | None:
+        """The first receive operation that takes JSON, if any."""
+        return next((op for op in self.receive if op.payload_kind == "json"), None)
+
+    @property
     def send_uses_literal(self) -> bool:
         return any(p.type_expr.startswith("Literal") for op in self.send for p in op.channel.params)
 
     @property
     def uses_literal(self) -> bool:
         return any(p.type_expr.startswith("Literal") for c in self.channels for p in c.params)
-
-
-def subject_address(address: str, protocol: Protocol) -> str:
-    """The address as the protocol writes it: NATS subjects use `.` between tokens.
-
-    An address written with `/` is mapped the way nats-server's MQTT gateway maps an
-    MQTT topic, so one spec serves MQTT devices and NATS services alike.
-    """
-    return PROFILES[protocol].address(address)
 
 
 def subscription_for(address: str, protocol: Protocol) -> str:
@@ -363,6 +368,7 @@ class _ContextBuilder:
     def __init__(self, api: Api, protocol: Protocol) -> None:
         self.api = api
         self.protocol = protocol
+        self._operations = {operation.key: operation for operation in api.operations}
         self.module_names = Namer(_GENERATED_NAMES)
         self.model_names = Namer(MODEL_RESERVED | _GENERATED_NAMES)
         self.class_names: dict[str, str] = {
@@ -376,23 +382,12 @@ class _ContextBuilder:
         self.handler_classes = Namer(_GENERATED_NAMES)
         self.channels: dict[int, ChannelView] = {}
         self.warnings: list[Problem] = []
-        self._validator_schema = bundle(api.schemas, self.class_names)
-        self._operations = {operation.key: operation for operation in api.operations}
 
     def channel(self, channel: Channel) -> ChannelView | None:
         if channel.address is None:
             return None
         if id(channel) in self.channels:
             return self.channels[id(channel)]
-        problem = PROFILES[self.protocol].address_problem(channel.address)
-        if problem is not None:
-            profile = PROFILES[self.protocol]
-            word = f"{profile.title} {profile.address_word}"
-            self.warn(
-                channel.location,
-                f"address {channel.address!r} is not a valid {word}: {problem}; the broker "
-                "will refuse it",
-            )
         attrs = Namer(_PARAM_RESERVED, reserved_prefixes=("model_",))
         params = [self.param(param, channel, attrs) for param in channel.parameters]
         view = ChannelView(
@@ -412,16 +407,9 @@ class _ContextBuilder:
         return view
 
     def param(self, param: Parameter, channel: Channel, attrs: Namer) -> ParamView:
-        pattern, engine = param.pattern, None
-        if pattern is not None:
-            engine, error = regex_engine(pattern)
-            if engine is None:
-                self.warn(
-                    channel.location,
-                    f"parameter {param.name!r}: {pattern!r} is not a regular expression "
-                    f"({error}); the generated code does not check values against it",
-                )
-                pattern = None
+        # The validate stage refused patterns that no engine reads.
+        pattern = param.pattern
+        engine = regex_engine(pattern)[0] if pattern is not None else None
         example, example_ok = _example_value(param, self.protocol)
         return ParamView(
             name=param.name,
@@ -444,12 +432,12 @@ class _ContextBuilder:
             name=message.name,
             class_name=self.class_names[message.payload],
             summary=message.summary or message.title,
-            kind=payload_kind(message.content_type),
+            schema=message.payload,
         )
 
     def fixed_fields(self, view: MessageView) -> dict[str, tuple[Any, ...]]:
         """The top-level properties of a message's schema fixed by `const` or `enum`."""
-        schema = self._validator_schema.get("$defs", {}).get(view.class_name, {})
+        schema = self.api.schemas.get(view.schema)
         properties = schema.get("properties") if isinstance(schema, dict) else None
         fixed: dict[str, tuple[Any, ...]] = {}
         for name, prop in (properties if isinstance(properties, dict) else {}).items():
@@ -526,50 +514,24 @@ class _ContextBuilder:
                 "out of the generated tests",
             )
             return result
+        kind = operation.kind
         for message in operation.messages:
-            if payload_kind(message.content_type) != "json":
-                continue  # the generated tests send JSON
             for index, example in enumerate(message.examples):
                 if not example.has_payload:
                     continue
-                error = self._example_error(message, example.payload)
-                if error is not None:
-                    assert message.location is not None
-                    self.warnings.append(
-                        Problem(
-                            message.location,
-                            f"example {index + 1} of message {message.name!r} does not match "
-                            f"its payload schema ({error}); left out of the "
-                            "generated tests",
-                            Level.WARNING,
-                        )
-                    )
-                    continue
+                if not example.fits:
+                    continue  # the validate stage warned of it
                 result.append(
                     ExampleView(
                         name=_example_name(example.name or f"{message.name} example {index + 1}"),
                         topic=topic,
-                        payload=example.payload,
+                        # Text and bytes are sent as the string's UTF-8 bytes.
+                        payload=example.payload.encode() if kind in RAW_TYPES else example.payload,
                         params=params,
+                        kind=kind,
                     )
                 )
         return result
-
-    def _example_error(self, message: Message, payload: Any) -> str | None:
-        """Why `payload` does not match the message's schema, or None when it does."""
-        assert message.payload is not None
-        schema = {**self._validator_schema, "$ref": f"#/$defs/{self.class_names[message.payload]}"}
-        validator = jsonschema.Draft7Validator(
-            schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER
-        )
-        try:
-            error = jsonschema.exceptions.best_match(validator.iter_errors(payload))
-        except Exception as exc:  # a malformed schema; generating its model reports it
-            return f"the schema cannot be checked: {' '.join(str(exc).split())[:100]}"
-        return None if error is None else error.message[:200]
-
-    def _valid(self, message: Message, payload: Any) -> bool:
-        return self._example_error(message, payload) is None
 
     def operation(self, operation: Operation) -> OperationView | None:
         channel = self.channel(operation.channel)
@@ -577,6 +539,13 @@ class _ContextBuilder:
             return None
         messages = [self.message(message) for message in operation.messages]
         self.discriminate(messages)
+        kind = operation.kind
+        if len({message.kind for message in operation.messages}) > 1:
+            self.warn(
+                operation.location,
+                f"the messages of operation {operation.key!r} have content types of different "
+                "kinds; its handler receives the payload as bytes",
+            )
         func = self.handler_names.snake(operation.key, "operation")
         view = OperationView(
             key=operation.key,
@@ -586,7 +555,8 @@ class _ContextBuilder:
             action=operation.action,
             channel=channel,
             messages=messages,
-            message_type=" | ".join(dict.fromkeys(m.type_expr for m in messages)) or "bytes",
+            message_type=RAW_TYPES.get(kind)
+            or " | ".join(f"models.{m.class_name}" for m in messages),
             summary=operation.summary,
             description=operation.description,
             qos=self.qos(operation),
@@ -594,6 +564,7 @@ class _ContextBuilder:
             queue=self.queue(operation),
             jetstream=self.jetstream(operation),
             handler_class=self.handler_classes.pascal(f"{func} handler", "Handler"),
+            payload_kind=kind,
         )
         if operation.reply is not None:
             view.reply_messages = [self.message(message) for message in operation.reply.messages]
@@ -602,68 +573,31 @@ class _ContextBuilder:
                 view.reply_channel = self.channel(operation.reply.channel)
             view.reply_location = operation.reply.address_location
             first = operation.reply.messages[0]
-            valid = [e for e in first.examples if e.has_payload and self._valid(first, e.payload)]
+            valid = [e for e in first.examples if e.has_payload and e.fits]
             if valid:
                 view.reply_example = valid[0].payload
         if operation.action == "receive":
             view.examples = self.examples(operation, channel)
         return view
 
-    # -- bindings and extensions: free-form in the spec, checked here ------------------
+    # -- bindings and extensions, as the validate stage checked them ------------------
 
     def qos(self, operation: Operation) -> int:
         value = operation.binding("mqtt", "qos", 0)
-        if value is None or self.protocol != "mqtt":
-            return 0
-        if not isinstance(value, bool) and value in (0, 1, 2, "0", "1", "2"):
-            return int(value)
-        self.warn(
-            operation.location,
-            f"the mqtt binding `qos` of operation {operation.key!r} must be 0, 1 or 2, "
-            f"got {_short(value)}; using 0",
-        )
-        return 0
+        return int(value or 0) if self.protocol == "mqtt" else 0
 
     def retain(self, operation: Operation) -> bool:
-        value = operation.binding("mqtt", "retain", False)
-        if self.protocol != "mqtt":
-            return False
-        if value is None or isinstance(value, bool):
-            return bool(value)
-        self.warn(
-            operation.location,
-            f"the mqtt binding `retain` of operation {operation.key!r} must be true or false, "
-            f"got {_short(value)}; not retained",
-        )
-        return False
+        return self.protocol == "mqtt" and operation.binding("mqtt", "retain", False) is True
 
     def queue(self, operation: Operation) -> str | None:
         value = operation.binding("nats", "queue")
-        if self.protocol != "nats":
-            return None
-        if value is None or (isinstance(value, str) and value.strip()):
-            return value
-        self.warn(
-            operation.location,
-            f"the nats binding `queue` of operation {operation.key!r} must be a queue group "
-            f"name, got {_short(value)}; ignored",
-        )
-        return None
+        return value if self.protocol == "nats" and isinstance(value, str) else None
 
     def jetstream(self, operation: Operation) -> dict[str, str] | None:
         value = operation.extensions.get("x-jetstream")
-        if value is None or self.protocol != "nats":
+        if self.protocol != "nats" or not isinstance(value, dict):
             return None
-        if isinstance(value, dict) and all(
-            isinstance(value.get(key), str) and value[key].strip() for key in ("stream", "durable")
-        ):
-            return {"stream": value["stream"], "durable": value["durable"]}
-        self.warn(
-            operation.location,
-            f"`x-jetstream` of operation {operation.key!r} must be a mapping with a `stream` "
-            f"and a `durable` name, got {_short(value)}; ignored",
-        )
-        return None
+        return {"stream": value["stream"], "durable": value["durable"]}
 
 
 def _short(value: Any) -> str:
@@ -674,7 +608,7 @@ def _short(value: Any) -> str:
 def _server(api: Api, protocol: Protocol) -> tuple[str, int, str | None]:
     """Host and port of the first server of `protocol` (else localhost and the protocol's
     port), and why the server's host was not used, if it was not."""
-    default_port = PROFILES[protocol].default_port
+    default_port = 1883 if protocol == "mqtt" else 4222
     for server in api.servers:
         if server.protocol.startswith(protocol) and server.host:
             address = server.host.split("/")[0]
@@ -712,6 +646,7 @@ def build_context(
     templates_path: str | None = None,
     refs_root_path: str | None = None,
     allow_outside_refs: bool = False,
+    allow_remote_refs: bool = False,
 ) -> ProjectContext:
     """Name everything in `api` for the templates of `protocol`."""
     builder = _ContextBuilder(api, protocol)
@@ -720,15 +655,7 @@ def build_context(
     for operation in api.operations:
         view = builder.operation(operation)
         if view is None:
-            if operation.location is not None:
-                builder.warnings.append(
-                    Problem(
-                        operation.location,
-                        f"operation {operation.key!r} has a channel without an address; skipped",
-                        Level.WARNING,
-                    )
-                )
-            continue
+            continue  # its channel has no address: the validate stage warned of it
         (receive if view.action == "receive" else send).append(view)
     builder.warn_overlaps(receive)
     channels = [builder.channel(channel) for channel in api.channels]
@@ -757,6 +684,7 @@ def build_context(
         templates_path=templates_path,
         refs_root_path=refs_root_path,
         allow_outside_refs=allow_outside_refs,
+        allow_remote_refs=allow_remote_refs,
     )
 
 

@@ -23,7 +23,7 @@ import ast
 import functools
 from typing import TYPE_CHECKING
 
-from asyncgen.render import cache
+from asyncgen import cache
 
 if TYPE_CHECKING:
     import black

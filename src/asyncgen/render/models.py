@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import ast
-import copy
 import json
 import re
+import sys
 import warnings
 from collections import defaultdict
 from typing import Any
 
+from asyncgen import cache
 from asyncgen.errors import UnsupportedError
-from asyncgen.render import cache
+from asyncgen.model.keywords import walk, without_generator_keywords
 from asyncgen.render.formatting import format_python
 
 #: Names the models module imports or that would read badly as a model name.
@@ -19,6 +20,7 @@ MODEL_RESERVED = {
     "Annotated",
     "Any",
     "AwareDatetime",
+    "Dict",
     "BaseModel",
     "ConfigDict",
     "Enum",
@@ -64,34 +66,50 @@ def _default_fits(schema: dict[str, Any]) -> bool:
     return True
 
 
-def _rewrite_refs(value: Any, names: dict[str, str]) -> Any:
-    """Point refs at class names, and drop defaults the schema contradicts.
+def _prepared(schema: Any, names: dict[str, str]) -> Any:
+    """A copy of `schema` ready for the generator.
 
-    A default such as `"false"` on a boolean would become a model that fails its own
-    type check; dropping it keeps the field optional without a wrong value.
+    Refs point at class names; the generator's own keywords are left out (none may
+    choose the models' imports, types or base classes; the validate stage refuses or
+    warns about each); repeated enum values are written once (the generator would make
+    a duplicate member of each); and defaults the schema contradicts are dropped: a
+    default such as `"false"` on a boolean would become a model that fails its own type
+    check, and dropping it keeps the field optional without a wrong value.
     """
-    if isinstance(value, list):
-        return [_rewrite_refs(item, names) for item in value]
-    if not isinstance(value, dict):
-        return value
-    if "default" in value and not _default_fits(value):
-        value = {key: item for key, item in value.items() if key != "default"}
-    result: dict[str, Any] = {}
-    for key, item in value.items():
-        if key == "$ref" and isinstance(item, str) and item.startswith("#/$defs/"):
-            result[key] = "#/$defs/" + names[item[len("#/$defs/") :]]
-        elif key in ("enum", "const", "default", "examples", "example"):
-            result[key] = item
-        else:
-            result[key] = _rewrite_refs(item, names)
+    result = without_generator_keywords(schema)
+    for _, item, _ in walk(result):
+        ref = item.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            item["$ref"] = "#/$defs/" + names[ref[len("#/$defs/") :]]
+        if isinstance(item.get("enum"), list):
+            item["enum"] = _unique(item["enum"])
+        if "default" in item and not _default_fits(item):
+            del item["default"]
     return result
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    """`values` without repeats, as JSON Schema compares them (1 and 1.0 are one)."""
+    seen: set[tuple[str, Any]] = set()
+    unique = []
+    for value in values:
+        if isinstance(value, bool):
+            key: tuple[str, Any] = ("bool", value)
+        elif isinstance(value, int | float):
+            key = ("number", value)
+        else:
+            key = (type(value).__name__, json.dumps(value, sort_keys=True))
+        if key not in seen:
+            seen.add(key)
+            unique.append(value)
+    return unique
 
 
 def bundle(schemas: dict[str, Any], class_names: dict[str, str]) -> dict[str, Any]:
     """One JSON Schema whose `$defs` are keyed by the Python class names."""
     return {
         "$defs": {
-            class_names[name]: _rewrite_refs(copy.deepcopy(schema), class_names)
+            class_names[name]: _prepared(schema, class_names)
             if isinstance(schema, dict)
             else schema
             for name, schema in schemas.items()
@@ -100,7 +118,7 @@ def bundle(schemas: dict[str, Any], class_names: dict[str, str]) -> dict[str, An
 
 
 # Bumped whenever the way models are generated changes, so cached models of older rules miss.
-_RULES = "2"
+_RULES = "4"
 
 
 def generate_models(
@@ -176,6 +194,7 @@ def _generate_checked(document: dict[str, Any], needed: set[str]) -> str:
         # which pydantic warns about on import (its protected `model_` namespace): those
         # classes opt out of the namespace, as pydantic's warning suggests.
         source = _generate(document, collapse=collapse, unprotected=crowded)
+    model_dependencies(source)  # refuses imports of modules nobody allowed
     missing = sorted(needed - _classes(source))
     if missing:
         raise UnsupportedError(
@@ -184,16 +203,56 @@ def _generate_checked(document: dict[str, Any], needed: set[str]) -> str:
     return source
 
 
+#: What the models may import beyond the standard library, and what each needs installed
+#: beyond pydantic itself: datamodel-code-generator writes `EmailStr` for the `email` and
+#: `idn-email` formats (pydantic checks them with email-validator), and `ulid.ULID` for
+#: `ulid` (python-ulid).
+_MODEL_IMPORTS: dict[str, dict[str, str]] = {
+    "pydantic": {"EmailStr": "email-validator>=2", "NameEmail": "email-validator>=2"},
+    "annotated_types": {},
+    "typing_extensions": {},
+    "ulid": {"*": "python-ulid>=2"},
+}
+
+
+def model_dependencies(source: str) -> list[str]:
+    """The distributions the models module needs beyond pydantic, from what it imports.
+
+    A module outside the standard library and the known few is refused: nothing in a
+    spec may choose what generated code imports.
+    """
+    needed: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found = [(alias.name, "*") for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found = [(node.module, alias.name) for alias in node.names]
+        else:
+            continue
+        for module, name in found:
+            top = module.partition(".")[0]
+            if top in sys.stdlib_module_names or top == "__future__":
+                continue
+            if top not in _MODEL_IMPORTS:
+                raise UnsupportedError(
+                    f"unsupported: the models generated from the payload schemas import "
+                    f"{module!r}, which asyncgen does not allow"
+                )
+            requirement = _MODEL_IMPORTS[top].get(name) or _MODEL_IMPORTS[top].get("*")
+            if requirement:
+                needed.add(requirement)
+    return sorted(needed)
+
+
 def _classes(source: str) -> set[str]:
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
-        # datamodel-code-generator writes some unusual characters (vertical tab, U+2028,
-        # ...) of enum values into literals as they are, which Python does not accept.
+        # Not expected (spec text reaches the models as escaped literals), but never a
+        # traceback.
         raise UnsupportedError(
             f"unsupported: the models generated from the payload schemas are not valid "
-            f"Python ({exc.msg} at line {exc.lineno}); look for control or line-separator "
-            "characters in enum values or defaults"
+            f"Python ({exc.msg} at line {exc.lineno})"
         ) from exc
     return {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
 
@@ -254,18 +313,51 @@ def _generate(document: dict[str, Any], collapse: bool, unprotected: set[str] | 
             ) from exc
     if not isinstance(source, str):
         raise UnsupportedError("unsupported: the payload schemas produced several modules")
-    lines = source.splitlines()
+    # Only "\n" ends a line: spec text inside literals may hold other line separators.
+    lines = source.split("\n")
     while lines and (lines[0].startswith("#") or not lines[0].strip()):
         lines.pop(0)
+    while lines and not lines[-1].strip():
+        lines.pop()
     # `x: Annotated[Flag | None, Field(validate_default=True)] = False` (a default for a
     # root model) is right at run time but wrong to a type checker: move the default
     # into Field, where both agree.
-    return (
-        _VALIDATED_DEFAULT.sub(
-            r"\1: Annotated[\2, Field(default=\3, validate_default=True)]", "\n".join(lines)
-        )
-        + "\n"
+    source = _VALIDATED_DEFAULT.sub(
+        r"\1: Annotated[\2, Field(default=\3, validate_default=True)]", "\n".join(lines)
     )
+    return _builtin_dict(_escaped(source)) + "\n"
+
+
+def _escaped(source: str) -> str:
+    """The source with every unprintable character escaped.
+
+    The generator copies spec text into literals and comments as it is: control and
+    format characters (U+202E and the other bidirectional controls, vertical tab, U+2028,
+    ...) would hide what the code says, end a line inside a literal, or trip ruff's
+    PLE25xx rules. Written as `\\uXXXX`, they mean the same inside a literal (and inside a
+    regular expression, for both engines) and are plain text inside a comment.
+    """
+    return "".join(ch if ch == "\n" or ch.isprintable() else _escape(ch) for ch in source)
+
+
+def _escape(ch: str) -> str:
+    return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"
+
+
+def _builtin_dict(source: str) -> str:
+    """`dict[...]` for `typing.Dict[...]`, which the generator still writes for the type of
+    extra properties (`__annotations__ = {"__pydantic_extra__": Dict[str, int]}`), and
+    which ruff's pyupgrade rules (UP006, UP035) reject."""
+    match = _TYPING_IMPORT.search(source)
+    if match is None or "Dict" not in match.group(1).split(", "):
+        return source
+    names = [name for name in match.group(1).split(", ") if name != "Dict"]
+    imports = f"from typing import {', '.join(names)}\n" if names else ""
+    source = source[: match.start()] + imports + source[match.end() :]
+    return re.sub(r"\bDict\[", "dict[", source)
+
+
+_TYPING_IMPORT = re.compile(r"^from typing import ([\w, ]+)\n", re.MULTILINE)
 
 
 _VALIDATED_DEFAULT = re.compile(

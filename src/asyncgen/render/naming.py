@@ -109,7 +109,8 @@ class Namer:
 
 
 def py_literal(value: Any) -> str:
-    """A Python literal for JSON-like data (str, numbers, bool, None, lists, dicts)."""
+    """A Python literal for JSON-like data (str, numbers, bool, None, lists, dicts), or
+    bytes."""
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return f'float("{value}")'
     if isinstance(value, dict):
@@ -119,14 +120,18 @@ def py_literal(value: Any) -> str:
         return "[" + ", ".join(py_literal(item) for item in value) + "]"
     if isinstance(value, str):
         return _py_str(value)
+    if isinstance(value, bytes):
+        return "b" + _py_str(value.decode("latin-1"), ascii_only=True)
     if value is None or isinstance(value, bool | int | float):
         return repr(value)
     return _py_str(str(value))
 
 
-def _py_str(text: str) -> str:
-    """A string literal quoted as black quotes it: double quotes unless that escapes more."""
-    literal = repr(text)
+def _py_str(text: str, ascii_only: bool = False) -> str:
+    """A string literal quoted as black quotes it: double quotes unless that escapes more.
+
+    `ascii_only` escapes every other character (`\xff`), as a bytes literal must."""
+    literal = ascii(text) if ascii_only else repr(text)
     if literal.startswith('"') or text.count('"') > text.count("'"):
         return literal
     body = literal[1:-1].replace("\\'", "'").replace('"', '\\"')

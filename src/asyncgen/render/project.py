@@ -7,10 +7,11 @@ from pathlib import Path
 
 import jinja2
 
+from asyncgen import cache
 from asyncgen.plan import Owner, PlannedFile
-from asyncgen.render import cache
 from asyncgen.render.context import ProjectContext
 from asyncgen.render.formatting import format_python
+from asyncgen.render.models import model_dependencies
 from asyncgen.render.naming import comment, docstring, py_literal, summary_line
 from asyncgen.render.protocols import RUNTIME_COMMON
 from asyncgen.resources import builtin_templates, runtime_sources
@@ -109,15 +110,22 @@ def plan_project(
         if owner == "user" and output is not None and (output / path).exists():
             planned[path] = PlannedFile(path, "", owner)
             continue
-        if path == models_path:
+        if path in (models_path, "pyproject.toml"):
             continue
         content = render(template, **extra)
         if path.endswith(".py") and content.strip():
             content = format_python(path, content, package, whole=whole)
         planned[path] = PlannedFile(path, content, owner)
-    models = render("common/_generated/models.py.jinja", models_source=models_source())
+    source = models_source()
+    models = render("common/_generated/models.py.jinja", models_source=source)
     if whole:
         models = format_python(models_path, models, package, whole=True)
     planned[models_path] = PlannedFile(models_path, models, "generated")
+    if "pyproject.toml" not in planned:
+        # The project installs what its models import (email-validator for `EmailStr`).
+        pyproject = render(
+            "common/pyproject.toml.jinja", model_dependencies=model_dependencies(source)
+        )
+        planned["pyproject.toml"] = PlannedFile("pyproject.toml", pyproject, "user")
     runtime = [path for path in planned if path.startswith(f"{gen}/runtime/")]
     return [planned[path] for path in runtime] + [planned[path] for path, *_ in files]

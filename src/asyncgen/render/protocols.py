@@ -6,14 +6,9 @@ from its `ProtocolProfile` instead of branching on the protocol's name.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
-from asyncgen.model.ir import address_parameters
-
-Protocol = Literal["mqtt", "nats"]
+from asyncgen.asyncapi import Protocol
 
 
 @dataclass(frozen=True)
@@ -44,49 +39,6 @@ class ProtocolProfile:
     dead_letter_setting: str = ""
     #: Arguments of the generated `Publishers(service...)` after the service, as source.
     publishers_args: str = ""
-    #: The address as the protocol writes it.
-    address: Callable[[str], str] = str
-    #: What makes an address (its `{parameters}` aside) unusable, if anything.
-    address_problem: Callable[[str], str | None] = lambda address: None
-
-
-def _literal(address: str) -> str:
-    """The address with an `x` in place of each parameter."""
-    return re.sub(r"\{[^{}]+\}", "x", address)
-
-
-def _mqtt_address_problem(address: str) -> str | None:
-    literal = _literal(address)
-    if "/" in "".join(address_parameters(address)):
-        return "a parameter name holds `/`"
-    if "+" in literal or "#" in literal:
-        return "`+` and `#` are wildcards, not part of a topic name"
-    if "\x00" in literal:
-        return "it holds a NUL character"
-    return None
-
-
-def _nats_subject(address: str) -> str:
-    """NATS subjects use `.` between tokens: an address written with `/` is mapped the
-    way nats-server's MQTT gateway maps an MQTT topic, so one document serves MQTT
-    devices and NATS services alike."""
-    if "/" in address:
-        return address.strip("/").replace("/", ".")
-    return address
-
-
-def _nats_address_problem(address: str) -> str | None:
-    names = address_parameters(address)
-    if any(separator in name for name in names for separator in "./"):
-        return "a parameter name holds `.` or `/`"
-    subject = _nats_subject(_literal(address))
-    if any(character.isspace() for character in subject):
-        return "subjects cannot hold white space"
-    if any(not token for token in subject.split(".")):
-        return "it has an empty token"
-    if "*" in subject or ">" in subject:
-        return "`*` and `>` are wildcards, not part of a subject"
-    return None
 
 
 MQTT = ProtocolProfile(
@@ -104,7 +56,6 @@ MQTT = ProtocolProfile(
     runtime_adapters=("mqtt.py", "aiomqtt_client.py"),
     client_requirement="aiomqtt>=2.5,<3",
     dead_letter_setting="mqtt_dead_letter_topic",
-    address_problem=_mqtt_address_problem,
 )
 
 NATS = ProtocolProfile(
@@ -122,8 +73,6 @@ NATS = ProtocolProfile(
     runtime_adapters=("nats.py",),
     client_requirement="nats-py>=2.7,<3",
     dead_letter_setting="nats_dead_letter_subject",
-    address=_nats_subject,
-    address_problem=_nats_address_problem,
     publishers_args=", settings.nats_request_timeout",
 )
 

@@ -12,24 +12,49 @@ Schemas in another format (Avro, Protobuf, ...) are left alone: generation refus
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
 from jsonschema import Draft7Validator, FormatChecker  # type: ignore[import-untyped, unused-ignore]
 
-from asyncgen.errors import Problem, SpecError
+from asyncgen.asyncapi import regex_engine
+from asyncgen.errors import Level, Problem, SpecError
 from asyncgen.load import Document, Ref
 from asyncgen.load.source import escape_token
-from asyncgen.model.ir import is_json_schema_format, regex_engine
+from asyncgen.model.formats import AvroError, Dialect, parse_avro, schema_dialect, type_path
+from asyncgen.model.keywords import (
+    MAX_SCHEMA_DEPTH,
+    generator_keywords,
+    is_code_keyword,
+    too_deep,
+    walk,
+)
 from asyncgen.validate.structure import TYPE_NAMES
 
 # Keywords whose values are data, not schemas: a `$ref` key in there is not a reference.
 _DATA_KEYS = {"enum", "const", "default", "examples", "example"}
 
 
+#: What OpenAPI 3.0's Schema Object has beyond (or instead of) draft-07's keywords.
+_OPENAPI_KEYWORDS: dict[str, Any] = {
+    "nullable": {"type": "boolean"},
+    "exclusiveMinimum": {"type": ["number", "boolean"]},
+    "exclusiveMaximum": {"type": ["number", "boolean"]},
+    "discriminator": {
+        "type": "object",
+        "required": ["propertyName"],
+        "properties": {
+            "propertyName": {"type": "string"},
+            "mapping": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    },
+}
+
+
 @cache
-def _meta_validator() -> Any:
+def _meta_validator(dialect: Dialect = "jsonschema") -> Any:
     # A `pattern` is checked the way the generated models will use it: with pydantic's
     # Rust engine, else Python's (the generated code then asks for "python-re").
     checker = FormatChecker(formats=[])
@@ -42,15 +67,32 @@ def _meta_validator() -> Any:
                 raise ValueError(why)
         return True
 
-    return Draft7Validator(Draft7Validator.META_SCHEMA, format_checker=checker)
+    meta = Draft7Validator.META_SCHEMA
+    if dialect == "openapi":
+        # Its own id, so that its `{"$ref": "#"}`s recurse into it and not into draft-07.
+        meta = {**meta, "$id": "urn:asyncgen:openapi-3.0-schema"}
+        meta["properties"] = {**meta["properties"], **_OPENAPI_KEYWORDS}
+    return Draft7Validator(meta, format_checker=checker)
 
 
 def check_payload_schemas(doc: Document) -> list[Problem]:
     problems: dict[tuple[str, str], Problem] = {}
-    queue = list(_schemas_of_messages(doc))
+    json_schemas, avro_schemas = _schemas_of_messages(doc)
+    for place in avro_schemas:
+        try:
+            schema, at = doc.resolve_at(place)
+            parse_avro(schema)
+        except AvroError as exc:
+            if exc.unknown is not None:
+                at = at.child(*type_path(schema, exc.unknown))
+            problem = doc.problem(at, str(exc))
+            problems.setdefault((str(problem.location), problem.message), problem)
+        except SpecError:
+            continue  # reported by the check of references
+    queue = list(json_schemas)
     seen: set[Ref] = set()
     while queue:
-        at = queue.pop()
+        at, dialect = queue.pop()
         try:
             schema, at = doc.resolve_at(at)
         except SpecError:
@@ -58,15 +100,91 @@ def check_payload_schemas(doc: Document) -> list[Problem]:
         if at in seen:
             continue
         seen.add(at)
-        for error in _meta_validator().iter_errors(schema):
-            pointer = at.pointer + "".join(f"/{escape_token(str(t))}" for t in error.absolute_path)
-            problem = doc.problem(Ref(at.file, pointer), _sentence(error))
+        for problem in _schema_problems(doc, schema, at, dialect):
             problems.setdefault((str(problem.location), problem.message), problem)
-        queue.extend(_references(doc, schema, at))
+        queue.extend((target, dialect) for target in _references(doc, schema, at))
     return sorted(
         problems.values(),
         key=lambda p: (str(p.location.file), p.location.line, p.location.column, p.message),
     )
+
+
+def _schema_problems(doc: Document, schema: Any, at: Ref, dialect: Dialect) -> Iterator[Problem]:
+    def place(path: tuple[str | int, ...]) -> Ref:
+        return Ref(at.file, at.pointer + "".join(f"/{escape_token(str(t))}" for t in path))
+
+    deep = too_deep(schema)
+    if deep is not None:
+        # jsonschema, the model generator and black all recurse into what they read.
+        yield doc.problem(
+            place(deep), f"the schema is nested deeper than {MAX_SCHEMA_DEPTH} schemas"
+        )
+        return
+    try:
+        errors = list(_meta_validator(dialect).iter_errors(schema))
+    except RecursionError:
+        yield doc.problem(place(()), "the schema is nested too deeply to be checked")
+        return
+    for error in errors:
+        yield doc.problem(place(tuple(error.absolute_path)), _sentence(error))
+    if not errors:
+        for path, item, _ in walk(schema):
+            for where, why in _constraint_problems(item):
+                yield doc.problem(place((*path, *where)), why)
+    for path, key in generator_keywords(schema):
+        if is_code_keyword(key):
+            yield doc.problem(
+                place(path),
+                f"`{key}` (a datamodel-code-generator extension) would choose what the "
+                "generated models import, derive from or declare; asyncgen refuses it",
+            )
+        else:
+            yield Problem(
+                doc.location(place(path)),
+                f"`{key}` (a datamodel-code-generator extension) is ignored: the generated "
+                "models follow the standard keywords only",
+                Level.WARNING,
+            )
+
+
+#: Bounds that become numbers in the generated models.
+_NUMBER_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf")
+#: Counts that become sizes in the generated models (pydantic-core keeps them in 64 bits).
+_COUNT_KEYWORDS = (
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+)
+_MAX_COUNT = 2**63 - 1
+
+
+def _constraint_problems(schema: dict[str, Any]) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Constraints that are valid JSON Schema but no model can hold: not-a-number,
+    infinities, sizes beyond 64 bits, enum values that are arrays or objects."""
+    for key in _NUMBER_KEYWORDS:
+        value = schema.get(key)
+        if isinstance(value, float) and not math.isfinite(value):
+            yield (key,), f"`{key}` must be a finite number, not {value}"
+    for key in _COUNT_KEYWORDS:
+        value = schema.get(key)
+        if isinstance(value, int | float) and value > _MAX_COUNT:
+            yield (key,), f"`{key}` is too large (the most is 2**63 - 1)"
+    values = schema.get("enum")
+    data = list(enumerate(values)) if isinstance(values, list) else []
+    places: list[tuple[tuple[str | int, ...], Any]] = [(("enum", i), v) for i, v in data]
+    if "const" in schema:
+        places.append((("const",), schema["const"]))
+    for where, value in places:
+        if isinstance(value, list | dict):
+            what = "an enum" if where[0] == "enum" else "a const"
+            why = (
+                f"unsupported: {what} value that is {_kind(value)}; the generated models hold "
+                "enums and constants of strings, numbers, booleans and null"
+            )
+            yield where, why
 
 
 def _sentence(error: Any) -> str:
@@ -113,13 +231,16 @@ def _references(doc: Document, value: Any, at: Ref) -> Iterator[Ref]:
             yield from _references(doc, item, at.child(index))
 
 
-def _schemas_of_messages(doc: Document) -> Iterator[Ref]:
-    """Where the JSON Schemas of the messages (payloads, headers) and components are."""
+def _schemas_of_messages(doc: Document) -> tuple[list[tuple[Ref, Dialect]], list[Ref]]:
+    """Where the JSON Schemas (and OpenAPI Schema Objects) of the messages (payloads,
+    headers) and components are, and where their Avro schemas are."""
+    json_schemas: list[tuple[Ref, Dialect]] = []
+    avro_schemas: list[Ref] = []
     data = doc.data
     root = Ref(doc.root.path)
     components = data.get("components") if isinstance(data.get("components"), dict) else {}
-    foreign: set[Ref] = set()  # schemas that a message of another format points at
-    for place in _messages(doc, components):
+    foreign: set[Ref] = set()  # schemas that a message of another format reaches
+    for place in message_places(doc):
         try:
             message, at = doc.resolve_at(place)
         except SpecError:
@@ -132,15 +253,60 @@ def _schemas_of_messages(doc: Document) -> Iterator[Ref]:
             schema_at, schema_format = _unwrap(message[part], at.child(part))
             if part == "payload" and schema_format is None:
                 schema_format = message.get("schemaFormat")
-            if _is_json_schema(schema_format):
-                yield schema_at
-            else:
-                with contextlib.suppress(SpecError):
-                    foreign.add(doc.resolve_at(schema_at)[1])
-    for name, schema in (components.get("schemas") or {}).items():
+            dialect = schema_dialect(schema_format)
+            if dialect == "jsonschema":
+                json_schemas.append((schema_at, dialect))
+                continue
+            if dialect == "openapi":
+                json_schemas.append((schema_at, dialect))
+            elif dialect == "avro":
+                avro_schemas.append(schema_at)
+            foreign.update(_reached(doc, schema_at))
+        traits = message.get("traits")
+        if isinstance(traits, list):
+            places = [at.child("traits", i) for i in range(len(traits))]
+            json_schemas.extend(_trait_headers(doc, places))
+    trait_places = [
+        root.child("components", "messageTraits", n) for n in _keys(components.get("messageTraits"))
+    ]
+    json_schemas.extend(_trait_headers(doc, trait_places))
+    schemas = components.get("schemas")
+    for name, schema in schemas.items() if isinstance(schemas, dict) else []:
         schema_at, schema_format = _unwrap(schema, root.child("components", "schemas", name))
-        if _is_json_schema(schema_format) and schema_at not in foreign:
-            yield schema_at
+        if schema_dialect(schema_format) == "jsonschema" and schema_at not in foreign:
+            json_schemas.append((schema_at, "jsonschema"))
+        elif schema_dialect(schema_format) == "avro" and schema_at not in foreign:
+            avro_schemas.append(schema_at)
+    return json_schemas, avro_schemas
+
+
+def _reached(doc: Document, start: Ref) -> set[Ref]:
+    """The places of the schema at `start` and of every schema its `$ref`s reach."""
+    reached: set[Ref] = set()
+    queue = [start]
+    while queue:
+        try:
+            schema, at = doc.resolve_at(queue.pop())
+        except SpecError:
+            continue
+        if at not in reached:
+            reached.add(at)
+            queue.extend(_references(doc, schema, at))
+    return reached
+
+
+def _trait_headers(doc: Document, places: list[Ref]) -> Iterator[tuple[Ref, Dialect]]:
+    """The headers schemas of message traits (a trait holds no payload)."""
+    for place in places:
+        try:
+            trait, at = doc.resolve_at(place)
+        except SpecError:
+            continue
+        if isinstance(trait, dict) and "headers" in trait:
+            schema_at, schema_format = _unwrap(trait["headers"], at.child("headers"))
+            dialect = schema_dialect(schema_format)
+            if dialect in ("jsonschema", "openapi"):
+                yield schema_at, dialect
 
 
 def _unwrap(value: Any, at: Ref) -> tuple[Ref, Any]:
@@ -151,8 +317,12 @@ def _unwrap(value: Any, at: Ref) -> tuple[Ref, Any]:
     return at, None
 
 
-def _messages(doc: Document, components: dict[str, Any]) -> list[Ref]:
+def message_places(doc: Document) -> list[Ref]:
+    """Where the messages are written in the root file: components, channels, 2.x
+    operations (each of a `oneOf`)."""
     root = Ref(doc.root.path)
+    found = doc.data.get("components")
+    components = found if isinstance(found, dict) else {}
     messages = [root.child("components", "messages", n) for n in _keys(components.get("messages"))]
     channels = doc.data.get("channels") if isinstance(doc.data.get("channels"), dict) else {}
     for key, channel in channels.items():
@@ -173,11 +343,6 @@ def _messages(doc: Document, components: dict[str, Any]) -> list[Ref]:
                 else:
                     messages.append(at.child(verb, "message"))
     return messages
-
-
-def _is_json_schema(schema_format: Any) -> bool:
-    """Whether a `schemaFormat` (None: the default) is AsyncAPI's or JSON Schema's."""
-    return schema_format is None or is_json_schema_format(schema_format)
 
 
 def _keys(value: Any) -> list[str]:

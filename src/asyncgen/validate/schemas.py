@@ -19,7 +19,9 @@ from typing import Any
 
 Schema = dict[str, Any]
 
-SUPPORTED_VERSIONS = ("2.0.0", "2.1.0", "2.2.0", "2.3.0", "2.4.0", "2.5.0", "2.6.0", "3.0.0")
+SUPPORTED_VERSIONS = (
+    "2.0.0", "2.1.0", "2.2.0", "2.3.0", "2.4.0", "2.5.0", "2.6.0", "3.0.0", "3.1.0",
+)  # fmt: skip
 
 #: Specification extensions, as the official schemas spell them.
 EXTENSION_PATTERN = r"^x-[\w\d\.\x2d_]+$"
@@ -199,8 +201,9 @@ def _common_defs() -> Schema:
     }
 
 
-def _message_example(with_name: bool) -> Schema:
-    properties: Schema = {"headers": MAPPING, "payload": {}}
+def _message_example(with_name: bool, any_headers: bool = False) -> Schema:
+    # From 3.1.0 on, the headers of an example may be of any type, like its payload.
+    properties: Schema = {"headers": {} if any_headers else MAPPING, "payload": {}}
     if not with_name:  # AsyncAPI 2.0.0: an example is just headers and/or payload
         return fields("message example", properties)
     properties |= {"name": STRING, "summary": STRING}
@@ -371,16 +374,26 @@ def asyncapi_2(minor: int) -> Schema:
 
 
 @cache
-def asyncapi_3() -> Schema:
-    """The schema of an AsyncAPI 3.0.0 document."""
+def asyncapi_3(minor: int = 0) -> Schema:
+    """The schema of an AsyncAPI 3.`minor`.0 document (0 <= minor <= 1).
+
+    3.1.0 adds the `ros2` bindings and no longer limits the bindings objects to the
+    protocols it names; the headers of a message example may be of any type.
+    """
     tags = list_of(ref_or("tag"), unique=True)
     external_docs = ref_or("externalDocs")
     references = list_of(ref("Reference"))
     security = list_of(ref_or("securityScheme"))
 
     def bindings(kind: str) -> Schema:
-        protocols: Schema = {protocol: MAPPING for protocol in _BINDING_PROTOCOLS_3}
-        return {"if": IS_REFERENCE, "then": ref("Reference"), "else": fields(kind, protocols)}
+        names = _BINDING_PROTOCOLS_3 + (["ros2"] if minor >= 1 else [])
+        protocols: Schema = {protocol: MAPPING for protocol in names}
+        schema = fields(kind, protocols)
+        if minor >= 1:
+            # Bindings of protocols the specification does not name are passed over.
+            schema.pop("additionalProperties", None)
+            schema.pop("unevaluatedProperties", None)
+        return {"if": IS_REFERENCE, "then": ref("Reference"), "else": schema}
 
     # A payload or header schema, or a Multi Format Schema Object around one.
     multi_format_schema: Schema = {
@@ -409,7 +422,7 @@ def asyncapi_3() -> Schema:
         "description": STRING,
         "externalDocs": external_docs,
         "deprecated": BOOLEAN,
-        "examples": list_of(_message_example(with_name=True)),
+        "examples": list_of(_message_example(with_name=True, any_headers=minor >= 1)),
         "bindings": bindings("message bindings object"),
     }
     # A trait applied with overrides may be written as a pair [trait, overrides].
@@ -561,6 +574,7 @@ def schema_for(version: str) -> Schema:
     """The schema of a supported `asyncapi` version (see SUPPORTED_VERSIONS)."""
     if version not in SUPPORTED_VERSIONS:
         raise ValueError(f"unsupported AsyncAPI version {version!r}")
-    if version == "3.0.0":
-        return asyncapi_3()
-    return asyncapi_2(int(version.split(".")[1]))
+    major, minor = (int(part) for part in version.split(".")[:2])
+    if major == 3:
+        return asyncapi_3(minor)
+    return asyncapi_2(minor)

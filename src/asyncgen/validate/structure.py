@@ -65,7 +65,7 @@ def check_structure(doc: Document) -> list[Problem]:
 
     problems: dict[tuple[str, str], Problem] = {}
     for error in _validator(data["asyncapi"]).iter_errors(data):
-        for pointer, message in _explain(error):
+        for pointer, message in explain(error):
             problems.setdefault((pointer, message), Problem(doc.root.location(pointer), message))
     return sorted(
         problems.values(),
@@ -92,10 +92,11 @@ def _validator(version: str) -> Any:
     return Draft202012Validator(schema_for(version))
 
 
-def _explain(error: ValidationError) -> list[tuple[str, str]]:
-    """(JSON pointer, sentence) pairs for one schema error."""
+def explain(error: ValidationError, prefix: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(JSON pointer, sentence) pairs for one schema error; `prefix` is where the checked
+    value sits in its file, when that is not the top level."""
     error = _most_relevant(error)
-    path = list(error.absolute_path)
+    path = [*prefix, *error.absolute_path]
     pointer = _pointer(path)
     schema: Schema = error.schema if isinstance(error.schema, dict) else {}
     keyword = error.validator

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
-import json
 import os
 import shutil
 import stat
@@ -22,13 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asyncgen.plan import PlannedFile
-from asyncgen.write.fastpath import MANIFEST
+from asyncgen.write.manifest import MANIFEST, digest, file_hashes
 
-__all__ = ["MANIFEST", "EditedFilesError", "Report", "compare", "manifest_file", "write_plan"]
-
-
-def digest(content: str) -> str:
-    return hashlib.sha256(content.encode("utf-8")).hexdigest()
+__all__ = ["MANIFEST", "EditedFilesError", "Report", "compare", "write_plan"]
 
 
 @dataclass
@@ -68,37 +62,10 @@ class Report:
 class EditedFilesError(Exception):
     """Generated files were edited by hand; regenerating would lose those edits."""
 
-    def __init__(self, paths: list[str]) -> None:
+    def __init__(self, paths: list[str], root: Path) -> None:
         super().__init__(", ".join(paths))
         self.paths = paths
-
-
-def read_manifest(root: Path) -> dict[str, str]:
-    try:
-        data = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    files = data.get("files") if isinstance(data, dict) else None
-    return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
-
-
-def manifest_file(
-    plan: list[PlannedFile],
-    tool_version: str,
-    fingerprint: str | None = None,
-    inputs: list[str] | None = None,
-    settings: dict[str, object] | None = None,
-) -> PlannedFile:
-    """The manifest: hashes of the generated files and what they were generated from."""
-    data = {
-        "asyncgen": tool_version,
-        "files": {f.path: digest(f.content) for f in plan if f.owner == "generated"},
-        "user_files": sorted(f.path for f in plan if f.owner == "user"),
-        "inputs": inputs or [],
-        "settings": settings or {},
-        "fingerprint": fingerprint,
-    }
-    return PlannedFile(MANIFEST, json.dumps(data, indent=2, sort_keys=True) + "\n", "generated")
+        self.root = root
 
 
 def compare(
@@ -109,7 +76,7 @@ def compare(
 ) -> Report:
     """What writing `plan` under `root` would do; nothing is written."""
     report = Report()
-    manifest = read_manifest(root)
+    manifest = file_hashes(root)
     for planned in plan:
         target = root / planned.path
         exists = target.is_file()
@@ -177,7 +144,7 @@ def write_plan(root: Path, plan: list[PlannedFile], report: Report, force: bool 
     temporary files are deleted, and folders this call created are removed again.
     """
     if report.edited and not force:
-        raise EditedFilesError(report.edited)
+        raise EditedFilesError(report.edited, root)
     wanted = set(report.updated) | set(report.created)
     to_write = [planned for planned in plan if planned.path in wanted]
     new_file_mode = _new_file_mode()

@@ -8,18 +8,11 @@ mypy would say so too, but this points at the line right after regeneration.
 from __future__ import annotations
 
 import ast
-from dataclasses import dataclass
 from pathlib import Path
 
+from asyncgen.plan import Expected
 
-@dataclass(frozen=True)
-class Expected:
-    """The `handle` signature the generated handler interface expects."""
-
-    module: str
-    message_type: str
-    params_class: str | None
-    reply_type: str | None
+__all__ = ["Expected", "check_handler", "check_handlers"]
 
 
 def _annotation(node: ast.expr | None) -> str | None:

@@ -17,7 +17,7 @@ class DeviceTelemetryParams(BaseModel):
 
     device_id: str = Field(
         alias="deviceId",
-        description="Unique identifier of the device. Letters, digits, `_` and `-` only (1 to 64 characters), so it never contains a topic separator or wildcard.",
+        description="Unique identifier of the device. Letters, digits, `_` and `-` only (1 to 64 characters), so it never contains a topic separator or wildcard. A device connects with its id as its MQTT client id, and th",
         min_length=1,
     )
 
@@ -29,7 +29,7 @@ class DeviceCommandsParams(BaseModel):
 
     device_id: str = Field(
         alias="deviceId",
-        description="Unique identifier of the device. Letters, digits, `_` and `-` only (1 to 64 characters), so it never contains a topic separator or wildcard.",
+        description="Unique identifier of the device. Letters, digits, `_` and `-` only (1 to 64 characters), so it never contains a topic separator or wildcard. A device connects with its id as its MQTT client id, and th",
         min_length=1,
     )
 
@@ -41,7 +41,7 @@ class DeviceStatusParams(BaseModel):
 
     device_id: str = Field(
         alias="deviceId",
-        description="Unique identifier of the device. Letters, digits, `_` and `-` only (1 to 64 characters), so it never contains a topic separator or wildcard.",
+        description="Unique identifier of the device. Letters, digits, `_` and `-` only (1 to 64 characters), so it never contains a topic separator or wildcard. A device connects with its id as its MQTT client id, and th",
         min_length=1,
     )
 

@@ -19,7 +19,7 @@ class TemperatureReadingsParams(BaseModel):
 
     device_id: str = Field(
         alias="deviceId",
-        description="Unique identifier of the device. Letters, digits, `_` and `-` only (1 to 64 characters), so it is always a single subject token.",
+        description="Unique identifier of the device. Letters, digits, `_` and `-` only (1 to 64 characters), so it is always a single subject token. A device logs in with its id as its user name, and the broker rules (`a",
         min_length=1,
     )
 
@@ -34,7 +34,7 @@ class DeviceCommandsParams(BaseModel):
     )
     device_id: str = Field(
         alias="deviceId",
-        description="Unique identifier of the device. Letters, digits, `_` and `-` only (1 to 64 characters), so it is always a single subject token.",
+        description="Unique identifier of the device. Letters, digits, `_` and `-` only (1 to 64 characters), so it is always a single subject token. A device logs in with its id as its user name, and the broker rules (`a",
         min_length=1,
     )
 
@@ -46,7 +46,7 @@ class DeviceStatusRequestsParams(BaseModel):
 
     device_id: str = Field(
         alias="deviceId",
-        description="Unique identifier of the device. Letters, digits, `_` and `-` only (1 to 64 characters), so it is always a single subject token.",
+        description="Unique identifier of the device. Letters, digits, `_` and `-` only (1 to 64 characters), so it is always a single subject token. A device logs in with its id as its user name, and the broker rules (`a",
         min_length=1,
     )
 

@@ -64,12 +64,41 @@ def put(kind: str, entry: str, content: str) -> None:
     folder = cache_dir()
     if folder is None:
         return
-    target = folder / kind / entry[:2] / entry
+    _write(folder / kind / entry[:2] / entry, content.encode("utf-8"))
+
+
+def _write(target: Path, content: bytes) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         handle, temp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        with os.fdopen(handle, "wb") as stream:
             stream.write(content)
         os.replace(temp, target)
     except OSError:
         return
+
+
+def _remote_entry(url: str) -> Path | None:
+    folder = cache_dir()
+    if folder is None:
+        return None
+    entry = hashlib.sha256(url.encode("utf-8")).hexdigest()
+    return folder / "remote" / entry[:2] / entry
+
+
+def get_remote(url: str) -> bytes | None:
+    """The cached document fetched from `url`, if any. Unlike the other entries it is
+    keyed by its URL alone: it is what was fetched, whichever asyncgen fetched it."""
+    path = _remote_entry(url)
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def put_remote(url: str, content: bytes) -> None:
+    path = _remote_entry(url)
+    if path is not None:
+        _write(path, content)

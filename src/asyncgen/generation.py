@@ -1,0 +1,210 @@
+"""The library's entry point: `generate(spec, config) -> Outcome` plans, checks, dry-runs
+or writes a project; `validate(spec, config)` reports every problem of a document.
+
+The CLI only turns options into a `Config` and prints the `Outcome`. Problems with the
+document raise `SpecError` (every problem at once) or `UnsupportedError`; problems with
+the call raise `UsageError`; generated files edited by hand raise `EditedFilesError`.
+This module imports nothing heavy until it has to: answering "up to date" from the
+manifest loads neither the document nor the model generator.
+"""
+
+from __future__ import annotations
+
+import keyword
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from asyncgen import __version__
+from asyncgen.errors import Problem, UsageError
+from asyncgen.resources import builtin_templates
+from asyncgen.write import manifest
+
+if TYPE_CHECKING:
+    from asyncgen.pipeline import Generated, Options
+    from asyncgen.write import Report
+
+Mode = Literal["write", "check", "dry-run"]
+
+
+@dataclass(frozen=True)
+class Config:
+    """How to generate. `output` None means `./<package>`; `mode` says what to do:
+    write the project, `check` whether it is current, or `dry-run` (render everything
+    and say what writing would do, writing nothing)."""
+
+    output: Path | None = None
+    protocol: Literal["mqtt", "nats"] | None = None
+    package: str | None = None
+    templates: Path | None = None
+    refs_root: Path | None = None
+    allow_outside_refs: bool = False
+    allow_remote_refs: bool = False
+    mode: Mode = "write"
+    force: bool = False
+
+
+@dataclass
+class Outcome:
+    """What a generation found and did."""
+
+    target: Path
+    #: True when the manifest showed the project current: nothing was rendered.
+    up_to_date: bool
+    protocol: str = ""
+    package: str = ""
+    warnings: list[Problem] = field(default_factory=list)
+    #: What writing does (or did) to each file; None when answered from the manifest.
+    report: Report | None = None
+    #: Generated files that differ from what the spec produces (the manifest aside).
+    stale: list[str] = field(default_factory=list)
+    written: bool = False
+    #: Handlers (the user's) that no longer fit the spec, each as `file:line: sentence`.
+    mismatches: list[str] = field(default_factory=list)
+
+
+def project_config(project: Path, config: Config) -> tuple[Path, Config]:
+    """The spec and config recorded under `[tool.asyncgen]` in `project`'s pyproject.toml,
+    with what `config` sets explicitly taking precedence."""
+    pyproject = project / "pyproject.toml"
+    settings: Any = {}
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise UsageError(f"{pyproject}: error: cannot read it: {exc}") from exc
+        settings = data.get("tool", {}).get("asyncgen", {})
+    if not isinstance(settings, dict) or "spec" not in settings:
+        raise UsageError("error: no SPEC given and no [tool.asyncgen] spec in ./pyproject.toml")
+
+    def path(key: str) -> Path | None:
+        return project / str(settings[key]) if settings.get(key) else None
+
+    recorded_protocol = settings.get("protocol")
+    return project / str(settings["spec"]), replace(
+        config,
+        output=project,
+        package=config.package or settings.get("package"),
+        protocol=config.protocol
+        or (recorded_protocol if recorded_protocol in ("mqtt", "nats") else None),
+        templates=config.templates or path("templates"),
+        refs_root=config.refs_root or path("refs_root"),
+        allow_outside_refs=config.allow_outside_refs or settings.get("allow_outside_refs") is True,
+        allow_remote_refs=config.allow_remote_refs or settings.get("allow_remote_refs") is True,
+    )
+
+
+def _options(config: Config) -> Options:
+    from asyncgen.pipeline import Options
+
+    return Options(
+        protocol=config.protocol,
+        package=config.package,
+        templates=config.templates,
+        refs_root=config.refs_root,
+        allow_outside_refs=config.allow_outside_refs,
+        allow_remote_refs=config.allow_remote_refs,
+    )
+
+
+def validate(spec: Path, config: Config | None = None) -> list[Problem]:
+    """Every warning of the document; raises SpecError with every error (the same checks
+    `generate` runs)."""
+    from asyncgen.pipeline import load_and_validate
+
+    _check_call(spec, config or Config())
+    _, checked = load_and_validate(spec, _options(config or Config()))
+    return checked.problems
+
+
+def _check_call(spec: Path, config: Config) -> None:
+    if not spec.is_file():
+        raise UsageError(f"{spec}: error: no such file")
+    package = config.package
+    if package is not None and (
+        not package.isidentifier() or keyword.iskeyword(package) or not package.isascii()
+    ):
+        raise UsageError(f"error: --package-name {package!r} is not a valid Python package name")
+    if config.templates is not None and not config.templates.is_dir():
+        raise UsageError(f"{config.templates}: error: templates folder not found")
+
+
+def _settings(config: Config, target: Path, protocol: str, package: str) -> manifest.Settings:
+    def relative(path: Path | None) -> str | None:
+        return None if path is None else Path(os.path.relpath(path.resolve(), target)).as_posix()
+
+    return manifest.Settings(
+        protocol=protocol,
+        package=package,
+        refs_root=relative(config.refs_root),
+        allow_outside_refs=config.allow_outside_refs,
+        templates=relative(config.templates),
+        allow_remote_refs=config.allow_remote_refs,
+    )
+
+
+def generate(spec: Path, config: Config | None = None) -> Outcome:
+    """Generate the project of `spec` as `config` says; see `Config.mode`."""
+    config = config or Config()
+    _check_call(spec, config)
+    template_folders = [builtin_templates(), *([config.templates] if config.templates else [])]
+    if config.output is not None and config.mode in ("write", "check"):
+        target = config.output.resolve()
+        requested = _settings(config, target, config.protocol or "", config.package or "")
+        if manifest.up_to_date(target, requested, template_folders, __version__):
+            return Outcome(config.output, up_to_date=True)
+
+    from asyncgen.render import background, models
+
+    # Generating makes models: a second core imports what that needs meanwhile.
+    background.prepare(models.preload)
+    from asyncgen import pipeline
+
+    options = _options(config)
+    try:
+        modelled = pipeline.model(spec, options)
+        output = config.output or Path.cwd() / modelled.package
+        generated = pipeline.render(spec, modelled, output, options)
+    finally:
+        background.discard_prepared()
+    return _write(config, output, generated, template_folders)
+
+
+def _write(
+    config: Config, output: Path, generated: Generated, template_folders: list[Path]
+) -> Outcome:
+    from asyncgen.write import compare, write_plan
+    from asyncgen.write.signatures import check_handlers
+
+    target = output.resolve()
+    settings = _settings(config, target, generated.protocol, generated.package)
+    inputs = manifest.Inputs.of(target, generated.inputs, generated.remote)
+    plan = [
+        *generated.files,
+        manifest.manifest_file(
+            generated.files,
+            __version__,
+            manifest.fingerprint(target, inputs, settings, template_folders, __version__),
+            inputs,
+            settings,
+        ),
+    ]
+    handler_dir = f"src/{generated.package}/handlers"
+    report = compare(output, plan, handler_dir, generated.handler_modules)
+    outcome = Outcome(
+        target=output,
+        up_to_date=False,
+        protocol=generated.protocol,
+        package=generated.package,
+        warnings=generated.warnings,
+        report=report,
+        stale=[path for path in report.stale if path != manifest.MANIFEST],
+    )
+    if config.mode != "write":
+        return outcome
+    write_plan(output, plan, report, force=config.force)
+    outcome.written = True
+    outcome.mismatches = check_handlers(output / handler_dir, generated.handler_signatures)
+    return outcome
