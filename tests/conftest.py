@@ -377,3 +377,24 @@ def read_records(path: Path, count: int, timeout: float = 15.0) -> list[dict[str
                 return lines
         time.sleep(0.05)
     raise AssertionError(f"expected {count} handled messages in {path}")
+
+
+def ruff_and_mypy_problems(project: Path, package: str) -> str:
+    """What `ruff check` and `mypy --strict` say about a generated project; "" when clean."""
+    ruff = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", str(project)],
+        capture_output=True,
+        text=True,
+    )
+    mypy = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "-p", package],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MYPYPATH": str(project / "src")},
+        cwd=project,
+    )
+    return "".join(
+        f"{name} exited {result.returncode}:\n{result.stdout}{result.stderr}"
+        for name, result in (("ruff", ruff), ("mypy", mypy))
+        if result.returncode != 0
+    )

@@ -84,55 +84,6 @@ def test_subscription_of_generated_channel_uses_wildcards(channels: ModuleType) 
     assert channels.SYSTEM_HEARTBEAT.subscription == "system/heartbeat"
 
 
-@pytest.fixture(scope="module")
-def service(channels: ModuleType) -> ModuleType:
-    """The service module of the committed MQTT golden record."""
-    from iot_device_management._generated import service as module
-
-    return module
-
-
-def test_route_table_finds_the_routes_that_linear_matching_would_try_in_order(
-    channels: ModuleType, service: ModuleType
-) -> None:
-    async def handler(*args: object) -> None: ...
-
-    def route(operation: str, template: str) -> object:
-        address = channels.Address(template, channels.NoParams)
-        return service.Route(operation, address, bytes, handler, with_params=True)
-
-    routes = [
-        route("any_status", "devices/{deviceId}/status"),
-        route("all_status", "devices/all/status"),
-        route("telemetry", "devices/{deviceId}/telemetry"),
-        route("light", "light/{id}-status"),
-        route("heartbeat", "system/heartbeat"),
-    ]
-    addresses = [
-        "devices/all/status",
-        "devices/x/status",
-        "devices/x/telemetry",
-        "devices/x/y/status",
-        "light/7-status",
-        "light/7",
-        "system/heartbeat",
-        "system/heartbeat/x",
-        "system",
-        "",
-    ]
-    for order in (routes, routes[::-1]):
-        table = service.RouteTable(order)
-        for address in addresses:
-            linear = [r for r in order if r.address._pattern.fullmatch(address)]
-            found = [r for r in table.candidates(address) if r.address._pattern.fullmatch(address)]
-            assert found == linear, address
-            assert table.candidates(address) == table.candidates(address)  # remembered
-    assert [r.operation for r in service.RouteTable(routes).candidates("devices/all/status")] == [
-        "any_status",
-        "all_status",
-    ]
-
-
 @pytest.mark.parametrize(
     ("address", "subject"), [("/", "''"), ("a//b", "'a..b'"), ("a.{x}.", "'a.{x}.'")]
 )

@@ -268,7 +268,7 @@ import nats
 
 from {package}._generated import models
 from {package}._generated.publishers import NoResponders, Publishers
-from {package}._generated.service import NatsTransport
+from {package}._generated.runtime.nats import NatsTransport
 
 
 async def main() -> None:

@@ -1,133 +1,107 @@
 """A flood of bad messages costs a few log lines a minute, not one each; every message is
-still dead-lettered and counted."""
+still dead-lettered and counted. Tested on the runtime's MQTT and NATS services."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
+import asyncio
+import logging
+from typing import Any
 
 import pytest
-from conftest import EXAMPLES, generate
+from runtime_fakes import Calls, Reading, mqtt_route, mqtt_service, nats_route, nats_service
+from runtime_fakes import Settings as FakeSettings
 
-CASES = {
-    "mqtt": ("iot_device_management", "receiveTelemetry", "devices/sensor001/telemetry"),
-    "nats": ("iot_device_management_nats", "receiveTemperatureReading", "sensors.temperature.s1"),
-}
-#: A valid message of each case, and the handler field of its operation.
-VALID = {
-    "iot_device_management": (
-        '{"deviceId": "sensor001", "timestamp": "2024-01-15T10:30:00Z", "sensors": {}}',
-        "receive_telemetry",
-    ),
-    "iot_device_management_nats": (
-        '{"deviceId": "s1", "value": 1.5, "timestamp": "2024-01-15T10:30:00Z"}',
-        "receive_temperature_reading",
-    ),
-}
+from asyncgen.runtime.core import LogThrottle
+from asyncgen.runtime.payloads import Accepted
 
-SCRIPT = """
-import asyncio, dataclasses, json, logging, sys
-from {package}._generated.handlers import default_handlers
-from {package}._generated.service import MemoryTransport, Service
-from {package}._generated.settings import Settings
-
-limit, floods = int(sys.argv[1]), json.loads(sys.argv[2])
-records = []
-
-class Keep(logging.Handler):
-    def emit(self, record):
-        records.append((record.levelname, record.getMessage()))
-
-logging.getLogger("{package}").addHandler(Keep())
-logging.getLogger("{package}").setLevel(logging.INFO)
-now = [0.0]
-transport = MemoryTransport()
-async def fail(*args):
-    raise RuntimeError("the handler failed")
-
-handlers = default_handlers()
-if sys.argv[3] == "fail":
-    handlers = dataclasses.replace(handlers, **{{{field!r}: fail}})
-payload = {payload!r}.encode() if sys.argv[3] == "fail" else b"not json"
-service = Service(
-    Settings.model_validate({{"log_rejections_per_minute": limit}}),
-    handlers=handlers,
-    transport=transport,
-)
-service._log_throttle.clock = lambda: now[0]
-
-async def flood():
-    for seconds, count in floods:
-        now[0] = seconds
-        for _ in range(count):
-            await service.dispatch({address!r}, payload)
-
-asyncio.run(flood())
-print(json.dumps({{
-    "records": records,
-    "dead_lettered": service.stats[{operation!r}].dead_lettered,
-    "published": len(transport.published),
-}}))
-"""
+ADDRESSES = {"mqtt": "devices/d1/readings", "nats": "devices.d1.readings"}
+VALID = b'{"device": "d1", "value": 1.5}'
 
 
-@pytest.fixture(scope="module", params=sorted(CASES))
-def project(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple:
-    output = tmp_path_factory.mktemp(request.param)
-    result = generate(EXAMPLES / request.param / "asyncapi.yaml", output)
-    assert result.returncode == 0, result.stderr
-    return (output, *CASES[request.param])
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def flood(
-    project: tuple, limit: int, floods: list[tuple[float, int]], kind: str = "invalid"
-) -> dict:
-    output, package, operation, address = project
-    payload, field = VALID[package]
-    script = SCRIPT.format(
-        package=package, operation=operation, address=address, payload=payload, field=field
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(limit), json.dumps(floods), kind],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(output / "src")},
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    protocol: str,
+    limit: int,
+    floods: list[tuple[float, int]],
+    caplog: pytest.LogCaptureFixture,
+    *,
+    fail: bool = False,
+) -> tuple[Any, list[tuple[str, str]]]:
+    calls = Calls()
+    handler = calls.handler("readings", fail=fail)
+    settings = FakeSettings(log_rejections_per_minute=limit)
+    if protocol == "mqtt":
+        route = mqtt_route("readings", ADDRESSES["mqtt"], handler, Accepted(Reading))
+        service: Any = mqtt_service([route], settings)
+    else:
+        route = nats_route("readings", ADDRESSES["nats"], handler, Accepted(Reading))
+        service = nats_service([route], settings)
+    clock = Clock()
+    service._log_throttle.clock = clock
+    payload = VALID if fail else b"not json"
+
+    async def run() -> None:
+        for seconds, count in floods:
+            clock.now = seconds
+            for _ in range(count):
+                await service.dispatch(ADDRESSES[protocol], payload)
+
+    with caplog.at_level(logging.INFO, logger="svc"):
+        asyncio.run(run())
+    records = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "svc"]
+    return service, records
 
 
-def rejected(outcome: dict) -> list[str]:
-    return [text for level, text in outcome["records"] if level == "ERROR"]
+def errors(records: list[tuple[str, str]]) -> list[str]:
+    return [text for level, text in records if level == "ERROR"]
 
 
-def test_a_flood_logs_the_limit_and_dead_letters_every_message(project: tuple) -> None:
-    outcome = flood(project, 5, [(0.0, 100)])
-    assert len(rejected(outcome)) == 5
-    assert all("rejected: payload does not match" in text for text in rejected(outcome))
-    assert outcome["dead_lettered"] == 100
-    assert outcome["published"] == 100
+@pytest.mark.parametrize("protocol", ["mqtt", "nats"])
+def test_a_flood_logs_the_limit_and_dead_letters_every_message(
+    protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    service, records = flood(protocol, 5, [(0.0, 100)], caplog)
+    assert len(errors(records)) == 5
+    assert all("rejected: payload does not match" in text for text in errors(records))
+    assert service.stats["readings"].dead_lettered == 100
+    assert len(service.transport.published) == 100
 
 
-def test_after_the_minute_the_held_back_lines_are_counted(project: tuple) -> None:
-    outcome = flood(project, 5, [(0.0, 100), (30.0, 10), (61.0, 1)])
-    assert len(rejected(outcome)) == 6
-    warnings = [text for level, text in outcome["records"] if level == "WARNING"]
-    assert warnings == [f"{project[2]}: 105 more log lines held back in the last 61 s"]
-    assert outcome["dead_lettered"] == 111
+@pytest.mark.parametrize("protocol", ["mqtt", "nats"])
+def test_after_the_minute_the_held_back_lines_are_counted(
+    protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    service, records = flood(protocol, 5, [(0.0, 100), (30.0, 10), (61.0, 1)], caplog)
+    assert len(errors(records)) == 6
+    warnings = [text for level, text in records if level == "WARNING"]
+    assert warnings == ["readings: 105 more log lines held back in the last 61 s"]
+    assert service.stats["readings"].dead_lettered == 111
 
 
-def test_no_limit_logs_every_message(project: tuple) -> None:
-    outcome = flood(project, 0, [(0.0, 50)])
-    assert len(rejected(outcome)) == 50
+def test_no_limit_logs_every_message(caplog: pytest.LogCaptureFixture) -> None:
+    _, records = flood("mqtt", 0, [(0.0, 50)], caplog)
+    assert len(errors(records)) == 50
 
 
-def test_a_failing_handler_costs_one_line_per_message(project: tuple) -> None:
-    outcome = flood(project, 4, [(0.0, 10)], kind="fail")
-    failures = rejected(outcome)
+@pytest.mark.parametrize("protocol", ["mqtt", "nats"])
+def test_a_failing_handler_costs_one_line_per_message(
+    protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    service, records = flood(protocol, 4, [(0.0, 10)], caplog, fail=True)
+    failures = errors(records)
     assert len(failures) == 4
     assert all(text.startswith("handler of") for text in failures)
-    assert outcome["dead_lettered"] == 10
+    assert service.stats["readings"].dead_lettered == 10
+
+
+def test_subjects_are_throttled_apart() -> None:
+    throttle = LogThrottle(2, clock=Clock())
+    assert [throttle.allow("a") for _ in range(3)] == [True, True, False]
+    assert throttle.allow("b")

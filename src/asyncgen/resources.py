@@ -12,3 +12,8 @@ def builtin_templates() -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError("asyncgen's templates folder is missing from the installation")
+
+
+def runtime_sources() -> Path:
+    """The service runtime package, whose modules every generated project copies."""
+    return Path(__file__).resolve().parent / "runtime"

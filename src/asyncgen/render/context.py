@@ -25,9 +25,13 @@ from asyncgen.render.naming import (
     snake,
     toml_string,
 )
+from asyncgen.render.protocols import PROFILES, ProtocolProfile
+from asyncgen.runtime import VERSION as RUNTIME_VERSION
 
 #: Names the generated modules define themselves; channel and handler names avoid them.
 _GENERATED_NAMES = {
+    "runtime",
+    "Accepted",
     "Address",
     "NoParams",
     "Handlers",
@@ -50,11 +54,10 @@ _GENERATED_NAMES = {
     "logger",
     "handle",
 }
-#: Why an address maps to no NATS subject at all (`/`, `a//b`): a generation error.
-_MQTT_SEPARATOR = "/"
-_NATS_SEPARATOR = "."
 #: Module-level names of channels.py that channel constants must not replace.
-_CHANNELS_MODULE_NAMES = {"P", "SEPARATOR", "WILDCARD", "FORBIDDEN", "PARSED_CACHE_SIZE"}
+_CHANNELS_MODULE_NAMES = {
+    "MQTT_TOPIC", "NATS_SUBJECT", "Literal", "BaseModel", "ConfigDict", "Field",
+}  # fmt: skip
 #: Names a parameter's attribute must avoid: pydantic's own attributes, and the locals
 #: and keyword arguments of the publisher methods that take parameters as arguments.
 _PARAM_RESERVED = (
@@ -62,8 +65,6 @@ _PARAM_RESERVED = (
     | set(dir(pydantic.BaseModel))
     | {"topic", "subject", "reply", "timeout", "encode", "message"}
 )
-#: Characters a parameter value may not hold, as channels.py's FORBIDDEN says.
-_FORBIDDEN_IN_VALUE = {"mqtt": frozenset("/+#\x00"), "nats": frozenset(".*> \t\r\n\x00")}
 #: Packages a generated project imports: its own package must not shadow them.
 _TAKEN_PACKAGES = {
     "aiomqtt", "asyncgen", "nats", "paho", "pydantic", "pydantic_core", "pydantic_settings",
@@ -76,7 +77,7 @@ _HOST = re.compile(r"[A-Za-z0-9_.\-]+|\[[0-9A-Fa-f:.]+\]")
 #: How a publisher turns its `message` into bytes, by payload kind.
 _ENCODED: dict[PayloadKind, str] = {
     "json": "encode(message)",
-    "msgpack": "encode_msgpack(message)",
+    "msgpack": 'encode(message, "msgpack")',
     "text": 'message.encode("utf-8")',
     "bytes": "message",
 }
@@ -147,6 +148,11 @@ class MessageView:
     name: str
     class_name: str
     summary: str | None
+    #: The payload schema's name in `Api.schemas`.
+    schema: str = ""
+    #: Fields whose `const`/`enum` values tell this message apart from the others of its
+    #: operation, as Python source of the runtime's `Accepted.match`; "" when none.
+    match: str = ""
 
 
 @dataclass
@@ -173,6 +179,24 @@ class OperationView:
     examples: list[ExampleView] = field(default_factory=list)
     handler_class: str = ""
     payload_kind: PayloadKind = "json"
+
+    @property
+    def accepted(self) -> list[str]:
+        """The runtime's `Accepted(...)` of each message the operation takes, as source.
+
+        Text and bytes reach the handler as `str` or `bytes` whatever the message; JSON
+        and MessagePack messages are validated into their models, tried in turn."""
+        if self.payload_kind in RAW_TYPES:
+            return [f"Accepted({RAW_TYPES[self.payload_kind]}, {py_literal(self.payload_kind)})"]
+        accepted = []
+        for message in self.messages:
+            args = [f"models.{message.class_name}"]
+            if self.payload_kind != "json":
+                args.append(py_literal(self.payload_kind))
+            if message.match:
+                args.append(f"match={message.match}")
+            accepted.append(f"Accepted({', '.join(args)})")
+        return accepted
 
     @property
     def encoded(self) -> str:
@@ -247,7 +271,20 @@ class ProjectContext:
 
     @property
     def address_word(self) -> str:
-        return "topic" if self.protocol == "mqtt" else "subject"
+        return self.proto.address_word
+
+    @property
+    def proto(self) -> ProtocolProfile:
+        """What the templates need to know of the protocol."""
+        return PROFILES[self.protocol]
+
+    @property
+    def runtime_version(self) -> int:
+        return RUNTIME_VERSION
+
+    @property
+    def uses_msgpack(self) -> bool:
+        return self.receive_msgpack or self.send_msgpack
 
     @property
     def receive_uses_models(self) -> bool:
@@ -289,15 +326,14 @@ def subscription_for(address: str, protocol: Protocol) -> str:
 
     `devices/{deviceId}/telemetry` -> `devices/+/telemetry`, or `devices.*.telemetry`.
     """
-    separator = _MQTT_SEPARATOR if protocol == "mqtt" else _NATS_SEPARATOR
-    wildcard = "+" if protocol == "mqtt" else "*"
+    separator, wildcard = PROFILES[protocol].separator, PROFILES[protocol].wildcard
     levels = subject_address(address, protocol).split(separator)
     return separator.join(wildcard if "{" in level else level for level in levels)
 
 
 def _accepts(param: Parameter, value: str, protocol: Protocol) -> bool:
     """Whether `value` is a concrete value of `param` in an address of `protocol`."""
-    if not value or _FORBIDDEN_IN_VALUE[protocol].intersection(value):
+    if not value or PROFILES[protocol].forbidden.intersection(value):
         return False
     if param.enum and value not in param.enum:
         return False
@@ -332,6 +368,7 @@ class _ContextBuilder:
     def __init__(self, api: Api, protocol: Protocol) -> None:
         self.api = api
         self.protocol = protocol
+        self._operations = {operation.key: operation for operation in api.operations}
         self.module_names = Namer(_GENERATED_NAMES)
         self.model_names = Namer(MODEL_RESERVED | _GENERATED_NAMES)
         self.class_names: dict[str, str] = {
@@ -395,7 +432,74 @@ class _ContextBuilder:
             name=message.name,
             class_name=self.class_names[message.payload],
             summary=message.summary or message.title,
+            schema=message.payload,
         )
+
+    def fixed_fields(self, view: MessageView) -> dict[str, tuple[Any, ...]]:
+        """The top-level properties of a message's schema fixed by `const` or `enum`."""
+        schema = self.api.schemas.get(view.schema)
+        properties = schema.get("properties") if isinstance(schema, dict) else None
+        fixed: dict[str, tuple[Any, ...]] = {}
+        for name, prop in (properties if isinstance(properties, dict) else {}).items():
+            if not isinstance(prop, dict):
+                continue
+            if "const" in prop:
+                fixed[name] = (prop["const"],)
+            elif isinstance(prop.get("enum"), list) and prop["enum"]:
+                fixed[name] = tuple(prop["enum"])
+        return fixed
+
+    def discriminate(self, messages: list[MessageView]) -> None:
+        """Give an operation's messages the field that tells them apart, when their
+        schemas have one: a property every message fixes with `const` or `enum`, to more
+        than one value among them. The runtime tries first the messages whose value
+        matches, and never those whose value does not."""
+        if len(messages) < 2:
+            return
+        fixed = [self.fixed_fields(view) for view in messages]
+        for name in fixed[0]:
+            if not all(name in values for values in fixed):
+                continue
+            if len({repr(v) for values in fixed for v in values[name]}) < 2:
+                continue  # one value for all: it tells nothing apart
+            for view, values in zip(messages, fixed, strict=True):
+                view.match = "{" + f"{py_literal(name)}: {py_literal(values[name])}" + "}"
+            return
+
+    def warn_overlaps(self, receive: list[OperationView]) -> None:
+        """Warn about receive operations on one address whose messages can be the same:
+        the runtime gives such a message to the first of them in the document."""
+        for index, first in enumerate(receive):
+            for second in receive[index + 1 :]:
+                if first.channel.subscription != second.channel.subscription:
+                    continue
+                clashes = self._clashes(first.messages, second.messages)
+                if clashes:
+                    operation = self._operations.get(second.key)
+                    self.warn(
+                        operation.location if operation is not None else None,
+                        f"operations {first.key!r} and {second.key!r} both receive on "
+                        f"{first.channel.address!r} and their messages overlap "
+                        f"({', '.join(clashes)}); a message that fits both goes to "
+                        f"{first.key!r}",
+                    )
+
+    def _clashes(self, first: list[MessageView], second: list[MessageView]) -> list[str]:
+        """Pairs of messages of two operations that one payload could match."""
+        clashes = []
+        for a in first:
+            fixed_a = self.fixed_fields(a)
+            for b in second:
+                fixed_b = self.fixed_fields(b)
+                same = a.class_name == b.class_name
+                shared = [
+                    name
+                    for name in fixed_a.keys() & fixed_b.keys()
+                    if {repr(v) for v in fixed_a[name]} & {repr(v) for v in fixed_b[name]}
+                ]
+                if same or shared:
+                    clashes.append(a.name if same else f"{a.name} ~ {b.name}")
+        return clashes
 
     def examples(self, operation: Operation, channel: ChannelView) -> list[ExampleView]:
         result: list[ExampleView] = []
@@ -434,6 +538,7 @@ class _ContextBuilder:
         if channel is None:
             return None
         messages = [self.message(message) for message in operation.messages]
+        self.discriminate(messages)
         kind = operation.kind
         if len({message.kind for message in operation.messages}) > 1:
             self.warn(
@@ -552,6 +657,7 @@ def build_context(
         if view is None:
             continue  # its channel has no address: the validate stage warned of it
         (receive if view.action == "receive" else send).append(view)
+    builder.warn_overlaps(receive)
     channels = [builder.channel(channel) for channel in api.channels]
     host, port, problem = _server(api, protocol)
     if problem is not None:
@@ -614,4 +720,11 @@ def package_name(title: str) -> str:
     return name
 
 
-__all__ = ["ProjectContext", "build_context", "package_name", "pascal", "subscription_for"]
+__all__ = [
+    "ProjectContext",
+    "Protocol",
+    "build_context",
+    "package_name",
+    "pascal",
+    "subscription_for",
+]

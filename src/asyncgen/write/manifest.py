@@ -20,6 +20,7 @@ from typing import Any
 
 from asyncgen import cache
 from asyncgen.plan import PlannedFile
+from asyncgen.resources import runtime_sources
 
 MANIFEST = ".asyncgen-manifest.json"
 
@@ -35,10 +36,10 @@ def file_digest(path: Path) -> str | None:
         return None
 
 
-def _templates_digest(folders: list[Path]) -> str:
+def _templates_digest(folders: list[Path], pattern: str = "*.jinja") -> str:
     digest = hashlib.sha256()
     for folder in folders:
-        for path in sorted(folder.rglob("*.jinja")):
+        for path in sorted(folder.rglob(pattern)):
             digest.update(path.relative_to(folder).as_posix().encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -93,6 +94,8 @@ def fingerprint(
     digest.update(version.encode())
     digest.update(json.dumps(settings.recorded(), sort_keys=True).encode())
     digest.update(_templates_digest(template_folders).encode())
+    # The runtime is copied into every project: a changed runtime is a stale project.
+    digest.update(_templates_digest([runtime_sources()], "*.py").encode())
     for relative in sorted(inputs.files):
         # Lexically, so that it works before the project folder exists.
         content = file_digest(Path(os.path.normpath(project / relative)))

@@ -1,73 +1,157 @@
-"""The {{ ctx.title | doc }} service over NATS.
+"""The NATS service: the core's receive path over nats-py, with JetStream.
 
-Connects (retrying with exponential backoff and jitter until a server answers),
-subscribes in queue groups, consumes JetStream durably where the spec asks for it,
-routes each message to its operation, validates it, calls the handler, answers
-requests, dead-letters what fails and drains cleanly on SIGTERM. Once connected,
-nats-py reconnects and resubscribes by itself after a loss.
-`Service.dispatch()` runs the receive path without a server.
-
-{{ header | doc }}.
+Part of asyncgen's service runtime. Generated projects hold an unchanged copy, rewritten
+by every `asyncgen generate`: do not edit the copy.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
-import logging
 import random
-import signal
 import ssl
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, Protocol
 from urllib.parse import urlsplit
 
-import nats
 import nats.errors
 import nats.js.errors
-import pydantic
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from pydantic import BaseModel, TypeAdapter
-{% if ctx.receive_msgpack %}
-from typing import Annotated
-import msgpack  # type: ignore[import-untyped, unused-ignore]
-from pydantic import BeforeValidator
-{% endif %}
+from pydantic import SecretStr
 
-from . import channels{% if ctx.receive_uses_models %}, models{% endif %}
-
-from .handlers import Handlers, MessageContext, default_handlers
-from .publishers import NoResponders, Publishers, RequestTimeout, Transport, encode
-from .settings import Settings
-
-logger = logging.getLogger({{ ctx.package | py }})
-
-{% include "common/_generated/_service_module.jinja" %}
+from .core import Backoff, CoreSettings, DispatchResult, PublishersT, ServiceCore
+from .routing import Route as _Route
+from .routing import RouteTable
 
 
-class _AttemptFailed(Exception):
-    """Ends one connection attempt (see `Service._connect_once`)."""
+class NatsSettings(CoreSettings, Protocol):
+    """The settings a NATS service reads (a generated `Settings` has them all)."""
 
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
+    @property
+    def nats_url(self) -> str: ...
+    @property
+    def nats_user(self) -> str | None: ...
+    @property
+    def nats_password(self) -> SecretStr | None: ...
+    @property
+    def nats_token(self) -> SecretStr | None: ...
+    @property
+    def nats_creds(self) -> Path | None: ...
+    @property
+    def nats_tls_ca_file(self) -> Path | None: ...
+    @property
+    def nats_tls_cert_file(self) -> Path | None: ...
+    @property
+    def nats_tls_key_file(self) -> Path | None: ...
+    @property
+    def nats_name(self) -> str: ...
+    @property
+    def nats_queue(self) -> str | None: ...
+    @property
+    def nats_dead_letter_subject(self) -> str: ...
+    @property
+    def nats_request_timeout(self) -> float: ...
+    @property
+    def nats_reconnect_wait(self) -> float: ...
+    @property
+    def nats_reconnect_max_wait(self) -> float: ...
+    @property
+    def nats_connect_timeout(self) -> float: ...
+    @property
+    def jetstream_fetch_batch(self) -> int: ...
+    @property
+    def jetstream_nak_delay(self) -> float: ...
+    @property
+    def jetstream_max_deliver(self) -> int: ...
 
 
-def _server_names(urls: list[str]) -> str:
-    """The servers as host:port, without any credentials the URLs carry."""
-    names = []
-    for url in urls:
-        parts = urlsplit(url if "://" in url else f"nats://{url}")
-        names.append(f"{parts.hostname}:{parts.port or 4222}")
-    return ", ".join(names)
+@dataclass
+class MessageContext(Generic[PublishersT]):
+    """What a handler knows about a message besides its validated payload (see
+    `ServiceCore._context`)."""
+
+    #: The operation id in the AsyncAPI document.
+    operation: str
+    #: The concrete subject the message arrived on.
+    subject: str
+    #: The payload exactly as received.
+    payload: bytes
+    #: Send operations of this service, ready to publish.
+    publishers: PublishersT
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Route(_Route):
+    """A receive operation's route, with its queue group or JetStream consumer."""
+
+    queue: str | None = None
+    #: JetStream stream and durable consumer, for operations that must lose no message.
+    stream: str | None = None
+    durable: str | None = None
+
+
+class NoResponders(Exception):
+    """A request found nobody subscribed to its subject."""
+
+    def __init__(self, subject: str) -> None:
+        super().__init__(f"no responders on {subject}")
+        self.subject = subject
+
+
+class RequestTimeout(Exception):
+    """A request got no reply in time."""
+
+    def __init__(self, subject: str, timeout: float) -> None:
+        super().__init__(f"no reply on {subject} within {timeout:g} s")
+        self.subject = subject
+        self.timeout = timeout
+
+
+class Transport(Protocol):
+    """Where published messages go: the NATS connection, or a list in memory (tests)."""
+
+    async def publish(
+        self, subject: str, payload: bytes, /, *, headers: dict[str, str] | None = None
+    ) -> None: ...
+
+    async def request(
+        self, subject: str, payload: bytes, /, *, timeout: float
+    ) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class PublishedMessage:
+    subject: str
+    payload: bytes
+    headers: dict[str, str] | None = None
+
+
+@dataclass
+class MemoryTransport:
+    """Keeps published messages in a list: `dispatch()`'s transport without a broker."""
+
+    published: list[PublishedMessage] = field(default_factory=list)
+    #: Replies that `request()` returns, by subject.
+    replies: dict[str, bytes] = field(default_factory=dict)
+
+    async def publish(
+        self, subject: str, payload: bytes, /, *, headers: dict[str, str] | None = None
+    ) -> None:
+        self.published.append(PublishedMessage(subject, payload, headers))
+
+    async def request(
+        self, subject: str, payload: bytes, /, *, timeout: float
+    ) -> bytes:
+        self.published.append(PublishedMessage(subject, payload))
+        if subject not in self.replies:
+            raise NoResponders(subject)
+        return self.replies[subject]
 
 
 class NatsTransport:
@@ -93,34 +177,96 @@ class NatsTransport:
         return reply.data
 
 
-class Service:
-    """The NATS service: `await Service().run()` serves until SIGTERM or `stop()`."""
+class _AttemptFailed(Exception):
+    """Ends one connection attempt (see `NatsService._connect_once`)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def server_names(urls: list[str]) -> str:
+    """The servers as host:port, without any credentials the URLs carry."""
+    names = []
+    for url in urls:
+        parts = urlsplit(url if "://" in url else f"nats://{url}")
+        names.append(f"{parts.hostname}:{parts.port or 4222}")
+    return ", ".join(names)
+
+
+def connect_options(settings: NatsSettings) -> dict[str, Any]:
+    """nats-py's `connect()` options from the settings, callbacks aside."""
+    servers = [url.strip() for url in settings.nats_url.split(",") if url.strip()]
+    options: dict[str, Any] = {
+        "servers": servers,
+        "name": settings.nats_name,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": settings.nats_reconnect_wait,
+        "connect_timeout": settings.nats_connect_timeout,
+    }
+    if settings.nats_user:
+        options["user"] = settings.nats_user
+    if settings.nats_password:
+        options["password"] = settings.nats_password.get_secret_value()
+    if settings.nats_token:
+        options["token"] = settings.nats_token.get_secret_value()
+    if settings.nats_creds:
+        options["user_credentials"] = str(settings.nats_creds)
+    if settings.nats_tls_ca_file or settings.nats_tls_cert_file:
+        cafile = str(settings.nats_tls_ca_file) if settings.nats_tls_ca_file else None
+        context = ssl.create_default_context(cafile=cafile)
+        if settings.nats_tls_cert_file is not None:
+            key = (
+                str(settings.nats_tls_key_file) if settings.nats_tls_key_file else None
+            )
+            context.load_cert_chain(str(settings.nats_tls_cert_file), key)
+        options["tls"] = context
+    return options
+
+
+class NatsService(ServiceCore[NatsSettings, PublishersT]):
+    """A NATS service: `await service.run()` serves until SIGTERM or `stop()`.
+
+    `dispatch()` runs the receive path without a server. The generated `Service`
+    subclass gives the routes of its document.
+    """
+
+    address_word = "subject"
 
     def __init__(
         self,
-        settings: Settings | None = None,
-        handlers: Handlers | None = None,
-        transport: Transport | None = None,
+        settings: NatsSettings,
+        routes: Sequence[Route],
+        transport: Transport | None,
+        logger: str,
     ) -> None:
-        self.settings = settings or Settings()
-        self.handlers = handlers or default_handlers()
+        super().__init__(settings, routes, logger)
+        self.routes: Sequence[Route] = routes
         self.transport: Transport = transport or MemoryTransport()
-        self.publishers = Publishers(self, self.settings.nats_request_timeout)
-        self.routes = self._routes()
-        self._table = RouteTable(self.routes)
-        self.stats = {route.operation: OperationStats() for route in self.routes}
-        self._handled = {
-            route.operation: DispatchResult("handled", route.operation)
-            for route in self.routes
-        }
-        self._log_throttle = LogThrottle(self.settings.log_rejections_per_minute)
-        self._stopping = asyncio.Event()
-        self._inflight: set[asyncio.Task[None]] = set()
         self._discarding: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(self.settings.max_concurrency)
         # With MAX_CONCURRENCY 1 the subscriptions' callbacks take turns at handling: a
         # lock does what a semaphore of one would, at less than half the cost.
         self._turn = asyncio.Lock()
+
+    def _context(
+        self,
+        operation: str,
+        address: str,
+        payload: bytes,
+        headers: dict[str, str] | None,
+        qos: int,
+        retain: bool,
+    ) -> MessageContext[PublishersT]:
+        # Positional, in field order: cheaper than keywords on every message.
+        return MessageContext(
+            operation, address, payload, self.publishers, headers or {}
+        )
+
+    def _dead_letter_address(self) -> str | None:
+        return self.settings.nats_dead_letter_subject
+
+    async def _send(self, address: str, payload: bytes, route: _Route | None) -> None:
+        await self.publish(address, payload)
 
     async def publish(
         self, subject: str, payload: bytes, /, *, headers: dict[str, str] | None = None
@@ -133,64 +279,49 @@ class Service:
     ) -> bytes:
         return await self.transport.request(subject, payload, timeout=timeout)
 
-{% include "common/_generated/_service_receive.jinja" %}
+    async def dispatch(
+        self,
+        subject: str,
+        payload: bytes,
+        *,
+        headers: dict[str, str] | None = None,
+        reply_to: str | None = None,
+        dead_letter_failures: bool = True,
+    ) -> DispatchResult:
+        """Route, validate and handle one message exactly as if it came from the server.
 
-    # -- the connection --------------------------------------------------------------
+        `reply_to` is where a request/reply operation answers (the request's inbox).
+        With `dead_letter_failures=False` a message whose handler raises is not
+        dead-lettered, so that the caller can have it redelivered.
+        """
+        return await self._dispatch(
+            self._table,
+            subject,
+            payload,
+            headers,
+            reply_to,
+            dead_letter_failures=dead_letter_failures,
+        )
 
-    def stop(self) -> None:
-        """Stop taking messages; `run()` lets running handlers finish, then returns."""
-        self._stopping.set()
-
-    def _connect_options(self) -> dict[str, Any]:
-        settings = self.settings
-        options: dict[str, Any] = {
-            "servers": [
-                url.strip() for url in settings.nats_url.split(",") if url.strip()
-            ],
-            "name": settings.nats_name,
-            "max_reconnect_attempts": -1,
-            "reconnect_time_wait": settings.nats_reconnect_wait,
-            "connect_timeout": settings.nats_connect_timeout,
-            "reconnected_cb": self._on_reconnected,
-        }
-        if settings.nats_user:
-            options["user"] = settings.nats_user
-        if settings.nats_password:
-            options["password"] = settings.nats_password.get_secret_value()
-        if settings.nats_token:
-            options["token"] = settings.nats_token.get_secret_value()
-        if settings.nats_creds:
-            options["user_credentials"] = str(settings.nats_creds)
-        if settings.nats_tls_ca_file or settings.nats_tls_cert_file:
-            cafile = (
-                str(settings.nats_tls_ca_file) if settings.nats_tls_ca_file else None
-            )
-            context = ssl.create_default_context(cafile=cafile)
-            if settings.nats_tls_cert_file is not None:
-                key = (
-                    str(settings.nats_tls_key_file)
-                    if settings.nats_tls_key_file
-                    else None
-                )
-                context.load_cert_chain(str(settings.nats_tls_cert_file), key)
-            options["tls"] = context
-        return options
+    # -- the connection ----------------------------------------------------------------
 
     async def _on_error(self, error: Exception) -> None:
-        logger.warning("NATS: %s", error or type(error).__name__)
+        self.logger.warning("NATS: %s", error or type(error).__name__)
 
     async def _on_disconnected(self) -> None:
         if not self._stopping.is_set():
-            logger.warning("disconnected from NATS; reconnecting")
+            self.logger.warning("disconnected from NATS; reconnecting")
 
     async def _on_reconnected(self) -> None:
-        logger.info("reconnected to NATS")
+        self.logger.info("reconnected to NATS")
 
     async def _connect(self) -> NATS | None:
         """Connect, retrying with backoff and jitter; None when stopped first."""
         settings = self.settings
-        servers = _server_names(self._connect_options()["servers"])
-        delay = settings.nats_reconnect_wait
+        servers = server_names(connect_options(settings)["servers"])
+        backoff = Backoff(
+            settings.nats_reconnect_wait, settings.nats_reconnect_max_wait
+        )
         attempt = 0
         while not self._stopping.is_set():
             attempt += 1
@@ -216,17 +347,15 @@ class Service:
                 reason = str(exc) or type(exc).__name__
             if self._stopping.is_set():
                 break
-            wait = delay * random.uniform(0.5, 1.0)
-            logger.warning(
+            wait = backoff.next()
+            self.logger.warning(
                 "cannot connect to NATS at %s (attempt %d): %s; retrying in %.1f s",
                 servers,
                 attempt,
                 reason,
                 wait,
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), wait)
-            delay = min(delay * 2, settings.nats_reconnect_max_wait)
+            await self._sleep_unless_stopped(wait)
         return None
 
     async def _connect_once(self) -> NATS:
@@ -250,7 +379,9 @@ class Service:
                 # read afresh each time, and reports each failed one here: doubling it
                 # gives the backoff that nats-py itself lacks.
                 backoff = min(backoff * 2, settings.nats_reconnect_max_wait)
-                client.options["reconnect_time_wait"] = backoff * random.uniform(0.5, 1.0)
+                client.options["reconnect_time_wait"] = backoff * random.uniform(
+                    0.5, 1.0
+                )
             await self._on_error(error)
 
         async def on_disconnected() -> None:
@@ -264,7 +395,7 @@ class Service:
             await self._on_reconnected()
 
         options = {
-            **self._connect_options(),
+            **connect_options(settings),
             "error_cb": on_error,
             "disconnected_cb": on_disconnected,
             "reconnected_cb": on_reconnected,
@@ -287,20 +418,13 @@ class Service:
 
     async def run(self) -> None:
         """Serve until `stop()` or SIGTERM/SIGINT."""
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signum, self.stop)
+        self._catch_signals()
         connection = await self._connect()
         if connection is None:
-            logger.info("stopped")
+            self.logger.info("stopped")
             return
         self.transport = NatsTransport(connection)
-        stats_task = (
-            asyncio.create_task(self._log_stats())
-            if self.settings.stats_interval
-            else None
-        )
+        stats_task = self._start_stats()
         subscriptions: list[Subscription] = []
         consumers: list[asyncio.Task[None]] = []
         try:
@@ -315,9 +439,8 @@ class Service:
                     )
                 else:
                     queue = route.queue or self.settings.nats_queue or ""
-                    core.setdefault((route.address.subscription, queue), []).append(
-                        route
-                    )
+                    key = (route.address.subscription, queue)
+                    core.setdefault(key, []).append(route)
             shared = len(core) > 1
             for (subject, queue), routes in core.items():
                 subscriptions.append(
@@ -328,9 +451,9 @@ class Service:
                     )
                 )
             url = connection.connected_url
-            logger.info(
+            self.logger.info(
                 "connected to %s; subscribed to %s",
-                _server_names([url.geturl()]) if url else "NATS",
+                server_names([url.geturl()]) if url else "NATS",
                 ", ".join(route.address.subscription for route in self.routes)
                 or "nothing",
             )
@@ -352,8 +475,10 @@ class Service:
                 await connection.close()
             except (OSError, nats.errors.Error) as exc:
                 # Stopped while the server was away: there is nothing left to close.
-                logger.info("the connection closed with %s", exc or type(exc).__name__)
-        logger.info("stopped")
+                self.logger.info(
+                    "the connection closed with %s", exc or type(exc).__name__
+                )
+        self.logger.info("stopped")
 
     async def _unsubscribe(self, subscriptions: list[Subscription]) -> None:
         """Stop the subscriptions once the handler each may be running has finished.
@@ -369,7 +494,7 @@ class Service:
         try:
             await asyncio.wait_for(draining, self.settings.shutdown_grace_period)
         except TimeoutError:
-            logger.warning("handlers did not finish within the grace period")
+            self.logger.warning("handlers did not finish within the grace period")
         for subscription in subscriptions:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
@@ -382,6 +507,7 @@ class Service:
         `shared` says whether other subscriptions' callbacks take turns with this one.
         """
         stopping = self._stopping
+        logger = self.logger
 
         if self.settings.max_concurrency == 1:
             # nats-py awaits the callback before it delivers the subscription's next
@@ -415,15 +541,9 @@ class Service:
             # Holding a slot before the next message is taken bounds the handlers
             # running at once.
             await self._slots.acquire()
-            task = asyncio.create_task(self._handle(table, msg))
-            self._inflight.add(task)
-            task.add_done_callback(self._finished)
+            self._start_task(self._handle(table, msg))
 
         return handle_in_task
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
-        self._slots.release()
 
     async def _handle(self, table: RouteTable, msg: Msg) -> None:
         try:
@@ -431,7 +551,7 @@ class Service:
                 table, msg.subject, msg.data, msg.headers, msg.reply or None
             )
         except Exception:
-            logger.exception("unexpected error on %s", msg.subject)
+            self.logger.exception("unexpected error on %s", msg.subject)
 
     async def _ensure_stream(self, js: JetStreamContext, route: Route) -> None:
         assert route.stream is not None
@@ -441,7 +561,7 @@ class Service:
             await js.add_stream(
                 name=route.stream, subjects=[route.address.subscription]
             )
-            logger.info(
+            self.logger.info(
                 "created JetStream stream %s for %s",
                 route.stream,
                 route.address.subscription,
@@ -468,7 +588,7 @@ class Service:
                 except (nats.errors.TimeoutError, TimeoutError):
                     continue  # nothing to fetch (nats-py raises either kind)
                 except (nats.errors.Error, OSError) as exc:
-                    logger.warning(
+                    self.logger.warning(
                         "JetStream consumer %s: %s; retrying",
                         route.durable,
                         str(exc) or type(exc).__name__,
@@ -514,9 +634,6 @@ class Service:
             else:
                 await msg.term()
         except (nats.errors.Error, OSError) as exc:
-            logger.warning(
+            self.logger.warning(
                 "could not settle a JetStream message on %s: %s", msg.subject, exc
             )
-
-
-{% include "common/_generated/_service_logging.jinja" %}

@@ -1,0 +1,89 @@
+"""What the generator knows of each protocol, in one place per protocol.
+
+Templates and the context read a protocol's words, address syntax and runtime pieces
+from its `ProtocolProfile` instead of branching on the protocol's name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from asyncgen.asyncapi import Protocol
+
+
+@dataclass(frozen=True)
+class ProtocolProfile:
+    name: Protocol
+    #: How people write the protocol's name.
+    title: str
+    #: What an address is called: "topic" or "subject".
+    address_word: str
+    #: What the service connects to: "broker" or "server".
+    peer_word: str
+    separator: str
+    #: The wildcard of one level in a subscription.
+    wildcard: str
+    #: Characters a parameter value may not hold (the runtime's `Syntax.forbidden`).
+    forbidden: frozenset[str]
+    default_port: int
+    #: The runtime's `addresses.Syntax` constant for this protocol's addresses.
+    syntax: str
+    #: The runtime module of the protocol's service, and the service class in it.
+    runtime_module: str
+    service_class: str
+    #: Runtime modules a project of this protocol needs besides the common ones.
+    runtime_adapters: tuple[str, ...]
+    #: The client library a generated project depends on (a PEP 508 requirement).
+    client_requirement: str
+    #: The setting that names where dead letters go.
+    dead_letter_setting: str = ""
+    #: Arguments of the generated `Publishers(service...)` after the service, as source.
+    publishers_args: str = ""
+
+
+MQTT = ProtocolProfile(
+    name="mqtt",
+    title="MQTT",
+    address_word="topic",
+    peer_word="broker",
+    separator="/",
+    wildcard="+",
+    forbidden=frozenset("/+#\x00"),
+    default_port=1883,
+    syntax="MQTT_TOPIC",
+    runtime_module="mqtt",
+    service_class="MqttService",
+    runtime_adapters=("mqtt.py", "aiomqtt_client.py"),
+    client_requirement="aiomqtt>=2.5,<3",
+    dead_letter_setting="mqtt_dead_letter_topic",
+)
+
+NATS = ProtocolProfile(
+    name="nats",
+    title="NATS",
+    address_word="subject",
+    peer_word="server",
+    separator=".",
+    wildcard="*",
+    forbidden=frozenset(".*> \t\r\n\x00"),
+    default_port=4222,
+    syntax="NATS_SUBJECT",
+    runtime_module="nats",
+    service_class="NatsService",
+    runtime_adapters=("nats.py",),
+    client_requirement="nats-py>=2.7,<3",
+    dead_letter_setting="nats_dead_letter_subject",
+    publishers_args=", settings.nats_request_timeout",
+)
+
+PROFILES: dict[Protocol, ProtocolProfile] = {"mqtt": MQTT, "nats": NATS}
+
+#: Runtime modules every generated project holds, whatever its protocol.
+RUNTIME_COMMON = (
+    "__init__.py",
+    "addresses.py",
+    "core.py",
+    "logs.py",
+    "payloads.py",
+    "routing.py",
+)

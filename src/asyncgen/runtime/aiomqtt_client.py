@@ -1,0 +1,137 @@
+"""The aiomqtt adapter of `mqtt.MqttClient`.
+
+Part of asyncgen's service runtime. Generated projects hold an unchanged copy, rewritten
+by every `asyncgen generate`: do not edit the copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+
+import aiomqtt
+from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from .mqtt import ConnectionLost, Delivery, MqttSettings
+
+
+def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
+    """The TLS context the settings ask for, or None for a plain connection."""
+    if not settings.mqtt_tls and settings.mqtt_tls_ca_file is None:
+        return None
+    cafile = str(settings.mqtt_tls_ca_file) if settings.mqtt_tls_ca_file else None
+    context = ssl.create_default_context(cafile=cafile)
+    if settings.mqtt_tls_cert_file is not None:
+        key = str(settings.mqtt_tls_key_file) if settings.mqtt_tls_key_file else None
+        context.load_cert_chain(str(settings.mqtt_tls_cert_file), key)
+    if settings.mqtt_tls_insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class AiomqttClient:
+    """An aiomqtt client, created once and reconnected by `connect()`."""
+
+    def __init__(self, settings: MqttSettings) -> None:
+        version5 = settings.mqtt_protocol == "5"
+        password = (
+            settings.mqtt_password.get_secret_value()
+            if settings.mqtt_password
+            else None
+        )
+        properties: Properties | None = None
+        if version5 and not settings.mqtt_clean_session:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = settings.mqtt_session_expiry
+        self._client = aiomqtt.Client(
+            hostname=settings.mqtt_host,
+            port=settings.mqtt_port,
+            username=settings.mqtt_username,
+            password=password,
+            identifier=settings.mqtt_client_id,
+            protocol=(
+                aiomqtt.ProtocolVersion.V5 if version5 else aiomqtt.ProtocolVersion.V311
+            ),
+            clean_session=None if version5 else settings.mqtt_clean_session,
+            # MQTT 5 keeps a session only when asked to, for as long as it is told.
+            clean_start=(
+                settings.mqtt_clean_session if version5 else MQTT_CLEAN_START_FIRST_ONLY
+            ),
+            properties=properties,
+            keepalive=settings.mqtt_keepalive,
+            transport=settings.mqtt_transport,
+            websocket_path=(
+                settings.mqtt_ws_path
+                if settings.mqtt_transport == "websockets"
+                else None
+            ),
+            tls_context=tls_context(settings),
+            # Small packets (acks, dead letters) go out at once instead of waiting on
+            # Nagle.
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
+        )
+        # paho acknowledges a QoS 1 message as soon as aiomqtt has queued it, before any
+        # handler ran. With manual acks the service acknowledges it only after its
+        # handler finished or it was dead-lettered, so a crash means redelivery, not
+        # loss. aiomqtt 2.5 does not expose the switch; its paho client does, and it
+        # sends the acks.
+        self._paho = self._client._client
+        self._paho.manual_ack_set(True)
+        self._messages = self._client.messages
+
+    async def connect(self) -> None:
+        try:
+            await self._client.__aenter__()
+        except aiomqtt.MqttError as exc:
+            raise ConnectionLost(str(exc)) from exc
+
+    async def disconnect(self) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self._client.__aexit__(None, None, None)
+
+    async def subscribe(self, topic_filter: str, qos: int) -> None:
+        try:
+            await self._client.subscribe(topic_filter, qos=qos)
+        except aiomqtt.MqttError as exc:
+            raise ConnectionLost(str(exc)) from exc
+
+    async def publish(
+        self, topic: str, payload: bytes, /, *, qos: int = 0, retain: bool = False
+    ) -> None:
+        await self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    async def receive(self) -> Delivery:
+        try:
+            message = await anext(self._messages)
+        except aiomqtt.MqttError as exc:
+            raise ConnectionLost(str(exc)) from exc
+        payload = message.payload
+        if not isinstance(payload, bytes):
+            payload = b"" if payload is None else str(payload).encode()
+        headers: dict[str, str] | None = None
+        response_topic: str | None = None
+        if message.properties is not None:
+            headers = {
+                str(key): str(value)
+                for key, value in getattr(message.properties, "UserProperty", [])
+            }
+            response_topic = getattr(message.properties, "ResponseTopic", None)
+        return Delivery(
+            message.topic.value,
+            payload,
+            message.qos,
+            message.retain,
+            message.mid,
+            headers,
+            response_topic,
+        )
+
+    def queued(self) -> int:
+        return len(self._messages)
+
+    def ack(self, mid: int, qos: int) -> None:
+        self._paho.ack(mid, qos)
