@@ -27,7 +27,9 @@ def test_changed_message_type_is_reported_with_file_and_line(tmp_path: Path) -> 
     spec.write_text(yaml.safe_dump(document, sort_keys=False))
     result = runner.invoke(app, ["generate", "-o", str(project)])
 
-    assert result.exit_code == 0, result.output
+    # The generated code is written, and the run fails until the handler fits again.
+    assert result.exit_code == 1, result.output
+    assert "generated MQTT project" in result.output
     handler = project / "src" / "iot_device_management" / "handlers" / "receive_telemetry.py"
     line = next(
         number
@@ -36,7 +38,37 @@ def test_changed_message_type_is_reported_with_file_and_line(tmp_path: Path) -> 
     )
     assert f"{handler}:{line}: handle() takes message: models.TelemetryPayload" in result.output
     assert "the spec now sends models.DeviceStatus" in result.output
-    assert "receive_status.py" not in result.output.split("no longer match")[1]
+    reported = [line for line in result.output.splitlines() if ": handle()" in line]
+    assert reported and not any("receive_status.py" in line for line in reported)
+
+    # Said again on every run, though the generated code is up to date, and by --check.
+    for args in (["generate", "-o", str(project)], ["generate", "--check", "-o", str(project)]):
+        again = runner.invoke(app, args)
+        assert again.exit_code == 1, again.output
+        assert "up to date" in again.output
+        assert f"{handler}:{line}: handle() takes message" in again.output
+    allowed = runner.invoke(app, ["generate", "--allow-stale-handlers", "-o", str(project)])
+    assert allowed.exit_code == 0, allowed.output
+    assert f"{handler}:{line}:" in allowed.output
+
+    # Fixed by hand: the next --check passes.
+    handler.write_text(handler.read_text().replace("TelemetryPayload", "DeviceStatus"))
+    fixed = runner.invoke(app, ["generate", "--check", "-o", str(project)])
+    assert fixed.exit_code == 0, fixed.output
+
+
+def test_a_deleted_handler_module_fails_the_check_and_comes_back(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    spec = EXAMPLES / "mqtt" / "asyncapi.yaml"
+    assert runner.invoke(app, ["generate", str(spec), "-o", str(project)]).exit_code == 0
+    handler = project / "src" / "iot_device_management" / "handlers" / "receive_status.py"
+    handler.unlink()
+    checked = runner.invoke(app, ["generate", "--check", "-o", str(project)])
+    assert checked.exit_code == 1, checked.output
+    assert f"{handler}:1: missing" in checked.output
+    assert not handler.exists()
+    assert runner.invoke(app, ["generate", "-o", str(project)]).exit_code == 0
+    assert handler.is_file()
 
 
 def test_handler_written_as_the_spec_wants_has_no_problem(tmp_path: Path) -> None:

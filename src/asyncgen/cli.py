@@ -141,6 +141,10 @@ def generate(
         bool, typer.Option(help="Overwrite generated files even if edited by hand.")
     ] = False,
     quiet: Annotated[bool, typer.Option(help="With --check: list stale files, no diff.")] = False,
+    allow_stale_handlers: Annotated[
+        bool,
+        typer.Option(help="Exit 0 even when a handler of yours no longer fits the spec."),
+    ] = False,
 ) -> None:
     """Generate (or regenerate) a service project from an AsyncAPI document."""
     from asyncgen.errors import SpecError, UnsupportedError, UsageError
@@ -181,7 +185,13 @@ def generate(
             "custom template (--templates), or pass --force to overwrite."
         )
         raise typer.Exit(EXIT_INVALID) from None
+    if outcome.mismatches:
+        _err("these handlers no longer fit the spec (they are yours: update them):")
+        for mismatch in outcome.mismatches:
+            _err(f"  {mismatch}")
     _print(outcome, check=check, quiet=quiet)
+    if outcome.mismatches and (check or not allow_stale_handlers):
+        raise typer.Exit(EXIT_INVALID)
 
 
 def _print(outcome: Outcome, *, check: bool, quiet: bool) -> None:
@@ -210,10 +220,6 @@ def _print(outcome: Outcome, *, check: bool, quiet: bool) -> None:
             typer.echo("\n".join(f"  {path}" for path in report.edited))
         return
     typer.echo(report.summary())
-    if outcome.mismatches:
-        _err("these handlers no longer match the spec (they are yours: update them):")
-        for mismatch in outcome.mismatches:
-            _err(f"  {mismatch}")
     if report.orphaned:
         _err(
             "these handler modules match no receive operation in the spec any more "

@@ -154,7 +154,16 @@ def generate(spec: Path, config: Config | None = None) -> Outcome:
         target = config.output.resolve()
         requested = _settings(config, target, config.protocol or "", config.package or "")
         if manifest.up_to_date(target, requested, template_folders, __version__):
-            return Outcome(config.output, up_to_date=True)
+            # The handlers are the user's, so they may have changed since: check them.
+            from asyncgen.write.signatures import check_handlers
+
+            recorded = manifest.read(target).get("settings", {})
+            handlers = target / "src" / str(recorded.get("package")) / "handlers"
+            return Outcome(
+                config.output,
+                up_to_date=True,
+                mismatches=check_handlers(handlers, manifest.recorded_handlers(target)),
+            )
 
     from asyncgen.render import background, models
 
@@ -189,6 +198,7 @@ def _write(
             manifest.fingerprint(target, inputs, settings, template_folders, __version__),
             inputs,
             settings,
+            generated.handler_signatures,
         ),
     ]
     handler_dir = f"src/{generated.package}/handlers"
@@ -202,9 +212,11 @@ def _write(
         report=report,
         stale=[path for path in report.stale if path != manifest.MANIFEST],
     )
-    if config.mode != "write":
-        return outcome
-    write_plan(output, plan, report, force=config.force)
-    outcome.written = True
-    outcome.mismatches = check_handlers(output / handler_dir, generated.handler_signatures)
+    if config.mode == "write":
+        write_plan(output, plan, report, force=config.force)
+        outcome.written = True
+    # A dry run would write the missing stubs: only the existing handlers can be wrong.
+    outcome.mismatches = check_handlers(
+        output / handler_dir, generated.handler_signatures, missing=config.mode != "dry-run"
+    )
     return outcome

@@ -14,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from asyncgen import cache
-from asyncgen.plan import PlannedFile
+from asyncgen.plan import Expected, PlannedFile
 from asyncgen.resources import runtime_sources
 
 MANIFEST = ".asyncgen-manifest.json"
@@ -120,6 +120,18 @@ def read(project: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def recorded_handlers(project: Path) -> list[Expected]:
+    """The handler signatures recorded at the last generation."""
+    found = read(project).get("handlers")
+    result = []
+    for item in found if isinstance(found, list) else []:
+        try:
+            result.append(Expected(**item))
+        except TypeError:
+            return []  # written by another version: the next generation records them anew
+    return result
+
+
 def file_hashes(project: Path) -> dict[str, str]:
     """The hash of every generated file as recorded at the last generation."""
     files = read(project).get("files")
@@ -132,8 +144,11 @@ def manifest_file(
     fingerprint: str | None,
     inputs: Inputs,
     settings: Settings,
+    handlers: list[Expected] | None = None,
 ) -> PlannedFile:
-    """The manifest: hashes of the generated files and what they were generated from."""
+    """The manifest: hashes of the generated files, what they were generated from, and the
+    `handle` signature each receive operation's module must have (checked on every run,
+    the fast path included)."""
     data: dict[str, Any] = {
         "asyncgen": tool_version,
         "files": {f.path: digest(f.content) for f in plan if f.owner == "generated"},
@@ -144,6 +159,8 @@ def manifest_file(
     }
     if inputs.remote:
         data["remote"] = inputs.remote
+    if handlers:
+        data["handlers"] = [asdict(expected) for expected in handlers]
     return PlannedFile(MANIFEST, json.dumps(data, indent=2, sort_keys=True) + "\n", "generated")
 
 

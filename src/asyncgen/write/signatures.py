@@ -80,11 +80,17 @@ def check_handler(path: Path, expected: Expected) -> list[str]:
     return problems
 
 
-def check_handlers(folder: Path, expected: list[Expected]) -> list[str]:
-    """Problems of every existing handler module under `folder`."""
+def check_handlers(folder: Path, expected: list[Expected], missing: bool = True) -> list[str]:
+    """Problems of every handler module under `folder` that a receive operation needs,
+    and (with `missing`) each such module that is not there."""
     problems: list[str] = []
     for item in expected:
         path = folder / f"{item.module}.py"
         if path.is_file():
             problems.extend(check_handler(path, item))
+        elif missing:
+            problems.append(
+                f"{path}:1: missing: a receive operation needs this handler module "
+                "(asyncgen generate writes a stub)"
+            )
     return problems
