@@ -170,3 +170,14 @@ def test_a_package_name_that_is_no_identifier_is_a_usage_error(tmp_path: Path) -
         assert result.exit_code == 2, result.output
         assert "not a valid Python package name" in result.output
         assert not output.exists()
+
+
+def test_help_reads_naturally_and_completion_can_be_installed() -> None:
+    for command in ([], ["generate"], ["validate"], ["acl"], ["diff"]):
+        result = runner.invoke(app, [*command, "--help"])
+        assert result.exit_code == 0, result.output
+        assert "<bool>" not in result.output and "--no-" not in result.output, result.output
+        assert "[default: False]" not in result.output
+    top = runner.invoke(app, ["--help"]).output
+    assert "--install-completion" in top
+    assert "..." not in top  # each command's summary fits its line

@@ -15,7 +15,10 @@ if TYPE_CHECKING:
     from asyncgen.generation import Outcome
 
 app = typer.Typer(
-    add_completion=False,
+    # `asyncgen --install-completion` sets up completion for the user's shell.
+    add_completion=True,
+    # Plain help: options read as `--force / --no-force  ...`, without type markers.
+    rich_markup_mode=None,
     no_args_is_help=True,
     help="Generate runnable Python MQTT and NATS services from AsyncAPI documents.",
     pretty_exceptions_enable=False,
@@ -31,6 +34,11 @@ class ProtocolChoice(StrEnum):
     nats = "nats"
 
 
+def _flag(name: str, help: str) -> Any:
+    """An on/off option: `--name` alone, without a `--no-name` twin or a default shown."""
+    return typer.Option(name, help=help, show_default=False)
+
+
 Spec = Annotated[Path, typer.Argument(help="The AsyncAPI document (YAML or JSON).")]
 RefsRoot = Annotated[
     Path | None,
@@ -39,9 +47,11 @@ RefsRoot = Annotated[
         "else the spec's folder)."
     ),
 ]
-AllowOutsideRefs = Annotated[bool, typer.Option(help="Let local $refs reach files anywhere.")]
+AllowOutsideRefs = Annotated[
+    bool, _flag("--allow-outside-refs", "Let local $refs reach files anywhere.")
+]
 AllowRemoteRefs = Annotated[
-    bool, typer.Option(help="Fetch http(s):// $refs (cached; recorded in the manifest).")
+    bool, _flag("--allow-remote-refs", "Fetch http(s):// $refs (cached; recorded in the manifest).")
 ]
 
 
@@ -59,7 +69,13 @@ def _version(value: bool) -> None:
 def _main(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the version.",
+            show_default=False,
+        ),
     ] = False,
 ) -> None:
     """Generate runnable Python MQTT and NATS services from AsyncAPI documents."""
@@ -70,7 +86,7 @@ def _report_problems(problems: list[Any]) -> None:
         _err(str(problem))
 
 
-@app.command()
+@app.command(short_help="Check a document; print every problem with its place.")
 def validate(
     spec: Spec,
     protocol: Annotated[
@@ -108,7 +124,7 @@ def validate(
     typer.echo(f"{spec}: valid")
 
 
-@app.command()
+@app.command(short_help="Generate or regenerate a service project.")
 def generate(
     spec: Annotated[
         Path | None,
@@ -134,16 +150,20 @@ def generate(
     allow_remote_refs: AllowRemoteRefs = False,
     check: Annotated[
         bool,
-        typer.Option(help="Write nothing; exit 1 with a diff when generated files are stale."),
+        _flag(
+            "--check",
+            "Write nothing; exit 1 with a diff when generated files are stale or a handler "
+            "no longer fits the spec.",
+        ),
     ] = False,
-    dry_run: Annotated[bool, typer.Option(help="Print what would change; write nothing.")] = False,
+    dry_run: Annotated[bool, _flag("--dry-run", "Print what would change; write nothing.")] = False,
     force: Annotated[
-        bool, typer.Option(help="Overwrite generated files even if edited by hand.")
+        bool, _flag("--force", "Overwrite generated files even if edited by hand.")
     ] = False,
-    quiet: Annotated[bool, typer.Option(help="With --check: list stale files, no diff.")] = False,
+    quiet: Annotated[bool, _flag("--quiet", "With --check: list stale files, no diff.")] = False,
     allow_stale_handlers: Annotated[
         bool,
-        typer.Option(help="Exit 0 even when a handler of yours no longer fits the spec."),
+        _flag("--allow-stale-handlers", "Exit 0 even when a handler no longer fits the spec."),
     ] = False,
 ) -> None:
     """Generate (or regenerate) a service project from an AsyncAPI document."""
@@ -249,7 +269,7 @@ class BrokerChoice(StrEnum):
     nats = "nats"
 
 
-@app.command()
+@app.command(short_help="Write least-privilege broker access rules.")
 def acl(
     spec: Spec,
     broker: Annotated[BrokerChoice, typer.Option(help="mosquitto or nats.")],
@@ -265,6 +285,7 @@ def acl(
         list[str] | None,
         typer.Option(
             help="NATS: a client's user name, or NAME:CLIENT_ID; may be given again.",
+            metavar="NAME[:CLIENT_ID]",
         ),
     ] = None,
     users: Annotated[
@@ -340,7 +361,7 @@ class DiffFormat(StrEnum):
     json = "json"
 
 
-@app.command()
+@app.command(short_help="Say what changed between two versions, and whom it breaks.")
 def diff(
     old: Annotated[
         str,
