@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asyncgen.plan import PlannedFile
-from asyncgen.write.manifest import MANIFEST, digest, file_hashes
+from asyncgen.write.manifest import MANIFEST, digest, file_hashes, syntax_digest, syntax_hashes
 
 __all__ = ["MANIFEST", "EditedFilesError", "Report", "compare", "write_plan"]
 
@@ -38,11 +38,15 @@ class Report:
     diffs: dict[str, str] = field(default_factory=dict)
     #: user-owned files among `created` (missing, so written once)
     kept_new_user: list[str] = field(default_factory=list)
+    #: generated files that differ from what the spec produces in their layout only (a
+    #: formatter ran over them): rewritten, but neither edited nor stale
+    reformatted: list[str] = field(default_factory=list)
 
     @property
     def stale(self) -> list[str]:
         """Generated files that differ from what the spec produces."""
-        return sorted((set(self.created) - set(self.kept_new_user)) | set(self.updated))
+        changed = set(self.updated) - set(self.reformatted)
+        return sorted((set(self.created) - set(self.kept_new_user)) | changed)
 
     def summary(self) -> str:
         lines = []
@@ -77,6 +81,7 @@ def compare(
     """What writing `plan` under `root` would do; nothing is written."""
     report = Report()
     manifest = file_hashes(root)
+    trees = syntax_hashes(root)
     for planned in plan:
         target = root / planned.path
         exists = target.is_file()
@@ -96,8 +101,13 @@ def compare(
             report.unchanged.append(planned.path)
             continue
         recorded = manifest.get(planned.path)
-        if planned.path != MANIFEST and recorded != digest(current):
+        tree = syntax_digest(planned.path, current)
+        # A formatter's changes leave the syntax tree as generated: not an edit.
+        formatted = tree is not None and tree == trees.get(planned.path)
+        if planned.path != MANIFEST and recorded != digest(current) and not formatted:
             report.edited.append(planned.path)
+        if tree is not None and tree == syntax_digest(planned.path, planned.content):
+            report.reformatted.append(planned.path)
         report.updated.append(planned.path)
         report.diffs[planned.path] = _diff(planned.path, current, planned.content)
     if handler_dir is not None and handler_names is not None:

@@ -11,9 +11,12 @@ formatter. This module imports nothing heavy on purpose.
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import io
 import json
 import os
+import tokenize
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,25 @@ MANIFEST = ".asyncgen-manifest.json"
 
 def digest(content: str) -> str:
     return hashlib.sha256(content.encode("utf-8")).hexdigest()
+
+
+def syntax_digest(path: str, content: str) -> str | None:
+    """The hash of a Python file's syntax tree and comments, which formatting leaves alone
+    (None for other files, or source that does not parse)."""
+    if not path.endswith(".py"):
+        return None
+    try:
+        tree = ast.parse(content)
+        # Comments are no part of the tree, but a formatter keeps their text: one added
+        # or changed by hand is an edit.
+        comments = [
+            token.string.strip()
+            for token in tokenize.generate_tokens(io.StringIO(content).readline)
+            if token.type == tokenize.COMMENT
+        ]
+    except (SyntaxError, ValueError, tokenize.TokenError):
+        return None
+    return digest(ast.dump(tree) + "\n" + "\n".join(comments))
 
 
 def file_digest(path: Path) -> str | None:
@@ -132,6 +154,12 @@ def recorded_handlers(project: Path) -> list[Expected]:
     return result
 
 
+def syntax_hashes(project: Path) -> dict[str, str]:
+    """The syntax-tree hash of every generated Python file at the last generation."""
+    found = read(project).get("syntax")
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
+
+
 def file_hashes(project: Path) -> dict[str, str]:
     """The hash of every generated file as recorded at the last generation."""
     files = read(project).get("files")
@@ -152,6 +180,11 @@ def manifest_file(
     data: dict[str, Any] = {
         "asyncgen": tool_version,
         "files": {f.path: digest(f.content) for f in plan if f.owner == "generated"},
+        "syntax": {
+            f.path: tree
+            for f in plan
+            if f.owner == "generated" and (tree := syntax_digest(f.path, f.content))
+        },
         "user_files": sorted(f.path for f in plan if f.owner == "user"),
         "inputs": inputs.files,
         "settings": settings.recorded(),
