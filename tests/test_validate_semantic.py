@@ -273,7 +273,9 @@ channels:
     assert len(found) == 1 and found[0].startswith("7: parameter 'id': '([a-z' is not"), found
 
 
-def test_an_address_the_target_broker_refuses_is_a_warning_of_validate(tmp_path: Path) -> None:
+def test_an_address_the_target_client_refuses_is_an_error_for_that_target(
+    tmp_path: Path,
+) -> None:
     spec = """\
 asyncapi: 3.0.0
 info: {title: t, version: '1'}
@@ -282,18 +284,17 @@ channels:
   c: {address: 'orders.*.new'}
 """
     path = write(tmp_path, spec)
-    warnings = [p.message for p in problems(path) if p.level == Level.WARNING]
-    assert warnings == [
-        "address 'orders.*.new' is not a valid NATS subject: `*` and `>` are wildcards, "
-        "not part of a subject; the broker will refuse it"
+    assert errors(path) == [
+        "5: unsupported: address 'orders.*.new' maps to the NATS subject 'orders.*.new', "
+        "which is not valid: `*` and `>` are wildcards, not part of a subject"
     ]
     assert [p.message for p in validate_document(load_document(path), "mqtt")] == []
     from asyncgen.cli import app
 
     as_mqtt = runner.invoke(app, ["validate", "--protocol", "mqtt", str(path)])
     as_nats = runner.invoke(app, ["validate", str(path)])
-    assert as_mqtt.exit_code == as_nats.exit_code == 0
-    assert "warning" not in as_mqtt.output and "not a valid NATS subject" in as_nats.output
+    assert as_mqtt.exit_code == 0 and as_nats.exit_code == 1
+    assert "not valid" not in as_mqtt.output and "maps to the NATS subject" in as_nats.output
 
 
 def test_binding_values_that_would_be_code_are_refused_before_generating(

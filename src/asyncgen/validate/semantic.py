@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from asyncgen.asyncapi import (
-    EMPTY_TOKEN,
     Protocol,
     address_parameters,
     address_problem,
@@ -334,28 +333,22 @@ def _channels(doc: Document, version: int) -> list[tuple[str, dict[str, Any], Re
 def _check_protocol_addresses(
     doc: Document, problems: list[Problem], version: int, protocol: Protocol
 ) -> None:
+    """Each address is a topic or subject the target's client takes: nats-py refuses a
+    subject with an empty token, white space or a wildcard inside a token when
+    subscribing, paho a topic with `+` or `#` in it, so the service would die there."""
     word = "MQTT topic" if protocol == "mqtt" else "NATS subject"
     for address, _, at in _channels(doc, version):
         problem = address_problem(address, protocol)
-        if problem == EMPTY_TOKEN and protocol == "nats":
-            # nats-py refuses such a subject when subscribing: the service would die there.
-            subject = subject_address(address, protocol)
-            problems.append(
-                doc.problem(
-                    at,
-                    f"unsupported: address {address!r} maps to the NATS subject {subject!r}, "
-                    f"which is not valid: {problem}",
-                )
+        if problem is None:
+            continue
+        written = subject_address(address, protocol)
+        problems.append(
+            doc.problem(
+                at,
+                f"unsupported: address {address!r} maps to the {word} {written!r}, which is "
+                f"not valid: {problem}",
             )
-        elif problem is not None:
-            problems.append(
-                Problem(
-                    doc.location(at),
-                    f"address {address!r} is not a valid {word}: {problem}; the broker "
-                    "will refuse it",
-                    Level.WARNING,
-                )
-            )
+        )
 
 
 def _check_parameter_patterns(doc: Document, problems: list[Problem], version: int) -> None:
