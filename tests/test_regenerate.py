@@ -608,7 +608,8 @@ def test_a_formatter_run_over_the_project_is_no_hand_edit(
     }
     command = [sys.executable, "-m", formatter]
     # A team whose formatter is set to 100 columns, not the 88 asyncgen writes.
-    command += ["format", "--line-length", "100", "."] if formatter == "ruff" else ["-l", "100", "."]
+    wide = ["format", "--line-length", "100", "."] if formatter == "ruff" else ["-l", "100", "."]
+    command += wide
     subprocess.run(command, cwd=project, check=True, capture_output=True)
     changed = [path for path, text in generated.items() if path.read_text() != text]
     assert changed, f"{formatter} changed nothing; the test would prove nothing"
