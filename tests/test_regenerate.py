@@ -633,3 +633,29 @@ def test_a_real_edit_is_still_refused_after_a_formatter_ran(tmp_path: Path) -> N
     assert result.exit_code == 1
     assert f"{settings}: error: edited by hand" in result.output
     assert "broker.internal" in settings.read_text()
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "words"),
+    [
+        ("{{ header }\n", 1, "unexpected '}'"),
+        ("{{ header }}\n{% for op in ctx.operations %}\n{{ op.no_such_thing }}\n{% endfor %}\n",
+         3, "has no attribute 'no_such_thing'"),
+    ],
+)  # fmt: skip
+def test_a_broken_custom_template_is_named_with_its_line_and_nothing_is_written(
+    tmp_path: Path, text: str, line: int, words: str
+) -> None:
+    templates = tmp_path / "templates" / "common"
+    templates.mkdir(parents=True)
+    template = templates / "README.md.jinja"
+    template.write_text(text)
+    output = tmp_path / "out"
+    result = runner.invoke(
+        app,
+        ["generate", str(EXAMPLES / "mqtt" / "asyncapi.yaml"), "-o", str(output),
+         "--templates", str(tmp_path / "templates")],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert f"{template}:{line}: error: " in result.output and words in result.output
+    assert "Traceback" not in result.output and not output.exists()
