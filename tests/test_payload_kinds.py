@@ -265,5 +265,5 @@ def test_an_example_of_a_text_message_that_is_no_string_is_left_out(tmp_path: Pa
     assert result.exit_code == 0, result.output
     assert "example 2 of message 'line' does not match" in result.output
     assert "it is sent as text: it must be a string" in result.output
-    tests = (output / "tests" / "test_handlers.py").read_text()
+    tests = (output / "tests" / "test_spec_examples.py").read_text()
     assert 'b"a line"' in tests and "line example 2" not in tests

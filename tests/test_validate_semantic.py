@@ -351,7 +351,7 @@ def test_an_example_that_does_not_fit_its_schema_is_a_warning_and_left_out(
         warned
         and [line for line in generated.output.splitlines() if ": warning: " in line] == warned
     )
-    tests = (tmp_path / "out" / "tests" / "test_handlers.py").read_text()
+    tests = (tmp_path / "out" / "tests" / "test_spec_examples.py").read_text()
     assert "21.5" in tests and "warm" not in tests
 
 

@@ -117,6 +117,7 @@ def plan_project(
         (f"src/{package}/handlers/__init__.py", "common/handlers_init.py.jinja", {}, "user"),
         ("tests/__init__.py", None, {}, "user"),
         ("tests/test_handlers.py", "common/test_handlers.py.jinja", {}, "user"),
+        ("tests/test_spec_examples.py", "common/test_spec_examples.py.jinja", {}, "generated"),
     ]
     for operation in context.receive:
         path = f"src/{package}/handlers/{operation.module}.py"
