@@ -160,7 +160,8 @@ def test_every_document_generates_or_fails_with_a_clear_unsupported_message(
         assert outcome.code == 1, outcome.text
         protocol = outcome.name.rsplit("(", 1)[1].rstrip(")")
         assert any(words in outcome.text for words in UNSUPPORTED[protocol]), outcome.text
-        assert outcome.text.startswith(str(outcome.spec)), outcome.text  # located
+        # Located: file:line:column and JSON pointer.
+        assert re.match(rf".*{re.escape(outcome.spec.name)}:\d+:\d+ #/", outcome.text), outcome.text
 
 
 def _ok(projects: list[Outcome]) -> list[Outcome]:
