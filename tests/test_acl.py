@@ -327,13 +327,21 @@ def test_mosquitto_with_the_generated_acl_keeps_each_tenant_and_device_to_itself
     device = other_device = None
     try:
         service.wait_for("subscribed")
+        # Refused first, each from a connection of its own: mosquitto may drop the client
+        # of a refused publish, and a second d-42 would take over the first one's session.
+        refused = [
+            "tenants/globex/devices/d-42/telemetry",  # another tenant
+            "tenants/acme/devices/d-43/telemetry",  # another device
+            "tenants/acme/devices/d-43/commands",  # only the service commands
+            "fleet/dead-letter",  # only the service dead-letters
+        ]
+        for topic in refused:
+            attempt(broker, "acme", "d-42", topic)
         commands = ("tenants/acme/devices/+/commands",)
         device = Device(broker.port, "acme", "d-42", commands)
         other_device = Device(broker.port, "acme", "d-43", ("tenants/acme/devices/d-42/commands",))
-        # Its own telemetry reaches the service; another tenant's or device's is refused.
+        # Its own telemetry reaches the service.
         device.publish("tenants/acme/devices/d-42/telemetry", {"value": 1})
-        attempt(broker, "acme", "d-42", "tenants/globex/devices/d-42/telemetry")
-        attempt(broker, "acme", "d-42", "tenants/acme/devices/d-43/telemetry")
         other_device.publish("tenants/acme/devices/d-43/telemetry", {"value": 4})
         read_records(record, 2)
         time.sleep(0.3)
@@ -343,8 +351,8 @@ def test_mosquitto_with_the_generated_acl_keeps_each_tenant_and_device_to_itself
             ("tenants/acme/devices/d-43/telemetry", 4),
         ]
         assert records[0]["params"] == {"tenantId": "acme", "deviceId": "d-42"}
-        assert denied(broker, "d-42", "tenants/globex/devices/d-42/telemetry")
-        assert denied(broker, "d-42", "tenants/acme/devices/d-43/telemetry")
+        for topic in refused:
+            assert denied(broker, "d-42", topic), topic
         # The service may command every device; a device reads only its own commands,
         # even through a wildcard subscription.
         commander = Device(broker.port, "fleet", "fleet-commander")
@@ -357,12 +365,6 @@ def test_mosquitto_with_the_generated_acl_keeps_each_tenant_and_device_to_itself
         time.sleep(0.3)
         assert device.messages == ["tenants/acme/devices/d-42/commands"]
         assert other_device.messages == []
-        # A device cannot write where only the service may.
-        attempt(broker, "acme", "d-42", "tenants/acme/devices/d-43/commands")
-        attempt(broker, "acme", "d-42", "fleet/dead-letter")
-        device.publish("tenants/acme/devices/d-42/telemetry", {"value": 5})
-        assert denied(broker, "d-42", "tenants/acme/devices/d-43/commands")
-        assert denied(broker, "d-42", "fleet/dead-letter")
     finally:
         for client in (device, other_device):
             if client is not None:
