@@ -659,3 +659,35 @@ def test_a_broken_custom_template_is_named_with_its_line_and_nothing_is_written(
     assert result.exit_code == 2, result.output
     assert f"{template}:{line}: error: " in result.output and words in result.output
     assert "Traceback" not in result.output and not output.exists()
+
+
+@pytest.mark.parametrize("cache", ["on", "off"])
+def test_a_formatted_project_takes_a_spec_change(
+    tmp_path: Path, cache: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Formatted, then the spec changes: with the cache's copy of the last generation the
+    formatted files are told from edits; without it, only those the change left alone are."""
+    monkeypatch.setenv("ASYNCGEN_CACHE_DIR", str(tmp_path / "cache"))
+    if cache == "off":
+        monkeypatch.setenv("ASYNCGEN_NO_CACHE", "1")
+    spec = tmp_path / "asyncapi.yaml"
+    shutil.copyfile(EXAMPLES / "mqtt" / "asyncapi.yaml", spec)
+    project = tmp_path / "project"
+    assert runner.invoke(app, ["generate", str(spec), "-o", str(project)]).exit_code == 0
+    subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--line-length", "100", "."],
+        cwd=project,
+        check=True,
+        capture_output=True,
+    )
+    spec.write_text(spec.read_text().replace("Periodic sensor readings", "Regular sensor Readings"))
+    result = runner.invoke(app, ["generate", "-o", str(project)])
+    channels = f"{GENERATED}/channels.py"
+    if cache == "on":
+        assert result.exit_code == 0, result.output
+        assert "Readings" in (project / channels).read_text()
+    else:
+        # channels.py changed with the spec and was reformatted: nothing to compare it to.
+        assert result.exit_code == 1
+        assert f"{project / channels}: error: edited by hand" in result.output
+        assert "settings.py: error" not in result.output

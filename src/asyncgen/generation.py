@@ -214,6 +214,7 @@ def _write(
     )
     if config.mode == "write":
         write_plan(output, plan, report, force=config.force)
+        manifest.remember_generated(plan)
         outcome.written = True
     # A dry run would write the missing stubs: only the existing handlers can be wrong.
     outcome.mismatches = check_handlers(

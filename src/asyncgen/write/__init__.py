@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asyncgen.plan import PlannedFile
-from asyncgen.write.manifest import MANIFEST, digest, file_hashes, syntax_digest, syntax_hashes
+from asyncgen.write.manifest import (
+    MANIFEST,
+    digest,
+    file_hashes,
+    last_generated,
+    syntax_digest,
+)
 
 __all__ = ["MANIFEST", "EditedFilesError", "Report", "compare", "write_plan"]
 
@@ -81,7 +87,6 @@ def compare(
     """What writing `plan` under `root` would do; nothing is written."""
     report = Report()
     manifest = file_hashes(root)
-    trees = syntax_hashes(root)
     for planned in plan:
         target = root / planned.path
         exists = target.is_file()
@@ -101,13 +106,8 @@ def compare(
             report.unchanged.append(planned.path)
             continue
         recorded = manifest.get(planned.path)
-        tree = syntax_digest(planned.path, current)
-        # A formatter's changes leave the syntax tree as generated: not an edit.
-        formatted = tree is not None and tree == trees.get(planned.path)
-        if planned.path != MANIFEST and recorded != digest(current) and not formatted:
-            report.edited.append(planned.path)
-        if tree is not None and tree == syntax_digest(planned.path, planned.content):
-            report.reformatted.append(planned.path)
+        if planned.path != MANIFEST and recorded != digest(current):
+            _touched(planned, current, last_generated(recorded), report)
         report.updated.append(planned.path)
         report.diffs[planned.path] = _diff(planned.path, current, planned.content)
     if handler_dir is not None and handler_names is not None:
@@ -117,6 +117,18 @@ def compare(
                 if module.stem != "__init__" and module.stem not in handler_names:
                     report.orphaned.append(f"{handler_dir}/{module.name}")
     return report
+
+
+def _touched(planned: PlannedFile, current: str, last: str | None, report: Report) -> None:
+    """Sort a generated file changed since the last generation: a formatter's changes
+    leave its syntax tree and comments as they were, anything else is a hand edit. It is
+    compared with the last generation's copy when the cache kept one, else with what the
+    spec produces now."""
+    tree = syntax_digest(planned.path, current)
+    if tree is None or tree != syntax_digest(planned.path, last or planned.content):
+        report.edited.append(planned.path)
+    elif last is None or tree == syntax_digest(planned.path, planned.content):
+        report.reformatted.append(planned.path)
 
 
 def _diff(path: str, before: str, after: str) -> str:

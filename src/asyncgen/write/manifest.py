@@ -51,6 +51,19 @@ def syntax_digest(path: str, content: str) -> str | None:
     return digest(ast.dump(tree) + "\n" + "\n".join(comments))
 
 
+def remember_generated(plan: list[PlannedFile]) -> None:
+    """Keep a copy of each generated Python file in the cache, by its hash, so that a later
+    run can tell a formatter's changes from a hand edit (see `last_generated`)."""
+    for planned in plan:
+        if planned.owner == "generated" and planned.path.endswith(".py"):
+            cache.put("generated", digest(planned.content), planned.content)
+
+
+def last_generated(recorded_hash: str | None) -> str | None:
+    """The content a generated file had at the last generation, when the cache has it."""
+    return cache.get("generated", recorded_hash) if recorded_hash else None
+
+
 def file_digest(path: Path) -> str | None:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -154,12 +167,6 @@ def recorded_handlers(project: Path) -> list[Expected]:
     return result
 
 
-def syntax_hashes(project: Path) -> dict[str, str]:
-    """The syntax-tree hash of every generated Python file at the last generation."""
-    found = read(project).get("syntax")
-    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
-
-
 def file_hashes(project: Path) -> dict[str, str]:
     """The hash of every generated file as recorded at the last generation."""
     files = read(project).get("files")
@@ -180,11 +187,6 @@ def manifest_file(
     data: dict[str, Any] = {
         "asyncgen": tool_version,
         "files": {f.path: digest(f.content) for f in plan if f.owner == "generated"},
-        "syntax": {
-            f.path: tree
-            for f in plan
-            if f.owner == "generated" and (tree := syntax_digest(f.path, f.content))
-        },
         "user_files": sorted(f.path for f in plan if f.owner == "user"),
         "inputs": inputs.files,
         "settings": settings.recorded(),
