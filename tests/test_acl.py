@@ -29,6 +29,7 @@ from conftest import (
 )
 
 from asyncgen import acl
+from asyncgen.render.protocols import PROFILES
 
 FLEET = """\
 asyncapi: 3.0.0
@@ -223,7 +224,7 @@ def test_the_service_default_dead_letter_address_is_the_one_the_rules_grant(
         (tmp_path / protocol).mkdir()
         _, project = fleet_project(tmp_path / protocol, protocol)
         settings = (project / "src" / "fleet" / "_generated" / "settings.py").read_text()
-        expected = acl.dead_letter_address("fleet", protocol)  # type: ignore[arg-type]
+        expected = PROFILES[protocol].dead_letter_address("fleet")
         assert f'{setting}: str = "{expected}"' in settings
 
 

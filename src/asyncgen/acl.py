@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from asyncgen.model.ir import Api, Channel, Operation
+from asyncgen.render.protocols import PROFILES
 
 Broker = Literal["mosquitto", "nats"]
 Identity = Literal["username", "clientId"]
@@ -33,7 +34,6 @@ Action = Literal["publish", "subscribe"]
 #: The values `x-asyncgen-identity` may take on a channel parameter.
 IDENTITIES: tuple[Identity, ...] = ("username", "clientId")
 
-_PARAM = re.compile(r"\{([^{}]+)\}")
 #: What mosquitto substitutes in `pattern` lines.
 _MOSQUITTO_IDENTITY = {"username": "%u", "clientId": "%c"}
 #: Where nats-py's requests expect their replies (its default inbox prefix).
@@ -89,11 +89,6 @@ def valid_user(name: str) -> bool:
     return _USER.match(name) is not None
 
 
-def dead_letter_address(package: str, protocol: Literal["mqtt", "nats"]) -> str:
-    """The default dead-letter address of a generated service (its settings say the same)."""
-    return f"{package}/dead-letter" if protocol == "mqtt" else f"{package}.dead-letter"
-
-
 def _flip(action: Action) -> Action:
     return "subscribe" if action == "publish" else "publish"
 
@@ -108,10 +103,14 @@ def build_rules(api: Api, protocol: Literal["mqtt", "nats"], dead_letter: str) -
     for operation in api.operations:
         _operation_grants(operation, protocol, rules)
     rules.service.append(Grant("publish", dead_letter, "dead letters", literal=True))
-    separator = "/" if protocol == "mqtt" else "."
     rest = "#" if protocol == "mqtt" else ">"
     rules.service.append(
-        Grant("publish", f"{dead_letter}{separator}{rest}", "dead letters", literal=True)
+        Grant(
+            "publish",
+            f"{dead_letter}{PROFILES[protocol].separator}{rest}",
+            "dead letters",
+            literal=True,
+        )
     )
     return rules
 
@@ -171,23 +170,6 @@ def _operation_grants(operation: Operation, protocol: str, rules: Rules) -> None
 # -- addresses ------------------------------------------------------------------------------
 
 
-def _bind(address: str, protocol: str, values: dict[str, str]) -> str:
-    """The broker filter of an address template: each level holding a parameter becomes
-    the wildcard, unless every parameter in it is bound in `values`."""
-    separator, wildcard = ("/", "+") if protocol == "mqtt" else (".", "*")
-    if protocol == "nats" and "/" in address:
-        address = address.strip("/").replace("/", ".")
-    levels = []
-    for level in address.split(separator):
-        names = _PARAM.findall(level)
-        if names and all(name in values for name in names):
-            level = _PARAM.sub(lambda match: values[match.group(1)], level)
-        elif names:
-            level = wildcard
-        levels.append(level)
-    return separator.join(levels)
-
-
 def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
@@ -216,7 +198,11 @@ def _mosquitto_lines(keyword: str, grants: list[Grant], values: dict[str, str]) 
     access = {"publish": "write", "subscribe": "read"}
     wanted: dict[str, set[str]] = {}
     for grant in grants:
-        topic = grant.address if grant.literal else _bind(grant.address, "mqtt", values)
+        topic = (
+            grant.address
+            if grant.literal
+            else PROFILES["mqtt"].address_filter(grant.address, values)
+        )
         wanted.setdefault(topic, set()).add(access[grant.action])
     lines = []
     for topic, modes in wanted.items():
@@ -286,7 +272,9 @@ def _jetstream_subjects(stream: str, durable: str) -> list[str]:
 
 
 def _subject(grant: Grant, values: dict[str, str]) -> str:
-    return grant.address if grant.literal else _bind(grant.address, "nats", values)
+    return (
+        grant.address if grant.literal else PROFILES["nats"].address_filter(grant.address, values)
+    )
 
 
 def _permissions(publish: list[str], subscribe: list[str], answers: bool) -> dict[str, object]:

@@ -303,6 +303,7 @@ def acl(
     from asyncgen import acl as rules_of
     from asyncgen.pipeline import Options
     from asyncgen.render.context import package_name as default_package
+    from asyncgen.render.protocols import PROFILES
 
     names = list(user or [])
     if users is not None:
@@ -334,7 +335,8 @@ def acl(
     if not rules_of.valid_user(service):
         _err(f"error: {service!r} is not a user name (letters, digits, `_`, `-`, `@`)")
         raise typer.Exit(EXIT_USAGE)
-    rules = rules_of.build_rules(api, protocol, rules_of.dead_letter_address(package, protocol))
+    dead_letter = PROFILES[protocol].dead_letter_address(package)
+    rules = rules_of.build_rules(api, protocol, dead_letter)
     header = (
         f"Access rules of {api.title} {api.version}, made by asyncgen {__version__}:\n"
         f"  asyncgen acl {spec.name} --broker {broker.value}"

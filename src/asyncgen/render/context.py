@@ -326,9 +326,7 @@ def subscription_for(address: str, protocol: Protocol) -> str:
 
     `devices/{deviceId}/telemetry` -> `devices/+/telemetry`, or `devices.*.telemetry`.
     """
-    separator, wildcard = PROFILES[protocol].separator, PROFILES[protocol].wildcard
-    levels = subject_address(address, protocol).split(separator)
-    return separator.join(wildcard if "{" in level else level for level in levels)
+    return PROFILES[protocol].address_filter(address)
 
 
 def _accepts(param: Parameter, value: str, protocol: Protocol) -> bool:

@@ -6,9 +6,10 @@ from its `ProtocolProfile` instead of branching on the protocol's name.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from asyncgen.asyncapi import Protocol
+from asyncgen.asyncapi import Protocol, address_parameters, subject_address
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,30 @@ class ProtocolProfile:
     dead_letter_setting: str = ""
     #: Arguments of the generated `Publishers(service...)` after the service, as source.
     publishers_args: str = ""
+
+    def dead_letter_address(self, package: str) -> str:
+        """Where a generated service dead-letters by default (its settings' default)."""
+        return f"{package}{self.separator}dead-letter"
+
+    def address_filter(self, address: str, bound: Mapping[str, str] | None = None) -> str:
+        """The subscription (or access-rule filter) of an address template: each level
+        holding a parameter becomes the one-level wildcard, unless every parameter in it
+        has a value in `bound`.
+
+        `devices/{deviceId}/telemetry` -> `devices/+/telemetry`, or `devices.*.telemetry`;
+        with `{"deviceId": "%c"}`, `devices/%c/telemetry`.
+        """
+        values = bound or {}
+        levels = []
+        for level in subject_address(address, self.name).split(self.separator):
+            names = address_parameters(level)
+            if names and all(name in values for name in names):
+                for name in names:
+                    level = level.replace(f"{{{name}}}", values[name])
+            elif names:
+                level = self.wildcard
+            levels.append(level)
+        return self.separator.join(levels)
 
 
 MQTT = ProtocolProfile(
