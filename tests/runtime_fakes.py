@@ -151,6 +151,7 @@ class FakeClient:
     connects: int = 0
     subscribed: list[tuple[str, int]] = field(default_factory=list)
     published: list[tuple[str, bytes, int, bool]] = field(default_factory=list)
+    headers: list[dict[str, str] | None] = field(default_factory=list)
     acked: list[int] = field(default_factory=list)
     queue: asyncio.Queue[Delivery | Exception] = field(default_factory=asyncio.Queue)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
@@ -168,9 +169,17 @@ class FakeClient:
         self.subscribed.append((topic_filter, qos))
 
     async def publish(
-        self, topic: str, payload: bytes, /, *, qos: int = 0, retain: bool = False
+        self,
+        topic: str,
+        payload: bytes,
+        /,
+        *,
+        qos: int = 0,
+        retain: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.published.append((topic, payload, qos, retain))
+        self.headers.append(headers)
 
     async def receive(self) -> Delivery:
         item = await self.queue.get()

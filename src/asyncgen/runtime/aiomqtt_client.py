@@ -37,7 +37,7 @@ class AiomqttClient:
     """An aiomqtt client, created once and reconnected by `connect()`."""
 
     def __init__(self, settings: MqttSettings) -> None:
-        version5 = settings.mqtt_protocol == "5"
+        version5 = self._version5 = settings.mqtt_protocol == "5"
         password = (
             settings.mqtt_password.get_secret_value()
             if settings.mqtt_password
@@ -100,9 +100,22 @@ class AiomqttClient:
             raise ConnectionLost(str(exc)) from exc
 
     async def publish(
-        self, topic: str, payload: bytes, /, *, qos: int = 0, retain: bool = False
+        self,
+        topic: str,
+        payload: bytes,
+        /,
+        *,
+        qos: int = 0,
+        retain: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> None:
-        await self._client.publish(topic, payload, qos=qos, retain=retain)
+        properties: Properties | None = None
+        if headers and self._version5:
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.UserProperty = list(headers.items())
+        await self._client.publish(
+            topic, payload, qos=qos, retain=retain, properties=properties
+        )
 
     async def receive(self) -> Delivery:
         try:

@@ -98,13 +98,24 @@ class PublishedMessage:
     payload: bytes
     qos: int = 0
     retain: bool = False
+    headers: dict[str, str] | None = None
 
 
 class Transport(Protocol):
-    """Where published messages go: the MQTT client, or a list in memory in tests."""
+    """Where published messages go: the MQTT client, or a list in memory in tests.
+
+    `headers` travel as MQTT 5 user properties; over MQTT 3.1.1 they are dropped.
+    """
 
     async def publish(
-        self, topic: str, payload: bytes, /, *, qos: int = 0, retain: bool = False
+        self,
+        topic: str,
+        payload: bytes,
+        /,
+        *,
+        qos: int = 0,
+        retain: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> None: ...
 
 
@@ -115,9 +126,16 @@ class MemoryTransport:
     published: list[PublishedMessage] = field(default_factory=list)
 
     async def publish(
-        self, topic: str, payload: bytes, /, *, qos: int = 0, retain: bool = False
+        self,
+        topic: str,
+        payload: bytes,
+        /,
+        *,
+        qos: int = 0,
+        retain: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> None:
-        self.published.append(PublishedMessage(topic, payload, qos, retain))
+        self.published.append(PublishedMessage(topic, payload, qos, retain, headers))
 
 
 class ConnectionLost(Exception):
@@ -309,10 +327,19 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         await self.publish(address, payload, qos=qos)
 
     async def publish(
-        self, topic: str, payload: bytes, /, *, qos: int = 0, retain: bool = False
+        self,
+        topic: str,
+        payload: bytes,
+        /,
+        *,
+        qos: int = 0,
+        retain: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """Publish through the current connection (the transport `Publishers` uses)."""
-        await self.transport.publish(topic, payload, qos=qos, retain=retain)
+        await self.transport.publish(
+            topic, payload, qos=qos, retain=retain, headers=headers
+        )
 
     async def dispatch(
         self,
