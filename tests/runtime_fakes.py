@@ -28,6 +28,7 @@ class Settings:
     log_rejections_per_minute: int = 20
     log_level: str = "INFO"
     log_format: str = "text"
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
     reconnect_initial_delay: float = 0.01
     reconnect_max_delay: float = 0.04
     mqtt_host: str = "127.0.0.1"
@@ -48,6 +49,7 @@ class Settings:
     mqtt_tls_insecure: bool = False
     mqtt_shared_group: str | None = None
     mqtt_dead_letter_topic: str = "dead-letter"
+    mqtt_client: Literal["aiomqtt", "gmqtt"] = "aiomqtt"
     nats_url: str = "nats://127.0.0.1:4222"
     nats_user: str | None = None
     nats_password: SecretStr | None = None

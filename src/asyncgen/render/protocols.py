@@ -36,6 +36,8 @@ class ProtocolProfile:
     runtime_adapters: tuple[str, ...]
     #: The client library a generated project depends on (a PEP 508 requirement).
     client_requirement: str
+    #: Optional extras of a generated project besides `uvloop`: name -> requirement.
+    extras: tuple[tuple[str, str], ...] = ()
     #: The setting that names where dead letters go.
     dead_letter_setting: str = ""
     #: Arguments of the generated `Publishers(service...)` after the service, as source.
@@ -78,8 +80,10 @@ MQTT = ProtocolProfile(
     syntax="MQTT_TOPIC",
     runtime_module="mqtt",
     service_class="MqttService",
-    runtime_adapters=("mqtt.py", "aiomqtt_client.py"),
+    runtime_adapters=("mqtt.py", "aiomqtt_client.py", "gmqtt_client.py"),
     client_requirement="aiomqtt>=2.5,<3",
+    # The adapter relies on gmqtt 0.8's package handler (see gmqtt_client.py).
+    extras=(("gmqtt", "gmqtt>=0.8,<0.9"),),
     dead_letter_setting="mqtt_dead_letter_topic",
 )
 
@@ -108,6 +112,7 @@ RUNTIME_COMMON = (
     "__init__.py",
     "addresses.py",
     "core.py",
+    "eventloop.py",
     "logs.py",
     "payloads.py",
     "routing.py",

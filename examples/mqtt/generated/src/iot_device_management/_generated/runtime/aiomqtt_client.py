@@ -8,29 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import ssl
 
 import aiomqtt
 from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from .mqtt import ConnectionLost, Delivery, MqttSettings
-
-
-def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
-    """The TLS context the settings ask for, or None for a plain connection."""
-    if not settings.mqtt_tls and settings.mqtt_tls_ca_file is None:
-        return None
-    cafile = str(settings.mqtt_tls_ca_file) if settings.mqtt_tls_ca_file else None
-    context = ssl.create_default_context(cafile=cafile)
-    if settings.mqtt_tls_cert_file is not None:
-        key = str(settings.mqtt_tls_key_file) if settings.mqtt_tls_key_file else None
-        context.load_cert_chain(str(settings.mqtt_tls_cert_file), key)
-    if settings.mqtt_tls_insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+from .mqtt import ConnectionLost, Delivery, MqttSettings, tls_context
 
 
 class AiomqttClient:

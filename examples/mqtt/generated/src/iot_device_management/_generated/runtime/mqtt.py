@@ -2,14 +2,17 @@
 
 Part of asyncgen's service runtime. Generated projects hold an unchanged copy, rewritten
 by every `asyncgen generate`: do not edit the copy.
-The client library is an adapter (`aiomqtt_client`); the service knows only the
-interface below, so another library, or a fake in tests, can take its place.
+The client library is an adapter (`aiomqtt_client`, `gmqtt_client`, chosen by
+MQTT_CLIENT); the service knows only the interface below, so another library, or a fake
+in tests, can take its place.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import ssl
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -61,6 +64,8 @@ class MqttSettings(CoreSettings, Protocol):
     def mqtt_shared_group(self) -> str | None: ...
     @property
     def mqtt_dead_letter_topic(self) -> str: ...
+    @property
+    def mqtt_client(self) -> Literal["aiomqtt", "gmqtt"]: ...
     @property
     def reconnect_initial_delay(self) -> float: ...
     @property
@@ -140,6 +145,55 @@ class MemoryTransport:
 
 class ConnectionLost(Exception):
     """The broker cannot be reached, or the connection to it is gone."""
+
+
+#: Each MQTT client library the service can run on: its adapter module and class, the
+#: package it imports, and the extra of the generated project that installs it.
+CLIENT_LIBRARIES: dict[str, tuple[str, str, str, str | None]] = {
+    "aiomqtt": ("aiomqtt_client", "AiomqttClient", "aiomqtt", None),
+    "gmqtt": ("gmqtt_client", "GmqttClient", "gmqtt", "gmqtt"),
+}
+
+
+def client_for(settings: MqttSettings) -> MqttClient:
+    """The adapter of the client library MQTT_CLIENT names, built from the settings.
+
+    A library that is not installed, or a setting the library cannot honour, stops the
+    service at start with one line saying what to do (`SystemExit`, no traceback).
+    """
+    name = settings.mqtt_client
+    module_name, class_name, package, extra = CLIENT_LIBRARIES[name]
+    try:
+        module = importlib.import_module(f".{module_name}", __package__)
+    except ImportError as exc:
+        if exc.name != package:
+            raise
+        install = (
+            f"install the project's [{extra}] extra (pip install '.[{extra}]')"
+            if extra
+            else f"pip install {package}"
+        )
+        raise SystemExit(
+            f"error: MQTT_CLIENT={name} needs the {package} package, which is not "
+            f"installed: {install}, or set MQTT_CLIENT=aiomqtt"
+        ) from None
+    client: MqttClient = getattr(module, class_name)(settings)
+    return client
+
+
+def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
+    """The TLS context the settings ask for, or None for a plain connection."""
+    if not settings.mqtt_tls and settings.mqtt_tls_ca_file is None:
+        return None
+    cafile = str(settings.mqtt_tls_ca_file) if settings.mqtt_tls_ca_file else None
+    context = ssl.create_default_context(cafile=cafile)
+    if settings.mqtt_tls_cert_file is not None:
+        key = str(settings.mqtt_tls_key_file) if settings.mqtt_tls_key_file else None
+        context.load_cert_chain(str(settings.mqtt_tls_cert_file), key)
+    if settings.mqtt_tls_insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 class Delivery:
@@ -372,10 +426,8 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
     # -- the connection ----------------------------------------------------------------
 
     def client(self) -> MqttClient:
-        """The client library's adapter, built from the settings (aiomqtt)."""
-        from .aiomqtt_client import AiomqttClient
-
-        return AiomqttClient(self.settings)
+        """The client library's adapter, built from the settings (MQTT_CLIENT)."""
+        return client_for(self.settings)
 
     def subscriptions(self) -> dict[str, int]:
         """Each topic filter to subscribe to, with the highest QoS asked for it."""
