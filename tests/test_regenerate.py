@@ -691,3 +691,29 @@ def test_a_formatted_project_takes_a_spec_change(
         assert result.exit_code == 1
         assert f"{project / channels}: error: edited by hand" in result.output
         assert "settings.py: error" not in result.output
+
+
+def test_mqtt_client_chosen_at_generation_is_the_default_and_kept_by_regeneration(
+    tmp_path: Path,
+) -> None:
+    project = tmp_path / "fast"
+    spec = EXAMPLES / "mqtt" / "asyncapi.yaml"
+    first = invoke("generate", str(spec), "-o", str(project), "--mqtt-client", "gmqtt")
+    assert first.exit_code == 0, first.output
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    assert "gmqtt>=0.8,<0.9" in pyproject["project"]["dependencies"]
+    assert pyproject["project"]["optional-dependencies"]["uvloop"] == ["uvloop>=0.19"]
+    assert pyproject["tool"]["asyncgen"]["mqtt_client"] == "gmqtt"
+    settings = project / "src" / "iot_device_management" / "_generated" / "settings.py"
+    assert 'mqtt_client: Literal["aiomqtt", "gmqtt"] = "gmqtt"' in settings.read_text()
+    # Inside the project, [tool.asyncgen] carries the choice: nothing changes.
+    again = invoke("generate", "-o", str(project))
+    assert again.exit_code == 0, again.output
+    assert "up to date" in again.output
+    # A default project records nothing and depends on aiomqtt alone.
+    plain = tmp_path / "plain"
+    assert invoke("generate", str(spec), "-o", str(plain)).exit_code == 0
+    pyproject = tomllib.loads((plain / "pyproject.toml").read_text())
+    assert "mqtt_client" not in pyproject["tool"]["asyncgen"]
+    assert not any("gmqtt" in dep for dep in pyproject["project"]["dependencies"])
+    assert pyproject["project"]["optional-dependencies"]["gmqtt"] == ["gmqtt>=0.8,<0.9"]

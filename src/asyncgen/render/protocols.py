@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from asyncgen.asyncapi import Protocol, address_parameters, subject_address
+
+#: The MQTT client libraries a generated MQTT service can run on (its MQTT_CLIENT).
+MqttClientName = Literal["aiomqtt", "gmqtt"]
+MQTT_CLIENTS: tuple[MqttClientName, ...] = ("aiomqtt", "gmqtt")
 
 
 @dataclass(frozen=True)

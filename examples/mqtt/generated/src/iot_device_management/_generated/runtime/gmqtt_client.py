@@ -43,8 +43,8 @@ from .mqtt import ConnectionLost, Delivery, MqttSettings, tls_context
 #: default timeout).
 TIMEOUT = 10.0
 
-_PUBACK = int(MQTTCommands.PUBACK)
-_PUBREC = int(MQTTCommands.PUBREC)
+#: The first byte of a PUBACK (QoS 1) and of a PUBREC (QoS 2), by QoS.
+_ACK_COMMANDS = {1: int(MQTTCommands.PUBACK), 2: int(MQTTCommands.PUBREC)}
 
 
 class _Client(gmqtt.Client):  # type: ignore[misc, unused-ignore]
@@ -125,7 +125,9 @@ class GmqttClient:
         self._parse_properties = handler._parse_properties
         # PUBLISH packets come here instead of gmqtt's handler, which would run a task
         # per message to acknowledge it: they are queued, and acknowledged by `ack()`.
-        handler._handle_publish_packet = self._on_publish
+        # The other packets go on to gmqtt's handler.
+        self._handle_other = handler._handle_packet
+        handler._handle_packet = self._on_packet
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._queue: deque[Delivery] = deque()
@@ -133,8 +135,17 @@ class GmqttClient:
         self._subacks: dict[int, asyncio.Future[None]] = {}
         #: Why the connection is gone; None while it is up.
         self._lost: str | None = "not connected"
+        #: Acknowledgements not yet written: the acks of one `Acks.flush()` go out in
+        #: one write, at the end of the event loop's current turn.
+        self._acks = bytearray()
 
     # -- gmqtt's callbacks -------------------------------------------------------------
+
+    def _on_packet(self, cmd: int, packet: bytes) -> None:
+        if cmd & 0xF0 == 0x30:
+            self._on_publish(cmd, packet)
+        else:
+            self._handle_other(cmd, packet)
 
     def _on_publish(self, cmd: int, raw: bytes) -> None:
         qos = (cmd & 0x06) >> 1
@@ -204,6 +215,7 @@ class GmqttClient:
         settings = self._settings
         # What the last connection left is redelivered by the broker, or was QoS 0.
         self._queue.clear()
+        self._acks.clear()
         self._client.subscriptions = []
         self._lost = None
         try:
@@ -226,6 +238,7 @@ class GmqttClient:
             raise ConnectionLost(self._lost)
 
     async def disconnect(self) -> None:
+        self._write_acks()
         self._fail("disconnected")
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._client.disconnect(), TIMEOUT)
@@ -284,6 +297,13 @@ class GmqttClient:
         return len(self._queue)
 
     def ack(self, mid: int, qos: int) -> None:
-        self._client._send_command_with_mid(
-            _PUBACK if qos == 1 else _PUBREC, mid, False
-        )
+        acks = self._acks
+        if not acks:
+            asyncio.get_running_loop().call_soon(self._write_acks)
+        # Remaining length 2: a packet id alone means success, in MQTT 3.1.1 and 5.
+        acks += bytes((_ACK_COMMANDS[qos], 2, mid >> 8, mid & 0xFF))
+
+    def _write_acks(self) -> None:
+        if self._acks and self._lost is None:
+            self._client._connection.send_package(bytes(self._acks))
+        self._acks.clear()
