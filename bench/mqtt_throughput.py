@@ -108,6 +108,8 @@ SUBSCRIBERS: dict[str, tuple[str, str, str, bool]] = {
     "gen-aiomqtt": ("generated", "aiomqtt", "asyncio", True),
     "gen-gmqtt": ("generated", "gmqtt", "asyncio", True),
     "gen-gmqtt-uvloop": ("generated", "gmqtt", "uvloop", True),
+    # only with --subscribers
+    "gen-aiomqtt-uvloop": ("generated", "aiomqtt", "uvloop", True),
 }
 #: The subscribers of each QoS (acking after the handler means nothing at QoS 0).
 FLOODED = {
@@ -338,8 +340,29 @@ def main() -> None:
         help="mosquitto's max_inflight_messages (QoS 1 messages sent to a client before "
         "its acks; mosquitto's default 20, 0 = no limit)",
     )
+    parser.add_argument(
+        "--subscribers",
+        metavar="A,B",
+        help="only these subscribers (default: all but gen-aiomqtt-uvloop): "
+        + ", ".join(SUBSCRIBERS),
+    )
     add_profile_options(parser)
     args = parser.parse_args()
+    selected = args.subscribers.split(",") if args.subscribers else list(SUBSCRIBERS)
+    unknown = set(selected) - set(SUBSCRIBERS)
+    if unknown:
+        parser.error(f"unknown subscribers: {', '.join(sorted(unknown))}")
+    flooded = {
+        qos: tuple(
+            impl
+            for impl in SUBSCRIBERS
+            if impl in selected
+            and (impl in FLOODED[qos] or (args.subscribers and impl.endswith("-uvloop")))
+            and not (qos == 0 and impl == "raw-aiomqtt-ack")
+        )
+        for qos in (0, 1)
+    }
+    latency_impls = tuple(impl for impl in LATENCY if impl in selected)
     count = args.count or (10_000 if args.quick else 20_000)
     rounds = args.rounds or (2 if args.quick else 3)
     warmup = min(2000, count // 10)
@@ -377,7 +400,7 @@ def main() -> None:
             for index in range(rounds):
                 for qos in (0, 1):
                     ceilings[qos].append(bench.ceiling(qos, lines, count, flood_timeout))
-                    impls = FLOODED[qos] if index % 2 == 0 else FLOODED[qos][::-1]
+                    impls = flooded[qos] if index % 2 == 0 else flooded[qos][::-1]
                     this_round: dict[str, float] = {}
                     for impl in impls:
                         outcome = bench.flood(impl, qos, lines, count, warmup, flood_timeout)
@@ -393,6 +416,7 @@ def main() -> None:
                         ("gen-gmqtt", "gen-aiomqtt"),
                         ("gen-gmqtt", "raw-gmqtt"),
                         ("gen-gmqtt-uvloop", "gen-gmqtt"),
+                        ("gen-aiomqtt-uvloop", "gen-aiomqtt"),
                     ):
                         if impl in this_round and base in this_round:
                             collected.paired[(impl, base, qos)].append(
@@ -403,7 +427,7 @@ def main() -> None:
             if latency_seconds:
                 for index in range(rounds):
                     for qos in (1, 0):
-                        for impl in LATENCY if index % 2 == 0 else LATENCY[::-1]:
+                        for impl in latency_impls if index % 2 == 0 else latency_impls[::-1]:
                             latencies[(impl, qos)].append(
                                 bench.latency(impl, qos, args.rate, latency_seconds)
                             )
@@ -453,7 +477,9 @@ def main() -> None:
         ]
     ]
     for impl, (_kind, _client, _loop, after) in SUBSCRIBERS.items():
-        q0 = rate(impl, 0) if impl in FLOODED[0] else float("nan")
+        if impl not in flooded[1]:
+            continue
+        q0 = rate(impl, 0) if impl in flooded[0] else float("nan")
         rows.append(
             [
                 impl,
@@ -481,7 +507,10 @@ def main() -> None:
         ("gen-aiomqtt", "raw-aiomqtt", dict.fromkeys((0, 1), TARGET_AIOMQTT_RATIO)),
         ("gen-gmqtt", "raw-gmqtt", None),
         ("gen-gmqtt-uvloop", "gen-gmqtt", None),
+        ("gen-aiomqtt-uvloop", "gen-aiomqtt", None),
     ):
+        if impl not in flooded[1] or base not in flooded[1]:
+            continue
         for qos in (0, 1):
             ratio = rate(impl, qos) / rate(base, qos)
             rows.append(
@@ -517,7 +546,7 @@ def main() -> None:
         print()
         rows = []
         for qos in (1, 0):
-            for impl in LATENCY:
+            for impl in latency_impls:
                 rows.append([f"QoS {qos}", impl, *latency_cells(latencies[(impl, qos)])])
         print(
             table(
@@ -531,6 +560,8 @@ def main() -> None:
     print()
     rows = []
     for impl, (kind, *_rest) in SUBSCRIBERS.items():
+        if impl not in flooded[1]:
+            continue
         idle = median(collected.idle[impl])
         flood = max(collected.flood_hwm[impl]) if collected.flood_hwm[impl] else None
         target = ""
@@ -559,7 +590,7 @@ def main() -> None:
                 }
             )
         )
-        for impl in FLOODED[qos]:
+        for impl in flooded[qos]:
             kind, client, event_loop, after = SUBSCRIBERS[impl]
             print(
                 json.dumps(
