@@ -1,25 +1,28 @@
-"""The generated MQTT service against a raw aiomqtt loop doing the same work.
+"""The generated MQTT service on aiomqtt and on gmqtt against raw loops doing the same work.
 
-    python bench/mqtt_throughput.py            # ~2.5 minutes
-    python bench/mqtt_throughput.py --quick    # ~40 s
+    python bench/mqtt_throughput.py            # ~4.5 minutes on a loaded machine
+    python bench/mqtt_throughput.py --quick    # fewer messages and rounds, no latency
+    python bench/mqtt_throughput.py --subscribers gen-gmqtt,gen-gmqtt-uvloop
     python bench/mqtt_throughput.py --profile  # + where the subscribers' time goes (py-spy,
                                                #   else cProfile of the generated service)
 
-Both subscribers run on the same mosquitto (started here on a free loopback port), receive
-the same payload (the spec's `fullReading` TelemetryData example) on
-`devices/sensor001/telemetry`, validate it with `TypeAdapter(TelemetryPayload)` and call the
-same trivial handler (bench/_sink.py). The generated service is generated into a temporary
-folder from examples/mqtt/asyncapi.yaml with its `receive_telemetry` handler replaced.
+Every subscriber (SUBSCRIBERS: mosquitto_sub, raw aiomqtt, raw aiomqtt acking after the
+handler, raw gmqtt, the generated service on aiomqtt, on gmqtt and on gmqtt with uvloop)
+runs on the same mosquitto (started here on a free loopback port), receives the same
+payload (the spec's `fullReading` TelemetryData example) on `devices/sensor001/telemetry`,
+validates it with `TypeAdapter(TelemetryPayload)` and calls the same trivial handler
+(bench/_sink.py). The generated service is generated into a temporary folder from
+examples/mqtt/asyncapi.yaml with its `receive_telemetry` handler replaced.
 
 - throughput: `mosquitto_pub -l` (C) floods N messages at QoS 0 and QoS 1; the subscriber
-  times message WARMUP to N. The two subscribers alternate within each round, and the
-  rounds repeat, so the ratio holds on a noisy machine. `mosquitto_sub -C N` (C) is the
-  ceiling of publisher plus broker.
+  times message WARMUP to N. The subscribers alternate within each round, and the rounds
+  repeat, so the ratios hold on a noisy machine. `mosquitto_sub -C N` (C) is the ceiling
+  of publisher plus broker.
+- ratios against the targets, and one JSON line per figure.
 - latency: a paho publisher sends 1,000 msg/s with its send time in the topic
   (`devices/t<monotonic ns>/telemetry`); the handler takes the difference.
-- memory: VmRSS/VmHWM from /proc/<pid>/status once subscribed and idle, after the
-  latency run (steady load) and after the flood (peak: a subscriber slower than the
-  publisher buffers the backlog).
+- memory: VmRSS/VmHWM from /proc/<pid>/status once subscribed and idle, and after the
+  flood (peak: a subscriber slower than the publisher buffers the backlog).
 """
 
 from __future__ import annotations

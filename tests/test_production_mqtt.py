@@ -263,8 +263,9 @@ def test_service_connects_with_tls_and_a_password(
     assert "s3cret-pass" not in service.output()
 
 
+@on_each_client
 def test_wrong_password_is_retried_with_backoff_and_logged(
-    project: Path, secure_broker: Any, tmp_path: Path
+    project: Path, secure_broker: Any, tmp_path: Path, mqtt_client: str
 ) -> None:
     broker, ca = secure_broker
     service = start_service(
@@ -275,6 +276,7 @@ def test_wrong_password_is_retried_with_backoff_and_logged(
         MQTT_TLS_CA_FILE=str(ca),
         MQTT_USERNAME="device-service",
         MQTT_PASSWORD="wrong-pass",
+        MQTT_CLIENT=mqtt_client,
     )
     try:
         service.wait_for("reconnecting in", count=2)
