@@ -148,6 +148,7 @@ class GmqttClient:
             self._handle_other(cmd, packet)
 
     def _on_publish(self, cmd: int, raw: bytes) -> None:
+        # The topic is always spelled out: the client allows no topic aliases.
         qos = (cmd & 0x06) >> 1
         end = 2 + int.from_bytes(raw[:2], "big")
         topic = raw[2:end].decode("utf-8", "replace")
