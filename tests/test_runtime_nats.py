@@ -119,10 +119,15 @@ def test_a_subscription_s_callback_routes_only_among_its_own_routes() -> None:
     readings = nats_route("readings", "devices.d1", calls.handler("readings"), Accepted(Reading))
     other = nats_route("other", "devices.d1", calls.handler("other"), Accepted(Reading))
     service = nats_service([readings, other])
-    callback = service._receiver(RouteTable([other]), shared=False)
 
     async def deliver() -> None:
+        inbox = service._inbox(service._handle)
+        inbox.start()
+        callback = service._receiver(RouteTable([other]), inbox)
         await callback(JetStreamMsg(VALID, subject="devices.d1"))  # type: ignore[arg-type]
+        while len(inbox):
+            await asyncio.sleep(0.001)
+        await inbox.close(1.0)
 
     asyncio.run(deliver())
     assert calls.operations == ["other"]

@@ -108,7 +108,9 @@ RUNTIME_COMMON = (
     "__init__.py",
     "addresses.py",
     "core.py",
+    "flow.py",
     "logs.py",
+    "outbox.py",
     "payloads.py",
     "routing.py",
 )
