@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,15 @@ from typing import Any
 import nats
 import paho.mqtt.client as paho
 import pytest
-from conftest import Mosquitto, NatsServer, ServiceProcess, free_port, project_with_handlers
+from conftest import (
+    Mosquitto,
+    NatsServer,
+    ServiceProcess,
+    broker_binary,
+    free_port,
+    project_with_handlers,
+    wait_for_port,
+)
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from runtime_fakes import (
@@ -238,6 +248,20 @@ def test_mqtt_qos1_flood_to_a_slow_handler_loses_nothing(
         service.stop()
 
 
+async def jetstream_of(service: Any, server: NatsServer, stream: str) -> tuple[nats.NATS, Any]:
+    """A connection of the test's own and its JetStream, once the service made `stream`."""
+    await asyncio.wait_for(service.connected.wait(), 10)
+    connection = await nats.connect(server.url)
+    js = connection.jetstream()
+    for _ in range(100):
+        try:
+            await js.stream_info(stream)
+            break
+        except nats.js.errors.NotFoundError:
+            await asyncio.sleep(0.05)
+    return connection, js
+
+
 def test_jetstream_flood_to_a_slow_handler_loses_nothing(nats_server: NatsServer) -> None:
     handled: list[str] = []
 
@@ -256,15 +280,7 @@ def test_jetstream_flood_to_a_slow_handler_loses_nothing(nats_server: NatsServer
         )
         service = nats_service([jet], Settings(nats_url=nats_server.url, max_pending_messages=5))
         running = asyncio.create_task(service.run())
-        await asyncio.wait_for(service.connected.wait(), 10)
-        connection = await nats.connect(nats_server.url)
-        js = connection.jetstream()
-        for _ in range(100):
-            try:
-                await js.stream_info("FLOOD")
-                break
-            except nats.js.errors.NotFoundError:
-                await asyncio.sleep(0.05)
+        connection, js = await jetstream_of(service, nats_server, "FLOOD")
         for n in range(300):
             await js.publish("flood.readings", json.dumps({"device": f"d{n}", "value": n}).encode())
         await connection.close()
@@ -484,3 +500,164 @@ def test_publishes_before_the_first_connection_and_while_the_broker_is_down_go_o
     finally:
         broker.stop()
     assert received == [b"0", b"1", b"2", b"3", b"4", b"5"]
+
+
+# -- backpressure of QoS 1 -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_qos1_messages_beyond_max_pending_are_never_dropped(
+    mosquitto: Mosquitto, protocol: str
+) -> None:
+    # The broker's in-flight window bounds them (MQTT 5: the service's Receive Maximum
+    # is MAX_PENDING_MESSAGES), though mosquitto 2.0.11 sends a window's worth more
+    # after each ack.
+    handled: list[str] = []
+
+    async def handle(message: Reading, context: Any) -> None:
+        await asyncio.sleep(0.002)
+        handled.append(message.device)
+
+    async def scenario() -> int:
+        route = mqtt_route("readings", "readings", handle, Accepted(Reading), qos=1)
+        service = mqtt_service(
+            [route],
+            Settings(mqtt_port=mosquitto.port, mqtt_protocol=protocol, max_pending_messages=5),
+        )
+        running = asyncio.create_task(service.run())
+        await asyncio.wait_for(service.connected.wait(), 10)
+        publisher = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="publisher")
+        publisher.max_inflight_messages_set(200)
+        publisher.connect("127.0.0.1", mosquitto.port)
+        publisher.loop_start()
+        for n in range(200):
+            publisher.publish("readings", json.dumps({"device": f"d{n}", "value": n}), qos=1)
+        deadline = time.monotonic() + 20
+        while len(handled) < 200 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        publisher.loop_stop()
+        publisher.disconnect()
+        service.stop()
+        await running
+        return service.service_stats.dropped
+
+    dropped = asyncio.run(scenario())
+    assert sorted(handled) == sorted(f"d{n}" for n in range(200))
+    assert dropped == 0
+
+
+# -- JetStream ---------------------------------------------------------------------------
+
+
+def test_a_server_without_jetstream_is_one_clear_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [broker_binary("nats-server"), "-a", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    async def handle(message: Reading, context: Any) -> None:
+        pass
+
+    async def scenario() -> None:
+        route = nats_route(
+            "readings", "js.readings", handle, Accepted(Reading), stream="S", durable="d"
+        )
+        service = nats_service([route], Settings(nats_url=f"nats://127.0.0.1:{port}"))
+        running = asyncio.create_task(service.run())
+        await asyncio.sleep(2.0)
+        service.stop()
+        await running
+
+    try:
+        wait_for_port(port)
+        with caplog.at_level(logging.WARNING, logger="svc"):
+            asyncio.run(scenario())
+    finally:
+        server.terminate()
+        server.wait(10)
+    problems = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(problems) == 1, problems
+    assert "JetStream is not enabled" in problems[0] and "readings" in problems[0]
+
+
+def test_a_handler_longer_than_the_ack_wait_keeps_its_message_by_progress_acks(
+    nats_server: NatsServer,
+) -> None:
+    attempts: list[int] = []
+
+    async def handle(message: Reading, context: Any) -> None:
+        attempts.append(context.attempt)
+        await asyncio.sleep(2.5)
+
+    async def scenario() -> None:
+        route = nats_route(
+            "readings", "slow.readings", handle, Accepted(Reading), stream="SLOW", durable="slow"
+        )
+        service = nats_service([route], Settings(nats_url=nats_server.url, jetstream_ack_wait=1.0))
+        running = asyncio.create_task(service.run())
+        connection, js = await jetstream_of(service, nats_server, "SLOW")
+        await js.publish("slow.readings", VALID)
+        deadline = time.monotonic() + 10
+        while service.stats["readings"].handled < 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        # Anything redelivered would arrive within another ack wait.
+        await asyncio.sleep(1.5)
+        info = await js.consumer_info("SLOW", "slow")
+        await connection.close()
+        service.stop()
+        await running
+        assert info.config.ack_wait == 1.0
+
+    asyncio.run(scenario())
+    assert attempts == [1]
+
+
+def test_nats_publishes_before_the_first_connection_and_while_the_server_is_down_go_out(
+    tmp_path: Path,
+) -> None:
+    server = NatsServer(tmp_path / "nats")
+    received: list[str] = []
+
+    async def echo(message: Reading, context: Any) -> None:
+        received.append(message.device)
+
+    def reading(n: int) -> bytes:
+        return json.dumps({"device": f"d{n}", "value": n}).encode()
+
+    async def scenario() -> None:
+        # The service hears its own publishes: its subscription is up before buffered
+        # publishes go out, so nothing races.
+        service = nats_service(
+            [nats_route("echo", "out", echo, Accepted(Reading))],
+            Settings(nats_url=server.url, nats_reconnect_wait=0.05, nats_reconnect_max_wait=0.2),
+        )
+        running = asyncio.create_task(service.run())
+        await asyncio.sleep(0)
+        early = [asyncio.create_task(service.publish("out", reading(n))) for n in range(3)]
+        await asyncio.sleep(0.3)
+        assert not any(task.done() for task in early)
+        await asyncio.to_thread(server.start)
+        await asyncio.wait_for(asyncio.gather(*early), 10)
+        await asyncio.to_thread(server.stop)
+        deadline = time.monotonic() + 10
+        while service.connected.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        late = [asyncio.create_task(service.publish("out", reading(n))) for n in range(3, 6)]
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(server.start)
+        await asyncio.wait_for(asyncio.gather(*late), 10)
+        deadline = time.monotonic() + 10
+        while len(received) < 6 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        service.stop()
+        await running
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.stop()
+    assert received == [f"d{n}" for n in range(6)]

@@ -294,6 +294,7 @@ class ServiceCore(Generic[S, PublishersT]):
         #: Set while the service is connected and subscribed; cleared when the
         #: connection is lost and when stopping.
         self.connected = asyncio.Event()
+        self._incoming: Inbox[Any] | None = None
         self._outbox = Outbox(
             settings.outgoing_buffer_size, settings.outgoing_buffer_timeout
         )
@@ -612,10 +613,13 @@ class ServiceCore(Generic[S, PublishersT]):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     def _inbox(self, handle: Callable[[T], Awaitable[None]]) -> Inbox[T]:
-        """A bounded inbox served by MAX_CONCURRENCY workers."""
-        return Inbox(
+        """A bounded inbox served by MAX_CONCURRENCY workers (the service's own, while
+        it runs: `_incoming`)."""
+        inbox = Inbox(
             self.settings.max_pending_messages, self.settings.max_concurrency, handle
         )
+        self._incoming = inbox
+        return inbox
 
     def _dropped(self, address: str) -> None:
         """A message the broker would not keep found the inbox full."""

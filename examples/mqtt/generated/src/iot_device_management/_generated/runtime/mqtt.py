@@ -512,8 +512,16 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
     async def _read(
         self, client: MqttClient, acks: Acks, inbox: Inbox[Delivery]
     ) -> None:
-        """Take every message as it comes: QoS 1 and 2 are bounded by the broker's
-        in-flight window (their acks wait for the handler), QoS 0 by the inbox."""
+        """Take every message as it comes, so that the client's own queue stays short.
+
+        A QoS 0 message finding the inbox full is dropped. QoS 1 and 2 messages are
+        never dropped: the broker's in-flight window bounds them, since their acks
+        wait for the handlers (mosquitto's max_inflight_messages for MQTT 3.1.1, the
+        service's Receive Maximum, MAX_PENDING_MESSAGES, for MQTT 5). Pausing the
+        reads instead would hold back the broker's acks of the handlers' own QoS 1
+        publishes, which they wait for. (mosquitto 2.0.11 does not hold to its
+        window: after each ack it sends a window's worth more.)
+        """
         dead_letter_topic = self.settings.mqtt_dead_letter_topic
         receive = client.receive
         while True:

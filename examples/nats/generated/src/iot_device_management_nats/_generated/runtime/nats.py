@@ -279,7 +279,6 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
         self.routes: Sequence[Route] = routes
         self.transport: Transport = transport or MemoryTransport()
         self._discarding: set[asyncio.Task[None]] = set()
-        self._incoming: Inbox[tuple[RouteTable, Msg]] | None = None
         self._jetstream_errors: set[str] = set()
 
     def _context(
@@ -509,7 +508,7 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
         stats_task = self._start_stats()
         subscriptions: list[Subscription] = []
         consumers: list[asyncio.Task[None]] = []
-        inbox = self._incoming = self._inbox(self._handle)
+        inbox = self._inbox(self._handle)
         inbox.start()
         try:
             # One subscription per subject and queue group, each knowing the routes its
