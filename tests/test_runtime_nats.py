@@ -131,3 +131,20 @@ def test_a_subscription_s_callback_routes_only_among_its_own_routes() -> None:
 
     asyncio.run(deliver())
     assert calls.operations == ["other"]
+
+
+def test_a_jetstream_attempt_is_the_delivery_count_and_not_retried_in_the_service() -> None:
+    attempts: list[int] = []
+
+    async def handle(message: Reading, context: Any) -> None:
+        attempts.append(context.attempt)
+        raise RuntimeError("the handler failed")
+
+    route = nats_route("readings", "readings", handle, Accepted(Reading))
+    service = nats_service([route], Settings(handler_retries=3, handler_retry_backoff=0.001))
+    msg = JetStreamMsg(VALID, delivered=2)
+    asyncio.run(service._settle(RouteTable([route]), route, msg))  # type: ignore[arg-type]
+    # JetStream redelivers (nak): the service does not try again itself.
+    assert attempts == [2]
+    assert msg.settled == [("nak", 0.0)]
+    assert service.stats["readings"].retried == 0
