@@ -118,7 +118,9 @@ RUNTIME_COMMON = (
     "addresses.py",
     "core.py",
     "eventloop.py",
+    "flow.py",
     "logs.py",
+    "outbox.py",
     "payloads.py",
     "routing.py",
 )

@@ -14,7 +14,7 @@ import contextlib
 import importlib
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, Literal, Protocol
@@ -22,6 +22,8 @@ from typing import Generic, Literal, Protocol
 from pydantic import SecretStr
 
 from .core import Backoff, CoreSettings, DispatchResult, PublishersT, ServiceCore
+from .flow import Inbox
+from .outbox import Disconnected
 from .routing import Route as _Route
 
 
@@ -88,6 +90,9 @@ class MessageContext(Generic[PublishersT]):
     qos: int = 0
     retain: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    #: 1 the first time the handler gets this message, 2 when it is tried again after
+    #: failing, and so on (HANDLER_RETRIES).
+    attempt: int = 1
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,7 @@ class MemoryTransport:
         self.published.append(PublishedMessage(topic, payload, qos, retain, headers))
 
 
-class ConnectionLost(Exception):
+class ConnectionLost(Disconnected):
     """The broker cannot be reached, or the connection to it is gone."""
 
 
@@ -200,9 +205,11 @@ class Delivery:
     """One message as a client hands it over."""
 
     __slots__ = (
+        "acks",
         "headers",
         "mid",
         "payload",
+        "pending",
         "qos",
         "response_topic",
         "retain",
@@ -226,6 +233,9 @@ class Delivery:
         self.mid = mid
         self.headers = headers
         self.response_topic = response_topic
+        #: Its place in the order of acknowledgements, once the service took it.
+        self.pending: _PendingAck | None = None
+        self.acks: Acks | None = None
 
 
 class MqttClient(Transport, Protocol):
@@ -285,8 +295,12 @@ class Acks:
 
     BATCH = 32
 
-    def __init__(self, client: MqttClient) -> None:
+    def __init__(
+        self, client: MqttClient, queued: Callable[[], int] | None = None
+    ) -> None:
         self._client = client
+        #: How many received messages wait to be handled.
+        self._queued = queued or client.queued
         self._order: deque[_PendingAck] = deque()
         self._ready = 0
         self._settled = 0  # messages settled since the last flush
@@ -317,7 +331,7 @@ class Acks:
             pending.state = state
             self._ready += 1
         self._settled += 1
-        if self._ready and (self._settled >= self.BATCH or not self._client.queued()):
+        if self._ready and (self._settled >= self.BATCH or not self._queued()):
             self.flush()
 
     def flush(self) -> None:
@@ -355,9 +369,6 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         super().__init__(settings, routes, logger)
         self.routes: Sequence[Route] = routes
         self.transport: Transport = transport or MemoryTransport()
-        # True while the receive loop itself runs a handler (MAX_CONCURRENCY 1): a stop
-        # then waits for it instead of cancelling the loop.
-        self._handling_inline = False
 
     def _context(
         self,
@@ -367,18 +378,32 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         headers: dict[str, str] | None,
         qos: int,
         retain: bool,
+        attempt: int,
     ) -> MessageContext[PublishersT]:
         # Positional, in field order: cheaper than keywords on every message.
         return MessageContext(
-            operation, address, payload, self.publishers, qos, retain, headers or {}
+            operation,
+            address,
+            payload,
+            self.publishers,
+            qos,
+            retain,
+            headers or {},
+            attempt,
         )
 
     def _dead_letter_address(self) -> str | None:
         return self.settings.mqtt_dead_letter_topic
 
-    async def _send(self, address: str, payload: bytes, route: _Route | None) -> None:
+    async def _send(
+        self,
+        address: str,
+        payload: bytes,
+        route: _Route | None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         qos = route.qos if isinstance(route, Route) else 1
-        await self.publish(address, payload, qos=qos)
+        await self.publish(address, payload, qos=qos, headers=headers)
 
     async def publish(
         self,
@@ -390,10 +415,19 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         retain: bool = False,
         headers: dict[str, str] | None = None,
     ) -> None:
-        """Publish through the current connection (the transport `Publishers` uses)."""
-        await self.transport.publish(
-            topic, payload, qos=qos, retain=retain, headers=headers
-        )
+        """Publish through the current connection (the transport `Publishers` uses).
+
+        While the service is not connected, the message waits in the outgoing buffer
+        and goes out after the connection is back, in order (OUTGOING_BUFFER_SIZE,
+        OUTGOING_BUFFER_TIMEOUT): raises `PublishBufferFull` or `PublishTimeout`.
+        """
+
+        def publishing() -> Awaitable[None]:
+            return self.transport.publish(
+                topic, payload, qos=qos, retain=retain, headers=headers
+            )
+
+        await self._publish_through_outbox(publishing)
 
     async def dispatch(
         self,
@@ -449,10 +483,13 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
             settings.reconnect_initial_delay, settings.reconnect_max_delay
         )
         stats_task = self._start_stats()
+        self._link_down()  # publishes wait for the first connection
+        inbox = self._inbox(self._handle)
+        inbox.start()
         try:
             while not self._stopping.is_set():
                 try:
-                    await self._connected(client, backoff)
+                    await self._connected(client, backoff, inbox)
                 except ConnectionLost as exc:
                     if self._stopping.is_set():
                         break
@@ -466,12 +503,15 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
                     )
                     await self._sleep_unless_stopped(wait)
         finally:
+            await self._close_inbox(inbox)
             if stats_task is not None:
                 stats_task.cancel()
-            await self._drain()
+            self._abandon_outbox()
         self.logger.info("stopped")
 
-    async def _connected(self, client: MqttClient, backoff: Backoff) -> None:
+    async def _connected(
+        self, client: MqttClient, backoff: Backoff, inbox: Inbox[Delivery]
+    ) -> None:
         """One connection: subscribe, serve until stopped or lost, disconnect."""
         await client.connect()
         try:
@@ -487,81 +527,71 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
                 ", ".join(subscriptions) or "nothing",
             )
             backoff.reset()
-            await self._serve(client)
+            await self._serve(client, inbox)
         finally:
+            self._link_down()
             await client.disconnect()
 
-    async def _serve(self, client: MqttClient) -> None:
-        acks = Acks(client)
-        consumer = asyncio.create_task(self._consume(client, acks))
+    async def _serve(self, client: MqttClient, inbox: Inbox[Delivery]) -> None:
+        """Read messages into the inbox until stopped or the connection is lost; the
+        inbox's workers handle them meanwhile."""
+        acks = Acks(client, lambda: client.queued() + len(inbox))
+        reader = asyncio.create_task(self._read(client, acks, inbox))
         stopper = asyncio.create_task(self._stopping.wait())
+        self._link_up()
         try:
-            done, _ = await asyncio.wait(
-                {consumer, stopper}, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopper.cancel()
-        if consumer in done and consumer.exception() is not None:
-            # The connection is gone: the broker redelivers what was not acknowledged.
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({reader})
+        if not reader.cancelled() and reader.exception() is not None:
+            # The connection is gone: the broker redelivers what was not
+            # acknowledged, and the acks of this connection are void. Handlers in
+            # progress finish meanwhile; what they publish waits for the next
+            # connection.
             acks.close()
-            consumer.result()
-        # Stopping (the consumer may have returned at the stop by itself already).
-        if not self._handling_inline:
-            # Waiting for a message, or for a free slot before taking one: nothing to
-            # lose.
-            consumer.cancel()
-        _, pending = await asyncio.wait(
-            {consumer}, timeout=self.settings.shutdown_grace_period
-        )
-        if pending:
-            consumer.cancel()
-            self.logger.warning(
-                "the handler in flight did not finish within the grace period"
-            )
-        with contextlib.suppress(asyncio.CancelledError):
-            await consumer
-        await self._drain()
+            inbox.clear()
+            reader.result()
+        # Stopping. What waited in the inbox stays unacknowledged (QoS 1 and 2:
+        # redelivered); the handlers in progress may finish.
+        await self._close_inbox(inbox)
         # Acknowledge what was handled before the connection closes; an unfinished
         # message stays unacknowledged, and so does everything after it.
         acks.flush()
 
-    async def _consume(self, client: MqttClient, acks: Acks) -> None:
+    async def _read(
+        self, client: MqttClient, acks: Acks, inbox: Inbox[Delivery]
+    ) -> None:
+        """Take every message as it comes, so that the client's own queue stays short.
+
+        A QoS 0 message finding the inbox full is dropped. QoS 1 and 2 messages are
+        never dropped: the broker's in-flight window bounds them, since their acks
+        wait for the handlers (mosquitto's max_inflight_messages for MQTT 3.1.1, the
+        service's Receive Maximum, MAX_PENDING_MESSAGES, for MQTT 5). Pausing the
+        reads instead would hold back the broker's acks of the handlers' own QoS 1
+        publishes, which they wait for. (mosquitto 2.0.11 does not hold to its
+        window: after each ack it sends a window's worth more.)
+        """
         dead_letter_topic = self.settings.mqtt_dead_letter_topic
-        inline = self.settings.max_concurrency == 1
         receive = client.receive
         while True:
-            if not inline:
-                # Take a message only with a free slot, so that cancelling this loop at
-                # a stop never drops one that was taken.
-                await self._slots.acquire()
-            try:
-                delivery = await receive()
-            except BaseException:
-                if not inline:
-                    self._slots.release()
-                raise
-            pending = acks.expect(delivery)
+            delivery = await receive()
             if delivery.topic == dead_letter_topic:
-                acks.done(pending)
-                if not inline:
-                    self._slots.release()
+                acks.done(acks.expect(delivery))
                 continue
-            if inline:
-                # One handler at a time: run it here rather than in a task of its own,
-                # which costs more than a small handler itself.
-                self._handling_inline = True
-                try:
-                    await self._handle(delivery, acks, pending)
-                finally:
-                    self._handling_inline = False
-                if self._stopping.is_set():
-                    return
-            else:
-                self._start_task(self._handle(delivery, acks, pending))
+            delivery.acks = acks
+            if delivery.qos == 0:
+                if not inbox.offer(delivery, droppable=True):
+                    self._dropped(delivery.topic)
+                continue
+            delivery.pending = acks.expect(delivery)
+            inbox.offer(delivery, droppable=False)
 
-    async def _handle(
-        self, delivery: Delivery, acks: Acks, pending: _PendingAck | None
-    ) -> None:
+    async def _handle(self, delivery: Delivery) -> None:
+        acks, pending = delivery.acks, delivery.pending
+        assert acks is not None
         try:
             await self._dispatch(
                 self._table,

@@ -49,6 +49,22 @@ class Settings(BaseSettings):
 
     max_concurrency: int = Field(default=1, ge=1)
     handler_timeout: float | None = Field(default=None, gt=0)
+    #: A failing handler is tried again this many times, after waiting
+    #: `handler_retry_backoff` seconds, doubled (with jitter) before each further try,
+    #: before its message is dead-lettered. Per operation, as JSON:
+    #: HANDLER_RETRIES_PER_OPERATION='{"operationId": 5}' (likewise
+    #: HANDLER_RETRY_BACKOFF_PER_OPERATION).
+    handler_retries: int = Field(default=2, ge=0)
+    handler_retry_backoff: float = Field(default=0.5, ge=0)
+    handler_retries_per_operation: dict[str, int] = Field(default_factory=dict)
+    handler_retry_backoff_per_operation: dict[str, float] = Field(default_factory=dict)
+    #: Received messages waiting for a handler, at most. Beyond it, messages the broker
+    #: does not keep (QoS 0) are dropped and counted; the others wait at the broker.
+    max_pending_messages: int = Field(default=1000, ge=1)
+    #: Publishes made while not connected wait, at most this many, up to
+    #: `outgoing_buffer_timeout` seconds each, and go out in order once connected.
+    outgoing_buffer_size: int = Field(default=1000, ge=1)
+    outgoing_buffer_timeout: float = Field(default=30.0, gt=0)
     reconnect_initial_delay: float = Field(default=0.5, gt=0)
     reconnect_max_delay: float = Field(default=30.0, gt=0)
     shutdown_grace_period: float = Field(default=30.0, ge=0)

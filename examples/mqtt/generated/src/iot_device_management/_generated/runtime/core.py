@@ -16,17 +16,55 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import pydantic
 
+from .flow import Inbox
+from .outbox import Outbox, Publish, PublishBufferFull
 from .payloads import encode
 from .routing import Route, RouteTable, describe, rejection
 
 Status = Literal["handled", "invalid", "failed", "unrouted"]
+
+#: Error replies carry their status (400 invalid request, 500 handler failed) and the
+#: reason in these headers (NATS headers, MQTT 5 user properties).
+STATUS_HEADER = "asyncgen-status"
+ERROR_HEADER = "asyncgen-error"
+#: The longest wait between two attempts of a failing handler.
+MAX_RETRY_BACKOFF = 60.0
+
+
+class RequestRejected(Exception):
+    """The service answering a request refused it: the request was invalid (status
+    400) or its handler failed (status 500). `reason` says why."""
+
+    def __init__(self, address: str, status: int, reason: str) -> None:
+        super().__init__(f"request on {address} rejected ({status}): {reason}")
+        self.address = address
+        self.status = status
+        self.reason = reason
+
+
+def error_reply(status: int, reason: str) -> tuple[bytes, dict[str, str]]:
+    """The payload and headers of an error reply."""
+    one_line = " ".join(reason.split())
+    body = json.dumps({"status": status, "error": reason}).encode()
+    return body, {STATUS_HEADER: str(status), ERROR_HEADER: one_line}
+
+
+def rejected(
+    address: str, headers: dict[str, str] | None, payload: bytes
+) -> RequestRejected | None:
+    """The error a reply stands for, or None when it is an answer."""
+    status = (headers or {}).get(STATUS_HEADER)
+    if status is None or status.startswith("2"):
+        return None
+    reason = (headers or {}).get(ERROR_HEADER) or payload.decode("utf-8", "replace")
+    return RequestRejected(address, int(status) if status.isdigit() else 0, reason)
 
 
 class CoreSettings(Protocol):
@@ -44,9 +82,24 @@ class CoreSettings(Protocol):
     def log_rejections_per_minute(self) -> int: ...
     @property
     def event_loop(self) -> Literal["asyncio", "uvloop"]: ...
+    @property
+    def handler_retries(self) -> int: ...
+    @property
+    def handler_retry_backoff(self) -> float: ...
+    @property
+    def handler_retries_per_operation(self) -> dict[str, int]: ...
+    @property
+    def handler_retry_backoff_per_operation(self) -> dict[str, float]: ...
+    @property
+    def max_pending_messages(self) -> int: ...
+    @property
+    def outgoing_buffer_size(self) -> int: ...
+    @property
+    def outgoing_buffer_timeout(self) -> float: ...
 
 
 S = TypeVar("S", bound=CoreSettings)
+T = TypeVar("T")
 PublishersT = TypeVar("PublishersT")
 
 
@@ -73,7 +126,20 @@ class OperationStats:
     handled: int = 0
     invalid: int = 0
     failed: int = 0
+    #: Handler attempts that failed and were tried again.
+    retried: int = 0
     dead_lettered: int = 0
+
+
+@dataclass
+class ServiceStats:
+    """Counters of the whole service."""
+
+    #: Messages the broker would not keep (MQTT QoS 0, NATS core) dropped because
+    #: MAX_PENDING_MESSAGES were already waiting for a handler.
+    dropped: int = 0
+    #: Publishes refused because the outgoing buffer was full.
+    publish_buffer_full: int = 0
 
 
 @dataclass
@@ -203,9 +269,37 @@ class ServiceCore(Generic[S, PublishersT]):
         self._log_throttle = LogThrottle(
             settings.log_rejections_per_minute, logger=self.logger
         )
+        self.service_stats = ServiceStats()
+        self._retries = {
+            route.operation: (
+                settings.handler_retries_per_operation.get(
+                    route.operation, settings.handler_retries
+                ),
+                settings.handler_retry_backoff_per_operation.get(
+                    route.operation, settings.handler_retry_backoff
+                ),
+            )
+            for route in self.routes
+        }
+        for name in (
+            "handler_retries_per_operation",
+            "handler_retry_backoff_per_operation",
+        ):
+            unknown = set(getattr(settings, name)) - set(self.stats)
+            if unknown:
+                self.logger.warning(
+                    "%s names no receive operation: %s",
+                    name.upper(),
+                    ", ".join(sorted(unknown)),
+                )
         self._stopping = asyncio.Event()
-        self._inflight: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        #: Set while the service is connected and subscribed; cleared when the
+        #: connection is lost and when stopping.
+        self.connected = asyncio.Event()
+        self._incoming: Inbox[Any] | None = None
+        self._outbox = Outbox(
+            settings.outgoing_buffer_size, settings.outgoing_buffer_timeout
+        )
 
     # -- what adapters provide ---------------------------------------------------------
 
@@ -217,6 +311,7 @@ class ServiceCore(Generic[S, PublishersT]):
         headers: dict[str, str] | None,
         qos: int,
         retain: bool,
+        attempt: int,
     ) -> Any:
         """The `MessageContext` a handler gets.
 
@@ -230,9 +325,42 @@ class ServiceCore(Generic[S, PublishersT]):
     def _dead_letter_address(self) -> str | None:
         raise NotImplementedError
 
-    async def _send(self, address: str, payload: bytes, route: Route | None) -> None:
+    async def _send(
+        self,
+        address: str,
+        payload: bytes,
+        route: Route | None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """Publish a reply (`route` is the operation answering) or a dead letter."""
         raise NotImplementedError
+
+    # -- the connection and the outgoing buffer ----------------------------------------
+
+    def _link_up(self) -> None:
+        """Connected and subscribed: buffered publishes go out, in order."""
+        self.connected.set()
+        self._outbox.up()
+
+    def _link_down(self) -> None:
+        """The connection is gone, or not there yet: publishes wait in the buffer."""
+        self.connected.clear()
+        self._outbox.down()
+
+    async def _publish_through_outbox(self, publish: Publish) -> None:
+        try:
+            await self._outbox.send(publish)
+        except PublishBufferFull:
+            self.service_stats.publish_buffer_full += 1
+            raise
+
+    def _abandon_outbox(self) -> None:
+        count = self._outbox.abandon()
+        if count:
+            self.logger.warning(
+                "stopped with %d publishes still waiting for a connection; not sent",
+                count,
+            )
 
     # -- the receive path --------------------------------------------------------------
 
@@ -247,12 +375,17 @@ class ServiceCore(Generic[S, PublishersT]):
         qos: int = 0,
         retain: bool = False,
         dead_letter_failures: bool = True,
+        attempt: int | None = None,
     ) -> DispatchResult:
         """Route, validate and handle one message among the routes of `table`.
 
         The routes whose address matches are tried most specific first, and each of
         their messages in turn: the first that the payload is takes it. A message that
         none takes is invalid, in the name of the most specific route.
+
+        A failing handler is tried again, after a backoff, up to the operation's
+        HANDLER_RETRIES times, unless `attempt` is given: then the broker redelivers
+        (JetStream), and `attempt` is its delivery count.
         """
         refused: tuple[Route, str] | None = None
         for route in table.candidates(address):
@@ -273,38 +406,42 @@ class ServiceCore(Generic[S, PublishersT]):
                 continue
             break
         else:
-            return await self._refuse(refused, address, payload)
+            return await self._refuse(refused, address, payload, reply_to)
         # Handled here rather than in a method of its own: at a few microseconds per
         # message, one coroutine less counts.
         stats = self.stats[route.operation]
         stats.received += 1
-        context = self._context(route.operation, address, payload, headers, qos, retain)
         timeout = self.settings.handler_timeout
-        try:
-            if route.with_params:
-                handling = route.handler(message, params, context)
-            else:
-                handling = route.handler(message, context)
-            if timeout is None:
-                result = await handling
-            else:
-                result = await asyncio.wait_for(handling, timeout)
-            if route.reply_adapter is not None:
-                result = route.reply_adapter.validate_python(result)
-        except Exception as exc:
-            stats.failed += 1
-            if self._log_throttle.allow(route.operation):
-                self.logger.exception(
-                    "handler of %s failed on %s", route.operation, address
+        tries = 1
+        while True:
+            context = self._context(
+                route.operation,
+                address,
+                payload,
+                headers,
+                qos,
+                retain,
+                attempt or tries,
+            )
+            try:
+                if route.with_params:
+                    handling = route.handler(message, params, context)
+                else:
+                    handling = route.handler(message, context)
+                if timeout is None:
+                    result = await handling
+                else:
+                    result = await asyncio.wait_for(handling, timeout)
+                if route.reply_adapter is not None:
+                    result = route.reply_adapter.validate_python(result)
+            except Exception as exc:  # noqa: BLE001  # logged by `_failed`
+                if attempt is None and await self._retrying(route, address, tries, exc):
+                    tries += 1
+                    continue
+                return await self._failed(
+                    route, address, payload, reply_to, exc, dead_letter_failures
                 )
-            reason = f"handler raised {type(exc).__name__}: {exc}"
-            if dead_letter_failures:
-                # The traceback above (or its place in the held-back count) is this
-                # message's log line.
-                await self._dead_letter(
-                    route.operation, address, payload, reason, logged=True
-                )
-            return DispatchResult("failed", route.operation, reason)
+            break
         if route.reply_adapter is not None:
             await self._reply(route, params, reply_to, result)
         stats.handled += 1
@@ -315,16 +452,90 @@ class ServiceCore(Generic[S, PublishersT]):
             return self._handled[route.operation]
         return DispatchResult("handled", route.operation, reply=result)
 
+    async def _retrying(
+        self, route: Route, address: str, tries: int, exc: Exception
+    ) -> bool:
+        """Whether to try a failed handler again; if so, after waiting its backoff."""
+        retries, backoff = self._retries[route.operation]
+        if tries > retries or self._stopping.is_set():
+            return False
+        wait = min(backoff * 2 ** (tries - 1), MAX_RETRY_BACKOFF) * random.uniform(
+            0.5, 1.0
+        )
+        self.stats[route.operation].retried += 1
+        if self._log_throttle.allow(route.operation):
+            self.logger.warning(
+                "handler of %s failed on %s (attempt %d of %d): %s: %s; "
+                "trying again in %.2f s",
+                route.operation,
+                address,
+                tries,
+                retries + 1,
+                type(exc).__name__,
+                exc,
+                wait,
+            )
+        await self._sleep_unless_stopped(wait)
+        return True
+
+    async def _failed(
+        self,
+        route: Route,
+        address: str,
+        payload: bytes,
+        reply_to: str | None,
+        exc: Exception,
+        dead_letter: bool,
+    ) -> DispatchResult:
+        """The handler failed for good: log it, answer a request with an error reply,
+        dead-letter the message (unless the broker will redeliver it)."""
+        self.stats[route.operation].failed += 1
+        if self._log_throttle.allow(route.operation):
+            self.logger.error(
+                "handler of %s failed on %s",
+                route.operation,
+                address,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+        reason = f"handler raised {type(exc).__name__}: {exc}"
+        if dead_letter:
+            if reply_to is not None and route.reply_adapter is not None:
+                await self._error_reply(route, reply_to, 500, reason)
+            # The traceback above (or its place in the held-back count) is this
+            # message's log line.
+            await self._dead_letter(
+                route.operation, address, payload, reason, logged=True
+            )
+        return DispatchResult("failed", route.operation, reason)
+
+    async def _error_reply(
+        self, route: Route, reply_to: str, status: int, reason: str
+    ) -> None:
+        """Tell the requester at once that its request was refused."""
+        body, headers = error_reply(status, reason)
+        try:
+            await self._send(reply_to, body, route, headers)
+        except Exception:
+            self.logger.exception(
+                "could not send the error reply of %s", route.operation
+            )
+
     async def _refuse(
-        self, refused: tuple[Route, str] | None, address: str, payload: bytes
+        self,
+        refused: tuple[Route, str] | None,
+        address: str,
+        payload: bytes,
+        reply_to: str | None = None,
     ) -> DispatchResult:
         """A message no route took: invalid for the route that refused it first, else
-        unrouted."""
+        unrouted. An invalid request is answered with an error reply."""
         if refused is not None:
             route, reason = refused
             stats = self.stats[route.operation]
             stats.received += 1
             stats.invalid += 1
+            if reply_to is not None and route.reply_adapter is not None:
+                await self._error_reply(route, reply_to, 400, reason)
             await self._dead_letter(route.operation, address, payload, reason)
             return DispatchResult("invalid", route.operation, reason)
         if self._log_throttle.allow("unrouted"):
@@ -391,6 +602,7 @@ class ServiceCore(Generic[S, PublishersT]):
     def stop(self) -> None:
         """Stop taking messages; `run()` lets running handlers finish, then returns."""
         self._stopping.set()
+        self.connected.clear()
 
     def _catch_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -402,29 +614,37 @@ class ServiceCore(Generic[S, PublishersT]):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    def _start_task(self, handling: Coroutine[Any, Any, None]) -> None:
-        """Run a handling coroutine in a task of its own; a slot is already held."""
-        task = asyncio.create_task(handling)
-        self._inflight.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
-        self._slots.release()
-
-    async def _drain(self) -> None:
-        """Wait for in-flight handlers, up to the shutdown grace period."""
-        if not self._inflight:
-            return
-        _, pending = await asyncio.wait(
-            set(self._inflight), timeout=self.settings.shutdown_grace_period
+    def _inbox(self, handle: Callable[[T], Awaitable[None]]) -> Inbox[T]:
+        """A bounded inbox served by MAX_CONCURRENCY workers (the service's own, while
+        it runs: `_incoming`)."""
+        inbox = Inbox(
+            self.settings.max_pending_messages, self.settings.max_concurrency, handle
         )
-        for task in pending:
-            task.cancel()
-        if pending:
+        self._incoming = inbox
+        return inbox
+
+    def _dropped(self, address: str) -> None:
+        """A message the broker would not keep found the inbox full."""
+        self.service_stats.dropped += 1
+        if self._log_throttle.allow("dropped"):
             self.logger.warning(
-                "%d handlers did not finish within the grace period", len(pending)
+                "%d messages already wait for a handler (MAX_PENDING_MESSAGES): "
+                "dropped a message on %s %s (%d dropped so far)",
+                self.settings.max_pending_messages,
+                self.address_word,
+                address,
+                self.service_stats.dropped,
             )
+
+    async def _close_inbox(self, inbox: Inbox[Any]) -> list[Any]:
+        """Stop handling: let the handlers in progress finish within the grace period;
+        what still waited is returned, not handled."""
+        left, cancelled = await inbox.close(self.settings.shutdown_grace_period)
+        if cancelled:
+            self.logger.warning(
+                "%d handlers did not finish within the grace period", cancelled
+            )
+        return left
 
     def _start_stats(self) -> asyncio.Task[None] | None:
         if not self.settings.stats_interval:
@@ -436,3 +656,4 @@ class ServiceCore(Generic[S, PublishersT]):
             await asyncio.sleep(self.settings.stats_interval)
             for operation, stats in self.stats.items():
                 self.logger.info("stats %s %s", operation, json.dumps(asdict(stats)))
+            self.logger.info("service stats %s", json.dumps(asdict(self.service_stats)))

@@ -97,9 +97,15 @@ class GmqttClient:
         self._settings = settings
         version5 = self._version5 = settings.mqtt_protocol == "5"
         properties: dict[str, Any] = {}
-        if version5 and not settings.mqtt_clean_session:
-            # MQTT 5 keeps a session only when asked to, for as long as it is told.
-            properties["session_expiry_interval"] = settings.mqtt_session_expiry
+        if version5:
+            # The broker sends at most this many QoS 1 and 2 messages before it sees
+            # their acks, which wait for the handlers: the service's backpressure.
+            properties["receive_maximum"] = min(
+                max(settings.max_pending_messages, 1), 65535
+            )
+            if not settings.mqtt_clean_session:
+                # MQTT 5 keeps a session only when asked to, for as long as it is told.
+                properties["session_expiry_interval"] = settings.mqtt_session_expiry
         library_logger = logging.getLogger("gmqtt")
         if library_logger.level == logging.NOTSET:
             # gmqtt logs every lost connection with a traceback; the service logs
