@@ -66,6 +66,10 @@ class Settings:
     jetstream_fetch_batch: int = 10
     jetstream_nak_delay: float = 0.0
     jetstream_max_deliver: int = 3
+    http_port: int | None = None
+    http_host: str = "127.0.0.1"
+    http_token: SecretStr | None = None
+    http_max_body: int = 1_048_576
 
 
 class Reading(BaseModel):

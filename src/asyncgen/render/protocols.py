@@ -108,7 +108,9 @@ RUNTIME_COMMON = (
     "__init__.py",
     "addresses.py",
     "core.py",
+    "http.py",
     "logs.py",
+    "metrics.py",
     "payloads.py",
     "routing.py",
 )

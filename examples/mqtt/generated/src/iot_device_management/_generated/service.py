@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 
+from ..lifespan import State, lifespan
 from . import channels, models
 from .handlers import Handlers, default_handlers
 from .publishers import Publishers
-from .runtime.core import DispatchResult, OperationStats
+from .runtime.core import DispatchResult, OperationStats, StartupError
 from .runtime.logs import configure_logging
 from .runtime.mqtt import MemoryTransport, MqttService, Route, Transport
 from .runtime.payloads import Accepted
@@ -27,6 +28,8 @@ class Service(MqttService[Publishers]):
     """The MQTT service: `await Service().run()` serves until SIGTERM or `stop()`."""
 
     settings: Settings
+    #: What the project's lifespan yielded (`lifespan.py`), while the service runs.
+    state: State
 
     def __init__(
         self,
@@ -37,6 +40,7 @@ class Service(MqttService[Publishers]):
         settings = settings or Settings()
         self.handlers = handlers or default_handlers()
         self.publishers = Publishers(self)
+        self.lifespan = lifespan
         routes = self.routes_of(self.handlers)
         super().__init__(settings, routes, transport, logger="iot_device_management")
 
@@ -67,4 +71,7 @@ def main() -> None:
     """Run the service with settings from the environment; used by `python -m`."""
     settings = Settings()
     configure_logging(settings)
-    asyncio.run(Service(settings).run())
+    try:
+        asyncio.run(Service(settings).run())
+    except StartupError as exc:
+        raise SystemExit(f"error: {exc}") from None

@@ -14,11 +14,18 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol
 
 from pydantic import SecretStr
 
-from .core import Backoff, CoreSettings, DispatchResult, PublishersT, ServiceCore
+from .core import (
+    Backoff,
+    CoreSettings,
+    DispatchResult,
+    PublishersT,
+    ServiceCore,
+    StateT,
+)
 from .routing import Route as _Route
 
 
@@ -68,7 +75,7 @@ class MqttSettings(CoreSettings, Protocol):
 
 
 @dataclass
-class MessageContext(Generic[PublishersT]):
+class MessageContext(Generic[PublishersT, StateT]):
     """What a handler knows about a message besides its validated payload (see
     `ServiceCore._context`)."""
 
@@ -80,9 +87,13 @@ class MessageContext(Generic[PublishersT]):
     payload: bytes
     #: Send operations of this service, ready to publish.
     publishers: PublishersT
+    #: What the project's lifespan yielded: its dependencies (database pool, clients).
+    state: StateT
     qos: int = 0
     retain: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    #: How the message came: "mqtt", or "http" (POST /operations/...).
+    transport: str = "mqtt"
 
 
 @dataclass(frozen=True)
@@ -304,6 +315,7 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         # True while the receive loop itself runs a handler (MAX_CONCURRENCY 1): a stop
         # then waits for it instead of cancelling the loop.
         self._handling_inline = False
+        self._connections = 0
 
     def _context(
         self,
@@ -313,10 +325,19 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         headers: dict[str, str] | None,
         qos: int,
         retain: bool,
-    ) -> MessageContext[PublishersT]:
+        transport: str | None,
+    ) -> MessageContext[PublishersT, Any]:
         # Positional, in field order: cheaper than keywords on every message.
         return MessageContext(
-            operation, address, payload, self.publishers, qos, retain, headers or {}
+            operation,
+            address,
+            payload,
+            self.publishers,
+            self.state,
+            qos,
+            retain,
+            headers or {},
+            transport or "mqtt",
         )
 
     def _dead_letter_address(self) -> str | None:
@@ -340,6 +361,7 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         await self.transport.publish(
             topic, payload, qos=qos, retain=retain, headers=headers
         )
+        self.service_stats.published += 1
 
     async def dispatch(
         self,
@@ -396,6 +418,14 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         backoff = Backoff(
             settings.reconnect_initial_delay, settings.reconnect_max_delay
         )
+        async with self._operating():
+            await self._reconnecting(client, backoff)
+        self.logger.info("stopped")
+
+    async def _reconnecting(self, client: MqttClient, backoff: Backoff) -> None:
+        """Connect, serve, and connect again whenever the broker is lost, until
+        stopped."""
+        settings = self.settings
         stats_task = self._start_stats()
         try:
             while not self._stopping.is_set():
@@ -417,7 +447,6 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
             if stats_task is not None:
                 stats_task.cancel()
             await self._drain()
-        self.logger.info("stopped")
 
     async def _connected(self, client: MqttClient, backoff: Backoff) -> None:
         """One connection: subscribe, serve until stopped or lost, disconnect."""
@@ -435,8 +464,14 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
                 ", ".join(subscriptions) or "nothing",
             )
             backoff.reset()
+            if self._connections:
+                self.service_stats.reconnects += 1
+            self._connections += 1
+            if not self._stopping.is_set():
+                self.connected.set()
             await self._serve(client)
         finally:
+            self.connected.clear()
             await client.disconnect()
 
     async def _serve(self, client: MqttClient) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,7 +25,15 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from pydantic import SecretStr
 
-from .core import Backoff, CoreSettings, DispatchResult, PublishersT, ServiceCore
+from .core import (
+    Backoff,
+    CoreSettings,
+    DispatchResult,
+    PublishersT,
+    ServiceCore,
+    StartupError,
+    StateT,
+)
 from .routing import Route as _Route
 from .routing import RouteTable
 
@@ -71,7 +80,7 @@ class NatsSettings(CoreSettings, Protocol):
 
 
 @dataclass
-class MessageContext(Generic[PublishersT]):
+class MessageContext(Generic[PublishersT, StateT]):
     """What a handler knows about a message besides its validated payload (see
     `ServiceCore._context`)."""
 
@@ -83,7 +92,11 @@ class MessageContext(Generic[PublishersT]):
     payload: bytes
     #: Send operations of this service, ready to publish.
     publishers: PublishersT
+    #: What the project's lifespan yielded: its dependencies (database pool, clients).
+    state: StateT
     headers: dict[str, str] = field(default_factory=dict)
+    #: How the message came: "nats", or "http" (POST /operations/...).
+    transport: str = "nats"
 
 
 @dataclass(frozen=True)
@@ -224,6 +237,18 @@ def connect_options(settings: NatsSettings) -> dict[str, Any]:
     return options
 
 
+def websocket_support(settings: NatsSettings) -> None:
+    """Refuse `ws://` and `wss://` servers when aiohttp, nats-py's WebSocket
+    transport, is not installed: nats-py would fail at each attempt instead."""
+    servers = connect_options(settings)["servers"]
+    websocket = [url for url in servers if url.startswith(("ws://", "wss://"))]
+    if websocket and importlib.util.find_spec("aiohttp") is None:
+        raise StartupError(
+            f"NATS_URL names WebSocket servers ({server_names(websocket)}), which need "
+            "aiohttp: install it (the project's `ws` extra: pip install -e '.[ws]')"
+        )
+
+
 class NatsService(ServiceCore[NatsSettings, PublishersT]):
     """A NATS service: `await service.run()` serves until SIGTERM or `stop()`.
 
@@ -256,10 +281,17 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
         headers: dict[str, str] | None,
         qos: int,
         retain: bool,
-    ) -> MessageContext[PublishersT]:
+        transport: str | None,
+    ) -> MessageContext[PublishersT, Any]:
         # Positional, in field order: cheaper than keywords on every message.
         return MessageContext(
-            operation, address, payload, self.publishers, headers or {}
+            operation,
+            address,
+            payload,
+            self.publishers,
+            self.state,
+            headers or {},
+            transport or "nats",
         )
 
     def _dead_letter_address(self) -> str | None:
@@ -273,6 +305,7 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
     ) -> None:
         """Publish through the current connection (the transport `Publishers` uses)."""
         await self.transport.publish(subject, payload, headers=headers)
+        self.service_stats.published += 1
 
     async def request(
         self, subject: str, payload: bytes, /, *, timeout: float
@@ -309,10 +342,15 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
         self.logger.warning("NATS: %s", error or type(error).__name__)
 
     async def _on_disconnected(self) -> None:
+        self.connected.clear()
         if not self._stopping.is_set():
             self.logger.warning("disconnected from NATS; reconnecting")
 
     async def _on_reconnected(self) -> None:
+        # nats-py subscribes again before it calls back.
+        self.service_stats.reconnects += 1
+        if not self._stopping.is_set():
+            self.connected.set()
         self.logger.info("reconnected to NATS")
 
     async def _connect(self) -> NATS | None:
@@ -419,9 +457,15 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
     async def run(self) -> None:
         """Serve until `stop()` or SIGTERM/SIGINT."""
         self._catch_signals()
+        websocket_support(self.settings)
+        async with self._operating():
+            await self._serve()
+        self.logger.info("stopped")
+
+    async def _serve(self) -> None:
+        """Connect, subscribe, and serve until stopped."""
         connection = await self._connect()
         if connection is None:
-            self.logger.info("stopped")
             return
         self.transport = NatsTransport(connection)
         stats_task = self._start_stats()
@@ -457,8 +501,11 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
                 ", ".join(route.address.subscription for route in self.routes)
                 or "nothing",
             )
+            if not self._stopping.is_set():
+                self.connected.set()
             await self._stopping.wait()
         finally:
+            self.connected.clear()
             await self._unsubscribe(subscriptions)
             if consumers:
                 await asyncio.wait(
@@ -478,7 +525,6 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
                 self.logger.info(
                     "the connection closed with %s", exc or type(exc).__name__
                 )
-        self.logger.info("stopped")
 
     async def _unsubscribe(self, subscriptions: list[Subscription]) -> None:
         """Stop the subscriptions once the handler each may be running has finished.
