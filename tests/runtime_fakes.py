@@ -202,3 +202,11 @@ class FakeClient:
 
     def lose(self) -> None:
         self.queue.put_nowait(ConnectionLost("connection lost"))
+
+
+async def until(condition: Any, timeout: float = 5.0) -> None:
+    """Wait until `condition()` holds; fails after `timeout` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.005)

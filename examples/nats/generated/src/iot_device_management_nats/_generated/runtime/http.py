@@ -91,16 +91,15 @@ class HttpListener:
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics_text)
         app.router.add_post("/operations/{operation}", self.post_operation)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            shutdown_timeout=settings.shutdown_grace_period,
+        )
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner,
-            self.host,
-            self.port,
-            shutdown_timeout=self.service.settings.shutdown_grace_period,
-        )
+        site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.service.logger.info("HTTP on http://%s:%d", self.host, self.port)
         if self._token is None and not is_loopback(self.host):
