@@ -335,7 +335,7 @@ class ServiceCore(Generic[S, PublishersT]):
         timeout = self.settings.handler_timeout
         timings = self.timings
         if timings is not None:
-            started = time.perf_counter()
+            began = time.perf_counter()
         try:
             if route.with_params:
                 handling = route.handler(message, params, context)
@@ -349,7 +349,7 @@ class ServiceCore(Generic[S, PublishersT]):
                 result = route.reply_adapter.validate_python(result)
         except Exception as exc:
             if timings is not None:
-                timings.observe(route.operation, time.perf_counter() - started)
+                timings.observe(route.operation, time.perf_counter() - began)
             stats.failed += 1
             if self._log_throttle.allow(route.operation):
                 self.logger.exception(
@@ -364,7 +364,7 @@ class ServiceCore(Generic[S, PublishersT]):
                 )
             return DispatchResult("failed", route.operation, reason)
         if timings is not None:
-            timings.observe(route.operation, time.perf_counter() - started)
+            timings.observe(route.operation, time.perf_counter() - began)
         if route.reply_adapter is not None and send_reply:
             await self._reply(route, params, reply_to, result)
         stats.handled += 1
