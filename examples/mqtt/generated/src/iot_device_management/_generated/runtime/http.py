@@ -164,13 +164,15 @@ class HttpListener:
             )
         except ValueError as exc:
             return _json(400, {"operation": operation, "error": str(exc)})
-        result = await service._dispatch(
-            self._tables[operation],
-            address,
-            payload,
-            transport="http",
-            send_reply=False,
-        )
+        # Posted messages count against MAX_CONCURRENCY as the broker's do.
+        async with service._slots:
+            result = await service._dispatch(
+                self._tables[operation],
+                address,
+                payload,
+                transport="http",
+                send_reply=False,
+            )
         if result.status == "handled":
             if route.reply_adapter is not None:
                 return web.Response(
