@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
+import pytest
 from conftest import free_port
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel, SecretStr
@@ -26,7 +28,7 @@ from runtime_fakes import (
 )
 
 from asyncgen.runtime.addresses import NATS_SUBJECT, Address, NoParams
-from asyncgen.runtime.core import ServiceCore
+from asyncgen.runtime.core import ServiceCore, StartupError
 from asyncgen.runtime.http import HttpListener
 from asyncgen.runtime.mqtt import MqttService
 from asyncgen.runtime.nats import MemoryTransport
@@ -283,3 +285,17 @@ def test_an_operation_that_replies_answers_the_post_with_its_reply_over_nats() -
     status, body, transport = asyncio.run(scenario())
     assert (status, body) == (200, {"answer": "why: the state"})
     assert transport.published == []  # answered over HTTP only
+
+
+def test_http_port_without_aiohttp_stops_the_service_with_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "asyncgen.runtime.http")
+
+    async def scenario() -> None:
+        service = serving(Calls(), FakeClient(), http_settings())
+        await service.run()
+
+    with pytest.raises(StartupError, match=r"HTTP_PORT is set, but aiohttp is not installed"):
+        asyncio.run(scenario())
