@@ -217,6 +217,10 @@ def test_a_posted_message_takes_the_receive_path_and_bad_ones_are_answered() -> 
             await post(port, "/operations/deviceReadings?deviceId=A/B", VALID, "s3cret"),
             await post(port, "/operations/nothing", VALID, "s3cret"),
             await post(port, path, b" " * 2000, "s3cret"),
+            # The path form: the concrete topic after the operation.
+            await post(port, "/operations/deviceReadings/devices/xyz/readings", VALID, "s3cret"),
+            await post(port, "/operations/deviceReadings/devices/XY/readings", VALID, "s3cret"),
+            await post(port, "/operations/deviceReadings/elsewhere", VALID, "s3cret"),
         ]
         service.stop()
         await running
@@ -224,11 +228,14 @@ def test_a_posted_message_takes_the_receive_path_and_bad_ones_are_answered() -> 
 
     answers, calls, client = asyncio.run(scenario())
     statuses = [status for status, _ in answers]
-    assert statuses == [202, 400, 401, 401, 400, 404, 413]
-    [(operation, message, params, context)] = calls.calls
+    assert statuses == [202, 400, 401, 401, 400, 404, 413, 202, 400, 400]
+    [(operation, message, params, context), (_, _, by_path, by_path_context)] = calls.calls
     assert (operation, message.device, params.device_id) == ("deviceReadings", "d1", "abc")
     assert context.transport == "http"
     assert context.topic == "devices/abc/readings"
+    assert (by_path.device_id, by_path_context.topic) == ("xyz", "devices/xyz/readings")
+    assert ["deviceId"] in [error["loc"] for error in answers[8][1]["errors"]]
+    assert "not on the operation's channel" in answers[9][1]["error"]
     invalid = answers[1][1]
     assert ["value"] in [error["loc"] for error in invalid["errors"]]
     assert "value" in invalid["error"]

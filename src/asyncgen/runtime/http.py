@@ -5,11 +5,13 @@ posted to an operation.
 - `GET /readyz`: 200 while connected and subscribed, else 503;
 - `GET /metrics`: Prometheus text format (see `metrics`);
 - `POST /operations/{operationId}`: the body is the payload, the query holds the
-  address parameters; the message takes the same validation, handler and dead-letter
-  path as one from the broker. 202 when handled, 200 with the reply for an operation
-  that replies, 400 with the errors when invalid, 404 for an operation that does not
-  receive, 401 without the bearer token HTTP_TOKEN (when set), 413 above HTTP_MAX_BODY,
-  500 when the handler failed, 503 before startup and while stopping.
+  address parameters (or the path goes on with the concrete address:
+  `/operations/{operationId}/devices/d-1/telemetry`); the message takes the same
+  validation, handler and dead-letter path as one from the broker. 202 when handled,
+  200 with the reply for an operation that replies, 400 with the errors when invalid,
+  404 for an operation that does not receive, 401 without the bearer token HTTP_TOKEN
+  (when set), 413 above HTTP_MAX_BODY, 500 when the handler failed, 503 before startup
+  and while stopping.
 
 Part of asyncgen's service runtime. Generated projects hold an unchanged copy, rewritten
 by every `asyncgen generate`: do not edit the copy. Needs aiohttp and prometheus-client
@@ -91,6 +93,7 @@ class HttpListener:
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics_text)
         app.router.add_post("/operations/{operation}", self.post_operation)
+        app.router.add_post("/operations/{operation}/{address:.+}", self.post_operation)
         self._runner = web.AppRunner(
             app,
             access_log=None,
@@ -131,6 +134,39 @@ class HttpListener:
         given = request.headers.get("Authorization", "").encode()
         return hmac.compare_digest(given, self._token)
 
+    def _address(self, route: Route, request: web.Request) -> str | web.Response:
+        """The concrete address of a posted message: the path after the operation
+        (`/operations/{operationId}/devices/d-1/telemetry`), else the channel's address
+        built from the query's parameter values; a 400 answer when it is neither."""
+        given = request.match_info.get("address")
+        try:
+            if given:
+                if route.address.parse(given) is None:
+                    return _json(
+                        400,
+                        {
+                            "operation": route.operation,
+                            "error": f"{given!r} is not on the operation's channel "
+                            f"{route.address.template!r}",
+                        },
+                    )
+                return given
+            return route.address.build(dict(request.query))
+        except pydantic.ValidationError as exc:
+            errors = json.loads(
+                exc.json(include_url=False, include_context=False, include_input=False)
+            )
+            return _json(
+                400,
+                {
+                    "operation": route.operation,
+                    "error": "invalid address parameters",
+                    "errors": errors,
+                },
+            )
+        except ValueError as exc:
+            return _json(400, {"operation": route.operation, "error": str(exc)})
+
     async def post_operation(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return web.json_response(
@@ -148,22 +184,9 @@ class HttpListener:
         if not service.accepting():
             return _json(503, {"error": "the service is not running"})
         payload = await request.read()  # 413 above client_max_size
-        try:
-            address = route.address.build(dict(request.query))
-        except pydantic.ValidationError as exc:
-            errors = json.loads(
-                exc.json(include_url=False, include_context=False, include_input=False)
-            )
-            return _json(
-                400,
-                {
-                    "operation": operation,
-                    "error": "invalid address parameters (query values)",
-                    "errors": errors,
-                },
-            )
-        except ValueError as exc:
-            return _json(400, {"operation": operation, "error": str(exc)})
+        address = self._address(route, request)
+        if isinstance(address, web.Response):
+            return address
         # Posted messages count against MAX_CONCURRENCY as the broker's do.
         async with service._slots:
             result = await service._dispatch(
