@@ -56,16 +56,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def validation_errors(error: pydantic.ValidationError) -> list[dict[str, Any]]:
+    """Each complaint with its field (`loc`), message and type, as JSON data."""
+    errors: list[dict[str, Any]] = json.loads(
+        error.json(include_url=False, include_context=False, include_input=False)
+    )
+    return errors
+
+
 def field_errors(route: Route, payload: bytes) -> list[dict[str, Any]]:
     """The schema's complaints about `payload`, each with its field (`loc`), for a
     payload the route refused; empty when the refusal was not a validation error."""
     try:
         route.decode(payload)
     except pydantic.ValidationError as exc:
-        errors: list[dict[str, Any]] = json.loads(
-            exc.json(include_url=False, include_context=False, include_input=False)
-        )
-        return errors
+        return validation_errors(exc)
     except ValueError:
         return []
     return []
@@ -153,15 +158,12 @@ class HttpListener:
                 return given
             return route.address.build(dict(request.query))
         except pydantic.ValidationError as exc:
-            errors = json.loads(
-                exc.json(include_url=False, include_context=False, include_input=False)
-            )
             return _json(
                 400,
                 {
                     "operation": route.operation,
                     "error": "invalid address parameters",
-                    "errors": errors,
+                    "errors": validation_errors(exc),
                 },
             )
         except ValueError as exc:
