@@ -76,6 +76,10 @@ class Settings:
     jetstream_nak_delay: float = 0.0
     jetstream_max_deliver: int = 3
     jetstream_ack_wait: float = 30.0
+    http_port: int | None = None
+    http_host: str = "127.0.0.1"
+    http_token: SecretStr | None = None
+    http_max_body: int = 1_048_576
 
 
 class Reading(BaseModel):

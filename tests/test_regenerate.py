@@ -45,6 +45,7 @@ USER_FILES = [
     "README.md",
     f"src/{PACKAGE}/__init__.py",
     f"src/{PACKAGE}/__main__.py",
+    f"src/{PACKAGE}/lifespan.py",
     f"src/{PACKAGE}/py.typed",
     f"{HANDLERS}/__init__.py",
     f"{HANDLERS}/receive_telemetry.py",
@@ -210,6 +211,33 @@ def test_regenerating_after_a_spec_change_keeps_every_user_file_byte_for_byte(
     assert re.search(r"orphaned \(1\):\n\s+" + re.escape(orphan), result.output)
     assert (project / orphan).is_file()
     assert "receive_status" not in (project / GENERATED / "handlers.py").read_text()
+
+
+def test_a_project_made_before_lifespan_py_gets_one_and_keeps_its_other_user_files(
+    work: Path,
+) -> None:
+    project = work / "svc"
+    lifespan = f"src/{PACKAGE}/lifespan.py"
+    (project / lifespan).unlink()
+    # As an earlier asyncgen left it: no lifespan.py, other templates (another
+    # fingerprint).
+    manifest = project / MANIFEST
+    text = manifest.read_text().replace(f'    "{lifespan}",\n', "")
+    manifest.write_text(re.sub(r'"fingerprint": "\w+"', '"fingerprint": "earlier"', text))
+    assert lifespan not in manifest.read_text()
+    kept = [path for path in USER_FILES if path != lifespan]
+    for path in kept:
+        append_line(project / path, "# the user's own line")
+    edited = {path: (project / path).read_bytes() for path in kept}
+
+    succeed("generate", "-o", str(project))
+
+    for path, content in edited.items():
+        assert (project / path).read_bytes() == content, f"{path} was changed"
+    assert "async def lifespan(service: Service)" in (project / lifespan).read_text()
+    assert lifespan in manifest.read_text()
+    fresh = invoke("generate", "--check", "-o", str(project))
+    assert fresh.exit_code == 0, explain(fresh)
 
 
 # -- 2. --check --------------------------------------------------------------------------

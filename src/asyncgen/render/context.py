@@ -322,6 +322,13 @@ class ProjectContext:
         return next((op for op in self.receive if op.payload_kind == "json"), None)
 
     @property
+    def periodic_send(self) -> OperationView | None:
+        """The send operation the lifespan stub shows as periodic work: the first
+        retained one without parameters (a heartbeat, say), else the first without."""
+        plain = [op for op in self.send if not op.channel.params and op.payload_kind == "json"]
+        return next((op for op in plain if op.retain), plain[0] if plain else None)
+
+    @property
     def send_uses_literal(self) -> bool:
         return any(p.type_expr.startswith("Literal") for op in self.send for p in op.channel.params)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,6 +33,8 @@ from .core import (
     PublishersT,
     RequestRejected,
     ServiceCore,
+    StartupError,
+    StateT,
     rejected,
 )
 from .flow import Inbox
@@ -95,7 +98,7 @@ class NatsSettings(CoreSettings, Protocol):
 
 
 @dataclass
-class MessageContext(Generic[PublishersT]):
+class MessageContext(Generic[PublishersT, StateT]):
     """What a handler knows about a message besides its validated payload (see
     `ServiceCore._context`)."""
 
@@ -107,10 +110,14 @@ class MessageContext(Generic[PublishersT]):
     payload: bytes
     #: Send operations of this service, ready to publish.
     publishers: PublishersT
+    #: What the project's lifespan yielded: its dependencies (database pool, clients).
+    state: StateT
     headers: dict[str, str] = field(default_factory=dict)
     #: 1 the first time the handler gets this message, 2 when it is tried again after
     #: failing (HANDLER_RETRIES, or JetStream's redelivery), and so on.
     attempt: int = 1
+    #: How the message came: "nats", or "http" (POST /operations/...).
+    transport: str = "nats"
 
 
 @dataclass(frozen=True)
@@ -259,6 +266,18 @@ def connect_options(settings: NatsSettings) -> dict[str, Any]:
     return options
 
 
+def websocket_support(settings: NatsSettings) -> None:
+    """Refuse `ws://` and `wss://` servers when aiohttp, nats-py's WebSocket
+    transport, is not installed: nats-py would fail at each attempt instead."""
+    servers = connect_options(settings)["servers"]
+    websocket = [url for url in servers if url.startswith(("ws://", "wss://"))]
+    if websocket and importlib.util.find_spec("aiohttp") is None:
+        raise StartupError(
+            f"NATS_URL names WebSocket servers ({server_names(websocket)}), which need "
+            "aiohttp: install it (the project's `ws` extra: pip install -e '.[ws]')"
+        )
+
+
 class NatsService(ServiceCore[NatsSettings, PublishersT]):
     """A NATS service: `await service.run()` serves until SIGTERM or `stop()`.
 
@@ -290,10 +309,18 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
         qos: int,
         retain: bool,
         attempt: int,
-    ) -> MessageContext[PublishersT]:
+        transport: str | None,
+    ) -> MessageContext[PublishersT, Any]:
         # Positional, in field order: cheaper than keywords on every message.
         return MessageContext(
-            operation, address, payload, self.publishers, headers or {}, attempt
+            operation,
+            address,
+            payload,
+            self.publishers,
+            self.state,
+            headers or {},
+            attempt,
+            transport or "nats",
         )
 
     def _dead_letter_address(self) -> str | None:
@@ -322,6 +349,7 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
             return self.transport.publish(subject, payload, headers=headers)
 
         await self._publish_through_outbox(publishing)
+        self.service_stats.published += 1
 
     async def request(
         self, subject: str, payload: bytes, /, *, timeout: float
@@ -390,9 +418,10 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
             self.logger.warning("disconnected from NATS; reconnecting")
 
     async def _on_reconnected(self) -> None:
+        # nats-py subscribes again before it calls back.
+        self.service_stats.reconnects += 1
         self.logger.info("reconnected to NATS")
-        if not self._stopping.is_set():
-            self._link_up()
+        self._link_up()
 
     async def _connect(self) -> NATS | None:
         """Connect, retrying with backoff and jitter; None when stopped first."""
@@ -498,11 +527,17 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
     async def run(self) -> None:
         """Serve until `stop()` or SIGTERM/SIGINT."""
         self._catch_signals()
+        websocket_support(self.settings)
         self._link_down()  # publishes wait for the first connection
+        async with self._operating():
+            await self._serve()
+        self.logger.info("stopped")
+
+    async def _serve(self) -> None:
+        """Connect, subscribe, and serve until stopped."""
         connection = await self._connect()
         if connection is None:
             self._abandon_outbox()
-            self.logger.info("stopped")
             return
         self.transport = NatsTransport(connection)
         stats_task = self._start_stats()
@@ -546,6 +581,7 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
             self._link_up()
             await self._stopping.wait()
         finally:
+            self.connected.clear()
             await self._unsubscribe(subscriptions)
             await self._close_inbox(inbox)
             if consumers:
@@ -566,7 +602,6 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
                 self.logger.info(
                     "the connection closed with %s", exc or type(exc).__name__
                 )
-        self.logger.info("stopped")
 
     async def _unsubscribe(self, subscriptions: list[Subscription]) -> None:
         """Stop the subscriptions; messages that still arrive are passed over (see

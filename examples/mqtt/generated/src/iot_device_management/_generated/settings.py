@@ -76,3 +76,14 @@ class Settings(BaseSettings):
     log_rejections_per_minute: int = Field(default=20, ge=0)
     #: `uvloop` runs the service on uvloop (the project's `uvloop` extra).
     event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+    #: The HTTP listener (health, readiness, metrics, POST /operations/...) listens on
+    #: this port when set; it needs the `http` extra.
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+    #: Loopback by default: set 0.0.0.0 in a container, where probes and scrapers come
+    #: from outside, and set HTTP_TOKEN when POST /operations/... must be guarded.
+    http_host: str = "127.0.0.1"
+    #: A bearer token POST /operations/... requires when set (probes and /metrics are
+    #: open).
+    http_token: SecretStr | None = None
+    #: Bytes a posted message may have; larger ones get 413.
+    http_max_body: int = Field(default=1_048_576, ge=1)

@@ -17,11 +17,18 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol
 
 from pydantic import SecretStr
 
-from .core import Backoff, CoreSettings, DispatchResult, PublishersT, ServiceCore
+from .core import (
+    Backoff,
+    CoreSettings,
+    DispatchResult,
+    PublishersT,
+    ServiceCore,
+    StateT,
+)
 from .flow import Inbox
 from .outbox import Disconnected
 from .routing import Route as _Route
@@ -75,7 +82,7 @@ class MqttSettings(CoreSettings, Protocol):
 
 
 @dataclass
-class MessageContext(Generic[PublishersT]):
+class MessageContext(Generic[PublishersT, StateT]):
     """What a handler knows about a message besides its validated payload (see
     `ServiceCore._context`)."""
 
@@ -87,12 +94,16 @@ class MessageContext(Generic[PublishersT]):
     payload: bytes
     #: Send operations of this service, ready to publish.
     publishers: PublishersT
+    #: What the project's lifespan yielded: its dependencies (database pool, clients).
+    state: StateT
     qos: int = 0
     retain: bool = False
     headers: dict[str, str] = field(default_factory=dict)
     #: 1 the first time the handler gets this message, 2 when it is tried again after
     #: failing, and so on (HANDLER_RETRIES).
     attempt: int = 1
+    #: How the message came: "mqtt", or "http" (POST /operations/...).
+    transport: str = "mqtt"
 
 
 @dataclass(frozen=True)
@@ -369,6 +380,7 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         super().__init__(settings, routes, logger)
         self.routes: Sequence[Route] = routes
         self.transport: Transport = transport or MemoryTransport()
+        self._connections = 0
 
     def _context(
         self,
@@ -379,17 +391,20 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         qos: int,
         retain: bool,
         attempt: int,
-    ) -> MessageContext[PublishersT]:
+        transport: str | None,
+    ) -> MessageContext[PublishersT, Any]:
         # Positional, in field order: cheaper than keywords on every message.
         return MessageContext(
             operation,
             address,
             payload,
             self.publishers,
+            self.state,
             qos,
             retain,
             headers or {},
             attempt,
+            transport or "mqtt",
         )
 
     def _dead_letter_address(self) -> str | None:
@@ -428,6 +443,7 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
             )
 
         await self._publish_through_outbox(publishing)
+        self.service_stats.published += 1
 
     async def dispatch(
         self,
@@ -482,6 +498,14 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         backoff = Backoff(
             settings.reconnect_initial_delay, settings.reconnect_max_delay
         )
+        async with self._operating():
+            await self._reconnecting(client, backoff)
+        self.logger.info("stopped")
+
+    async def _reconnecting(self, client: MqttClient, backoff: Backoff) -> None:
+        """Connect, serve, and connect again whenever the broker is lost, until
+        stopped."""
+        settings = self.settings
         stats_task = self._start_stats()
         self._link_down()  # publishes wait for the first connection
         inbox = self._inbox(self._handle)
@@ -507,7 +531,6 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
             if stats_task is not None:
                 stats_task.cancel()
             self._abandon_outbox()
-        self.logger.info("stopped")
 
     async def _connected(
         self, client: MqttClient, backoff: Backoff, inbox: Inbox[Delivery]
@@ -527,6 +550,9 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
                 ", ".join(subscriptions) or "nothing",
             )
             backoff.reset()
+            if self._connections:
+                self.service_stats.reconnects += 1
+            self._connections += 1
             await self._serve(client, inbox)
         finally:
             self._link_down()

@@ -16,7 +16,8 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, Literal, Protocol, TypeVar
@@ -96,11 +97,28 @@ class CoreSettings(Protocol):
     def outgoing_buffer_size(self) -> int: ...
     @property
     def outgoing_buffer_timeout(self) -> float: ...
+    @property
+    def http_port(self) -> int | None: ...
+    @property
+    def http_host(self) -> str: ...
+    @property
+    def http_token(self) -> pydantic.SecretStr | None: ...
+    @property
+    def http_max_body(self) -> int: ...
 
 
 S = TypeVar("S", bound=CoreSettings)
 T = TypeVar("T")
 PublishersT = TypeVar("PublishersT")
+#: What the project's lifespan yields: handlers reach it as `context.state`.
+StateT = TypeVar("StateT")
+#: The project's startup/shutdown hook: given the service, an async context manager
+#: that builds the service's dependencies, yields them, and closes them on exit.
+Lifespan = Callable[[Any], AbstractAsyncContextManager[Any]]
+
+
+class StartupError(Exception):
+    """The service cannot start as configured; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +158,16 @@ class ServiceStats:
     dropped: int = 0
     #: Publishes refused because the outgoing buffer was full.
     publish_buffer_full: int = 0
+    #: Messages the service published: replies, dead letters and its publishers' own.
+    published: int = 0
+    #: Connections made after the first one was lost.
+    reconnects: int = 0
+
+
+class Timings(Protocol):
+    """Where handler durations go when something reads them (the metrics)."""
+
+    def observe(self, operation: str, seconds: float) -> None: ...
 
 
 @dataclass
@@ -255,6 +283,9 @@ class ServiceCore(Generic[S, PublishersT]):
     address_word = "address"
     settings: S
     publishers: PublishersT
+    #: The project's startup/shutdown hook (its `lifespan.py`), entered by `run()` and
+    #: `started()`; the generated `Service` sets it.
+    lifespan: Lifespan | None = None
 
     def __init__(self, settings: S, routes: Sequence[Route], logger: str) -> None:
         self.settings = settings
@@ -300,6 +331,15 @@ class ServiceCore(Generic[S, PublishersT]):
         self._outbox = Outbox(
             settings.outgoing_buffer_size, settings.outgoing_buffer_timeout
         )
+        #: Posted (HTTP) messages hold one while handled: MAX_CONCURRENCY bounds them as
+        #: it bounds the broker's.
+        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        #: What the lifespan yielded (None until it ran): `context.state`.
+        self.state: Any = None
+        #: Handler durations, recorded only while metrics are served.
+        self.timings: Timings | None = None
+        self._running = False
+        self._background: set[asyncio.Task[Any]] = set()
 
     # -- what adapters provide ---------------------------------------------------------
 
@@ -312,8 +352,10 @@ class ServiceCore(Generic[S, PublishersT]):
         qos: int,
         retain: bool,
         attempt: int,
+        transport: str | None,
     ) -> Any:
-        """The `MessageContext` a handler gets.
+        """The `MessageContext` a handler gets; `transport` is how the message came
+        when not over the broker ("http").
 
         Each message gets a context of its own, and the service reads nothing back from
         it. Contexts are not frozen because a frozen dataclass sets each field through
@@ -339,7 +381,8 @@ class ServiceCore(Generic[S, PublishersT]):
 
     def _link_up(self) -> None:
         """Connected and subscribed: buffered publishes go out, in order."""
-        self.connected.set()
+        if not self._stopping.is_set():
+            self.connected.set()
         self._outbox.up()
 
     def _link_down(self) -> None:
@@ -376,6 +419,8 @@ class ServiceCore(Generic[S, PublishersT]):
         retain: bool = False,
         dead_letter_failures: bool = True,
         attempt: int | None = None,
+        transport: str | None = None,
+        send_reply: bool = True,
     ) -> DispatchResult:
         """Route, validate and handle one message among the routes of `table`.
 
@@ -386,6 +431,9 @@ class ServiceCore(Generic[S, PublishersT]):
         A failing handler is tried again, after a backoff, up to the operation's
         HANDLER_RETRIES times, unless `attempt` is given: then the broker redelivers
         (JetStream), and `attempt` is its delivery count.
+
+        `transport` names where the message came from when not the broker ("http");
+        with `send_reply=False` a reply is only returned, not published.
         """
         refused: tuple[Route, str] | None = None
         for route in table.candidates(address):
@@ -412,6 +460,7 @@ class ServiceCore(Generic[S, PublishersT]):
         stats = self.stats[route.operation]
         stats.received += 1
         timeout = self.settings.handler_timeout
+        timings = self.timings
         tries = 1
         while True:
             context = self._context(
@@ -422,7 +471,10 @@ class ServiceCore(Generic[S, PublishersT]):
                 qos,
                 retain,
                 attempt or tries,
+                transport,
             )
+            if timings is not None:
+                began = time.perf_counter()
             try:
                 if route.with_params:
                     handling = route.handler(message, params, context)
@@ -435,6 +487,8 @@ class ServiceCore(Generic[S, PublishersT]):
                 if route.reply_adapter is not None:
                     result = route.reply_adapter.validate_python(result)
             except Exception as exc:  # noqa: BLE001  # logged by `_failed`
+                if timings is not None:
+                    timings.observe(route.operation, time.perf_counter() - began)
                 if attempt is None and await self._retrying(route, address, tries, exc):
                     tries += 1
                     continue
@@ -442,7 +496,9 @@ class ServiceCore(Generic[S, PublishersT]):
                     route, address, payload, reply_to, exc, dead_letter_failures
                 )
             break
-        if route.reply_adapter is not None:
+        if timings is not None:
+            timings.observe(route.operation, time.perf_counter() - began)
+        if route.reply_adapter is not None and send_reply:
             await self._reply(route, params, reply_to, result)
         stats.handled += 1
         # Asked here rather than inside `debug()`: one call less on every message.
@@ -600,9 +656,86 @@ class ServiceCore(Generic[S, PublishersT]):
     # -- concurrency and shutdown ------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop taking messages; `run()` lets running handlers finish, then returns."""
+        """Stop taking messages; `run()` lets running handlers finish, then returns.
+
+        Background tasks (`start_background`) are cancelled at once.
+        """
         self._stopping.set()
         self.connected.clear()
+        for task in self._background:
+            task.cancel()
+
+    # -- lifespan and background tasks -------------------------------------------------
+
+    def start_background(
+        self, work: Coroutine[Any, Any, Any], *, name: str | None = None
+    ) -> asyncio.Task[Any]:
+        """Run `work` while the service runs: it is cancelled when the service stops,
+        and awaited before the lifespan closes what it opened. An exception it raises
+        is logged."""
+        task = asyncio.create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+        if self._stopping.is_set():
+            task.cancel()
+        return task
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.logger.error(
+                "background task %s failed",
+                task.get_name(),
+                exc_info=task.exception(),
+            )
+
+    @asynccontextmanager
+    async def started(self) -> AsyncIterator[None]:
+        """Enter the lifespan: `state` holds what it yielded until the block ends;
+        then background tasks are cancelled and the lifespan closes what it opened.
+
+        `run()` enters it by itself; tests that call `dispatch()` with the project's
+        dependencies enter it around their calls.
+        """
+        async with contextlib.AsyncExitStack() as stack:
+            if self.lifespan is not None:
+                self.state = await stack.enter_async_context(self.lifespan(self))
+            # Unwound first: background tasks end before their dependencies close.
+            stack.push_async_callback(self._stop_background)
+            self._running = True
+            try:
+                yield
+            finally:
+                self._running = False
+
+    def accepting(self) -> bool:
+        """Whether messages from outside the broker (HTTP) are taken now: between the
+        lifespan's startup and a stop."""
+        return self._running and not self._stopping.is_set()
+
+    async def _stop_background(self) -> None:
+        tasks = set(self._background)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    @asynccontextmanager
+    async def _operating(self) -> AsyncIterator[None]:
+        """What `run()` serves within: the lifespan, and the HTTP listener when
+        HTTP_PORT is set (started after the lifespan, stopped before it closes)."""
+        async with self.started():
+            if self.settings.http_port is None:
+                yield
+                return
+            from .http import HttpListener
+
+            listener = HttpListener(self)
+            await listener.start()
+            try:
+                yield
+            finally:
+                await listener.stop()
 
     def _catch_signals(self) -> None:
         loop = asyncio.get_running_loop()
