@@ -9,7 +9,6 @@ by every `asyncgen generate`: do not edit the copy.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -18,13 +17,15 @@ import signal
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import pydantic
 
+from .deadletters import DeadLetter, ReasonCode, TooLarge
 from .payloads import encode
 from .routing import Route, RouteTable, describe, rejection
+from .spool import Spool
 
 Status = Literal["handled", "invalid", "failed", "unrouted"]
 
@@ -42,6 +43,10 @@ class CoreSettings(Protocol):
     def stats_interval(self) -> float: ...
     @property
     def log_rejections_per_minute(self) -> int: ...
+    @property
+    def dead_letter_spool_dir(self) -> Path: ...
+    @property
+    def dead_letter_spool_max_size(self) -> int: ...
 
 
 S = TypeVar("S", bound=CoreSettings)
@@ -61,6 +66,9 @@ class DispatchResult:
     operation: str | None = None
     reason: str | None = None
     reply: Any = None
+    #: False when the message must stay unacknowledged, so that the broker delivers it
+    #: again: its dead letter could not be published (see `ServiceCore._dead_letter`).
+    settled: bool = True
 
 
 @dataclass
@@ -72,6 +80,11 @@ class OperationStats:
     invalid: int = 0
     failed: int = 0
     dead_lettered: int = 0
+    #: Dead letters the broker would not take, kept in the local spool instead.
+    spooled: int = 0
+    #: Dead letters neither published nor spooled (the spool was full) of messages the
+    #: broker would not deliver again.
+    dead_letters_lost: int = 0
 
 
 @dataclass
@@ -149,33 +162,6 @@ class Backoff:
         self.delay = self.initial
 
 
-def dead_letter_envelope(
-    address_word: str,
-    address: str,
-    operation: str,
-    payload: bytes,
-    reason: str,
-    now: datetime | None = None,
-) -> bytes:
-    """The original bytes with why and where they were refused, as a JSON object.
-
-    The payload is kept as UTF-8 text when it is text, else in base64.
-    """
-    try:
-        text, encoding = payload.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(payload).decode("ascii"), "base64"
-    envelope = {
-        address_word: address,
-        "operation": operation,
-        "reason": reason,
-        "payload": text,
-        "payload_encoding": encoding,
-        "time": (now or datetime.now(UTC)).isoformat(),
-    }
-    return json.dumps(envelope).encode()
-
-
 class ServiceCore(Generic[S, PublishersT]):
     """The receive path and the lifecycle every protocol shares.
 
@@ -204,6 +190,9 @@ class ServiceCore(Generic[S, PublishersT]):
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(settings.max_concurrency)
+        self.spool = Spool(
+            Path(settings.dead_letter_spool_dir), settings.dead_letter_spool_max_size
+        )
 
     # -- what adapters provide ---------------------------------------------------------
 
@@ -229,7 +218,13 @@ class ServiceCore(Generic[S, PublishersT]):
         raise NotImplementedError
 
     async def _send(self, address: str, payload: bytes, route: Route | None) -> None:
-        """Publish a reply (`route` is the operation answering) or a dead letter."""
+        """Publish a reply (`route` is the operation answering)."""
+        raise NotImplementedError
+
+    async def _send_dead_letter(self, target: str, letter: DeadLetter) -> None:
+        """Publish `letter` under the dead-letter address `target`, confirmed by the
+        broker where the protocol allows; `TooLarge` when it exceeds the broker's
+        limit, any other exception when the broker cannot be reached."""
         raise NotImplementedError
 
     # -- the receive path --------------------------------------------------------------
@@ -245,12 +240,16 @@ class ServiceCore(Generic[S, PublishersT]):
         qos: int = 0,
         retain: bool = False,
         dead_letter_failures: bool = True,
+        redeliverable: bool = False,
     ) -> DispatchResult:
         """Route, validate and handle one message among the routes of `table`.
 
         The routes whose address matches are tried most specific first, and each of
         their messages in turn: the first that the payload is takes it. A message that
         none takes is invalid, in the name of the most specific route.
+
+        `redeliverable` says that the broker delivers the message again unless it is
+        acknowledged (QoS 1, JetStream): see `_dead_letter`.
         """
         refused: tuple[Route, str] | None = None
         for route in table.candidates(address):
@@ -271,7 +270,7 @@ class ServiceCore(Generic[S, PublishersT]):
                 continue
             break
         else:
-            return await self._refuse(refused, address, payload)
+            return await self._refuse(refused, address, payload, headers, redeliverable)
         # Handled here rather than in a method of its own: at a few microseconds per
         # message, one coroutine less counts.
         stats = self.stats[route.operation]
@@ -296,13 +295,21 @@ class ServiceCore(Generic[S, PublishersT]):
                     "handler of %s failed on %s", route.operation, address
                 )
             reason = f"handler raised {type(exc).__name__}: {exc}"
+            settled = True
             if dead_letter_failures:
                 # The traceback above (or its place in the held-back count) is this
                 # message's log line.
-                await self._dead_letter(
-                    route.operation, address, payload, reason, logged=True
+                settled = await self._dead_letter(
+                    route.operation,
+                    "failed",
+                    address,
+                    payload,
+                    reason,
+                    headers=headers,
+                    redeliverable=redeliverable,
+                    logged=True,
                 )
-            return DispatchResult("failed", route.operation, reason)
+            return DispatchResult("failed", route.operation, reason, settled=settled)
         if route.reply_adapter is not None:
             await self._reply(route, params, reply_to, result)
         stats.handled += 1
@@ -314,7 +321,12 @@ class ServiceCore(Generic[S, PublishersT]):
         return DispatchResult("handled", route.operation, reply=result)
 
     async def _refuse(
-        self, refused: tuple[Route, str] | None, address: str, payload: bytes
+        self,
+        refused: tuple[Route, str] | None,
+        address: str,
+        payload: bytes,
+        headers: dict[str, str] | None,
+        redeliverable: bool,
     ) -> DispatchResult:
         """A message no route took: invalid for the route that refused it first, else
         unrouted."""
@@ -323,8 +335,16 @@ class ServiceCore(Generic[S, PublishersT]):
             stats = self.stats[route.operation]
             stats.received += 1
             stats.invalid += 1
-            await self._dead_letter(route.operation, address, payload, reason)
-            return DispatchResult("invalid", route.operation, reason)
+            settled = await self._dead_letter(
+                route.operation,
+                "invalid",
+                address,
+                payload,
+                reason,
+                headers=headers,
+                redeliverable=redeliverable,
+            )
+            return DispatchResult("invalid", route.operation, reason, settled=settled)
         if self._log_throttle.allow("unrouted"):
             self.logger.warning(
                 "no operation receives on %s %s; ignored", self.address_word, address
@@ -357,32 +377,87 @@ class ServiceCore(Generic[S, PublishersT]):
     async def _dead_letter(
         self,
         operation: str,
+        code: ReasonCode,
         address: str,
         payload: bytes,
         reason: str,
         *,
+        headers: dict[str, str] | None = None,
+        attempt: int = 1,
+        redeliverable: bool = False,
         logged: bool = False,
-    ) -> None:
-        """Log the rejection (unless `logged` already) and publish the original bytes in
-        a JSON envelope."""
+    ) -> bool:
+        """Log the rejection (unless `logged` already) and publish the original bytes,
+        with why and where from as metadata, to the dead-letter address.
+
+        When the broker does not take the dead letter, a message it would deliver again
+        (`redeliverable`) is left unacknowledged: False tells the caller so. A dead
+        letter larger than the broker takes, or one of a message that would not come
+        again, is kept in the local spool instead. True: the original may be
+        acknowledged.
+        """
         if not logged and self._log_throttle.allow(operation):
             self.logger.error(
                 "%s: message on %s rejected: %s", operation, address, reason
             )
         target = self._dead_letter_address()
         if not target:
-            return
-        body = dead_letter_envelope(
-            self.address_word, address, operation, payload, reason
+            return True
+        letter = DeadLetter(
+            operation,
+            code,
+            reason,
+            address,
+            payload,
+            attempt=attempt,
+            headers=headers or {},
         )
+        stats = self.stats[operation]
         try:
-            await self._send(target, body, None)
-        except Exception:
-            self.logger.exception(
-                "could not publish to the dead-letter %s %s", self.address_word, target
+            await self._send_dead_letter(target, letter)
+        except TooLarge as exc:
+            # It will not fit next time either: redelivery would only repeat this.
+            problem = f"is too large for the broker ({exc})"
+        except Exception as exc:
+            # Whatever the client library raises; the traceback only when debugging.
+            self.logger.debug("publishing a dead letter failed", exc_info=True)
+            if redeliverable:
+                self.logger.warning(
+                    "%s: could not publish the dead letter of a message on %s (%s); "
+                    "left unacknowledged for the broker to deliver again",
+                    operation,
+                    address,
+                    str(exc) or type(exc).__name__,
+                )
+                return False
+            problem = f"could not be published ({str(exc) or type(exc).__name__})"
+        else:
+            stats.dead_lettered += 1
+            return True
+        if await asyncio.to_thread(self.spool.put, letter):
+            stats.spooled += 1
+            self.logger.warning(
+                "%s: the dead letter of a message on %s %s; kept in the spool %s",
+                operation,
+                address,
+                problem,
+                self.spool.directory,
             )
-            return
-        self.stats[operation].dead_lettered += 1
+            return True
+        self.logger.error(
+            "%s: the dead letter of a message on %s %s, and the spool %s is full "
+            "(DEAD_LETTER_SPOOL_MAX_SIZE %d bytes): %s",
+            operation,
+            address,
+            problem,
+            self.spool.directory,
+            self.spool.max_bytes,
+            "left unacknowledged" if redeliverable else "the message is lost",
+        )
+        if redeliverable:
+            return False
+        stats.dead_letters_lost += 1
+        return True
 
     # -- concurrency and shutdown ------------------------------------------------------
 

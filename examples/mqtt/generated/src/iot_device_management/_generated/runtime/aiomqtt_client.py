@@ -36,7 +36,7 @@ def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
 class AiomqttClient:
     """An aiomqtt client, created once and reconnected by `connect()`."""
 
-    def __init__(self, settings: MqttSettings) -> None:
+    def __init__(self, settings: MqttSettings, client_id: str | None = None) -> None:
         version5 = self._version5 = settings.mqtt_protocol == "5"
         password = (
             settings.mqtt_password.get_secret_value()
@@ -52,7 +52,7 @@ class AiomqttClient:
             port=settings.mqtt_port,
             username=settings.mqtt_username,
             password=password,
-            identifier=settings.mqtt_client_id,
+            identifier=client_id or settings.mqtt_client_id,
             protocol=(
                 aiomqtt.ProtocolVersion.V5 if version5 else aiomqtt.ProtocolVersion.V311
             ),
