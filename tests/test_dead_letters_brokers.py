@@ -6,10 +6,13 @@ back through their handlers once these are fixed."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,8 +30,12 @@ from conftest import (
     project_with_handlers,
     read_records,
 )
+from runtime_fakes import Calls, Reading, Settings, mqtt_route, mqtt_service
 
-from asyncgen.runtime.deadletters import ADDRESS, parse_mqtt_topic
+from asyncgen.runtime.aiomqtt_client import AiomqttClient
+from asyncgen.runtime.deadletters import ADDRESS, OPERATION, REASON_CODE, parse_mqtt_topic
+from asyncgen.runtime.mqtt import MemoryTransport
+from asyncgen.runtime.payloads import Accepted
 from asyncgen.runtime.spool import Spool
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -315,3 +322,84 @@ def test_nats_replay_puts_dead_letters_back_through_the_fixed_handler(
         assert listed(dead_letters_command(nats_project, NATS_PACKAGE, env, "list")) == []
     finally:
         assert service.stop() == 0, service.output()[-3000:]
+
+
+class SubscribedHandler(logging.Handler):
+    """Sets an event when the service says it has subscribed."""
+
+    def __init__(self, event: threading.Event) -> None:
+        super().__init__()
+        self.event = event
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "subscribed to" in record.getMessage():
+            self.event.set()
+
+
+def test_mqtt_5_dead_letters_carry_user_properties_within_the_announced_packet_limit(
+    tmp_path: Path,
+) -> None:
+    """mosquitto's `max_packet_size` is announced in the MQTT 5 CONNACK: a dead letter
+    whose user properties take it over that limit is spooled, the others carry them."""
+    limit = 200_000
+    broker = Mosquitto(tmp_path / "mosquitto", f"max_packet_size {limit}\n")
+    broker.start()
+    settings = Settings(
+        mqtt_port=broker.port,
+        mqtt_protocol="5",
+        mqtt_client_id="service5",
+        dead_letter_spool_dir=tmp_path / "spool",
+    )
+    route = mqtt_route(
+        "readings", "readings", Calls().handler("readings"), Accepted(Reading), qos=1
+    )
+    service = mqtt_service([route], settings)
+    subscribed = threading.Event()
+    says_subscribed = SubscribedHandler(subscribed)
+    logger = logging.getLogger("svc")
+    logger.addHandler(says_subscribed)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    big = os.urandom(limit - 100)  # fits as a message, not with the dead letter's metadata
+
+    async def scenario() -> tuple[dict[str, str] | None, int | None]:
+        assert isinstance(service.transport, MemoryTransport)
+        watcher = AiomqttClient(
+            dataclasses.replace(settings, mqtt_client_id="watcher5", mqtt_clean_session=True)
+        )
+        await watcher.connect()
+        await watcher.subscribe("dead-letter/#", 1)
+        running = asyncio.create_task(service.run())
+        try:
+            deadline = time.monotonic() + 20
+            while not subscribed.is_set():
+                assert time.monotonic() < deadline, "the service did not subscribe"
+                await asyncio.sleep(0.02)
+            await watcher.publish("readings", big, qos=1)
+            await watcher.publish("readings", b"{bad", qos=1)
+            delivery = await asyncio.wait_for(watcher.receive(), 20)
+            watcher.ack(delivery.mid, delivery.qos)
+            assert delivery.topic == "dead-letter/readings/invalid/readings"
+            assert delivery.payload == b"{bad"
+            assert isinstance(service.transport, AiomqttClient)
+            return delivery.headers, service.transport.max_packet_size
+        finally:
+            service.stop()
+            await running
+            await watcher.disconnect()
+
+    try:
+        headers, announced = asyncio.run(scenario())
+    finally:
+        logger.removeHandler(says_subscribed)
+        logger.setLevel(level)
+        broker.stop()
+    assert announced == limit
+    assert headers is not None
+    assert (headers[OPERATION], headers[ADDRESS], headers[REASON_CODE]) == (
+        "readings",
+        "readings",
+        "invalid",
+    )
+    assert spooled(tmp_path / "spool") == [("readings", big)]
+    assert service.stats["readings"].spooled == 1

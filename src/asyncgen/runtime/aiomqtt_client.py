@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+from typing import Any
 
 import aiomqtt
 from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
@@ -82,6 +83,18 @@ class AiomqttClient:
         self._paho = self._client._client
         self._paho.manual_ack_set(True)
         self._messages = self._client.messages
+        #: The largest packet the broker takes, when its MQTT 5 CONNACK says.
+        self.max_packet_size: int | None = None
+        # aiomqtt keeps the CONNACK's properties to itself: read them on the way.
+        self._aiomqtt_on_connect = self._paho.on_connect
+        self._paho.on_connect = self._on_connect
+
+    def _on_connect(self, *arguments: Any) -> None:
+        properties = arguments[4] if len(arguments) > 4 else None
+        announced = getattr(properties, "MaximumPacketSize", None)
+        self.max_packet_size = announced if isinstance(announced, int) else None
+        if self._aiomqtt_on_connect is not None:
+            self._aiomqtt_on_connect(*arguments)
 
     async def connect(self) -> None:
         try:

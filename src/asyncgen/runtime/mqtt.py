@@ -359,12 +359,18 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
 
         mosquitto drops a publish over its `message_size_limit` without a word (and
         does not announce the limit), so the size is checked here, against
-        MQTT_MAX_PACKET_SIZE.
+        MQTT_MAX_PACKET_SIZE or the smaller maximum packet size the broker announced
+        (MQTT 5).
         """
         topic = mqtt_topic(target, letter)
         properties = letter.metadata() if self.settings.mqtt_protocol == "5" else None
         size = mqtt_packet_size(topic, letter.payload, properties)
-        check_mqtt_size(topic, size, self.settings.mqtt_max_packet_size)
+        limit = self.settings.mqtt_max_packet_size
+        # A client adapter that knows the broker's announced limit says so.
+        announced = getattr(self.transport, "max_packet_size", None)
+        if isinstance(announced, int) and announced > 0:
+            limit = min(limit, announced)
+        check_mqtt_size(topic, size, limit)
         await self.publish(topic, letter.payload, qos=1, headers=properties)
 
     async def publish(
