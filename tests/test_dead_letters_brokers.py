@@ -6,7 +6,9 @@ back through their handlers once these are fixed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -33,6 +35,7 @@ from conftest import (
 from runtime_fakes import Calls, Reading, Settings, mqtt_route, mqtt_service
 
 from asyncgen.runtime.aiomqtt_client import AiomqttClient
+from asyncgen.runtime.commands import run_command
 from asyncgen.runtime.deadletters import ADDRESS, OPERATION, REASON_CODE, parse_mqtt_topic
 from asyncgen.runtime.mqtt import MemoryTransport
 from asyncgen.runtime.payloads import Accepted
@@ -348,6 +351,7 @@ def test_mqtt_5_dead_letters_carry_user_properties_within_the_announced_packet_l
         mqtt_port=broker.port,
         mqtt_protocol="5",
         mqtt_client_id="service5",
+        mqtt_dead_letter_session=True,
         dead_letter_spool_dir=tmp_path / "spool",
     )
     route = mqtt_route(
@@ -390,6 +394,10 @@ def test_mqtt_5_dead_letters_carry_user_properties_within_the_announced_packet_l
 
     try:
         headers, announced = asyncio.run(scenario())
+        # The dead-letter session kept the published one, with its user properties.
+        listing = io.StringIO()
+        with contextlib.redirect_stdout(listing):
+            assert asyncio.run(run_command(service, ["dead-letters", "list"])) == 0
     finally:
         logger.removeHandler(says_subscribed)
         logger.setLevel(level)
@@ -401,5 +409,10 @@ def test_mqtt_5_dead_letters_carry_user_properties_within_the_announced_packet_l
         "readings",
         "invalid",
     )
-    assert spooled(tmp_path / "spool") == [("readings", big)]
     assert service.stats["readings"].spooled == 1
+    lines = [line.split("\t") for line in listing.getvalue().splitlines()]
+    assert Counter(tuple(line[1:5]) for line in lines) == Counter(
+        [("readings", "invalid", "readings", size) for size in (f"{len(big)} B", "4 B")]
+    )
+    [small] = [line for line in lines if line[4] == "4 B"]
+    assert small[5].startswith("payload does not match the schema")

@@ -37,17 +37,29 @@ def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
 class AiomqttClient:
     """An aiomqtt client, created once and reconnected by `connect()`."""
 
-    def __init__(self, settings: MqttSettings, client_id: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        client_id: str | None = None,
+        session_expiry: int | None = None,
+    ) -> None:
+        """`client_id` replaces MQTT_CLIENT_ID; `session_expiry` asks for a persistent
+        session kept that long (MQTT 5), whatever the settings say."""
         version5 = self._version5 = settings.mqtt_protocol == "5"
+        clean = settings.mqtt_clean_session and session_expiry is None
         password = (
             settings.mqtt_password.get_secret_value()
             if settings.mqtt_password
             else None
         )
         properties: Properties | None = None
-        if version5 and not settings.mqtt_clean_session:
+        if version5 and not clean:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = settings.mqtt_session_expiry
+            properties.SessionExpiryInterval = (
+                settings.mqtt_session_expiry
+                if session_expiry is None
+                else session_expiry
+            )
         self._client = aiomqtt.Client(
             hostname=settings.mqtt_host,
             port=settings.mqtt_port,
@@ -57,11 +69,9 @@ class AiomqttClient:
             protocol=(
                 aiomqtt.ProtocolVersion.V5 if version5 else aiomqtt.ProtocolVersion.V311
             ),
-            clean_session=None if version5 else settings.mqtt_clean_session,
+            clean_session=None if version5 else clean,
             # MQTT 5 keeps a session only when asked to, for as long as it is told.
-            clean_start=(
-                settings.mqtt_clean_session if version5 else MQTT_CLEAN_START_FIRST_ONLY
-            ),
+            clean_start=(clean if version5 else MQTT_CLEAN_START_FIRST_ONLY),
             properties=properties,
             keepalive=settings.mqtt_keepalive,
             transport=settings.mqtt_transport,

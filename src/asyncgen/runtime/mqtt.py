@@ -161,6 +161,10 @@ def dead_letter_filter(settings: MqttSettings) -> str:
     return f"{settings.mqtt_dead_letter_topic}/#"
 
 
+#: MQTT 5's session expiry interval of a session that never expires: the dead-letter
+#: session's, which is away between two `dead-letters` commands.
+NEVER_EXPIRES = 0xFFFFFFFF
+
 #: Seconds without a dead letter after which the dead-letter session counts as drained.
 COLLECT_QUIET = 1.0
 
@@ -418,18 +422,21 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
 
     # -- the connection ----------------------------------------------------------------
 
-    def client(self, client_id: str | None = None) -> MqttClient:
+    def client(
+        self, client_id: str | None = None, session_expiry: int | None = None
+    ) -> MqttClient:
         """The client library's adapter, built from the settings (aiomqtt), connecting
-        as `client_id` instead of MQTT_CLIENT_ID when given."""
+        as `client_id` and keeping its session for `session_expiry` seconds (MQTT 5)
+        instead of the settings' when given."""
         from .aiomqtt_client import AiomqttClient
 
-        return AiomqttClient(self.settings, client_id=client_id)
+        return AiomqttClient(self.settings, client_id, session_expiry)
 
     async def open_dead_letter_session(self) -> None:
         """Make sure the broker keeps a persistent session subscribed to the dead
         letters, where `dead-letters` collects them (QoS 1, under
         `dead_letter_client_id`)."""
-        client = self.client(dead_letter_client_id(self.settings))
+        client = self.client(dead_letter_client_id(self.settings), NEVER_EXPIRES)
         await client.connect()
         try:
             await client.subscribe(dead_letter_filter(self.settings), 1)
@@ -509,7 +516,7 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         dead-letter session are collected into the spool first, so the spool holds
         them all."""
         settings = self.settings
-        client = self.client(dead_letter_client_id(settings))
+        client = self.client(dead_letter_client_id(settings), NEVER_EXPIRES)
         try:
             await client.connect()
         except ConnectionLost as exc:
