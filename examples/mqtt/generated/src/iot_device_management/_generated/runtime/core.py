@@ -422,38 +422,42 @@ class ServiceCore(Generic[S, PublishersT]):
             # Whatever the client library raises; the traceback only when debugging.
             self.logger.debug("publishing a dead letter failed", exc_info=True)
             if redeliverable:
-                self.logger.warning(
-                    "%s: could not publish the dead letter of a message on %s (%s); "
-                    "left unacknowledged for the broker to deliver again",
-                    operation,
-                    address,
-                    str(exc) or type(exc).__name__,
-                )
+                if self._log_throttle.allow(f"{operation} dead letters"):
+                    self.logger.warning(
+                        "%s: could not publish the dead letter of a message on %s "
+                        "(%s); left unacknowledged for the broker to deliver again",
+                        operation,
+                        address,
+                        str(exc) or type(exc).__name__,
+                    )
                 return False
             problem = f"could not be published ({str(exc) or type(exc).__name__})"
         else:
             stats.dead_lettered += 1
             return True
+        throttled = not self._log_throttle.allow(f"{operation} dead letters")
         if await asyncio.to_thread(self.spool.put, letter):
             stats.spooled += 1
-            self.logger.warning(
-                "%s: the dead letter of a message on %s %s; kept in the spool %s",
+            if not throttled:
+                self.logger.warning(
+                    "%s: the dead letter of a message on %s %s; kept in the spool %s",
+                    operation,
+                    address,
+                    problem,
+                    self.spool.directory,
+                )
+            return True
+        if not throttled:
+            self.logger.error(
+                "%s: the dead letter of a message on %s %s, and the spool %s is full "
+                "(DEAD_LETTER_SPOOL_MAX_SIZE %d bytes): %s",
                 operation,
                 address,
                 problem,
                 self.spool.directory,
+                self.spool.max_bytes,
+                "left unacknowledged" if redeliverable else "the message is lost",
             )
-            return True
-        self.logger.error(
-            "%s: the dead letter of a message on %s %s, and the spool %s is full "
-            "(DEAD_LETTER_SPOOL_MAX_SIZE %d bytes): %s",
-            operation,
-            address,
-            problem,
-            self.spool.directory,
-            self.spool.max_bytes,
-            "left unacknowledged" if redeliverable else "the message is lost",
-        )
         if redeliverable:
             return False
         stats.dead_letters_lost += 1
