@@ -363,3 +363,14 @@ def test_the_command_line_serves_without_arguments_and_manages_with_them(
         asyncio.run(run_command(service, ["dead-letters", "list", "--limit", "0"]))
     assert exit_info.value.code == 2
     assert "not a positive whole number" in capsys.readouterr().err
+
+
+def test_the_command_says_when_the_broker_cannot_be_reached(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    nats = nats_service([], Settings(nats_url="nats://127.0.0.1:1"))
+    assert asyncio.run(run_command(nats, ["dead-letters", "list"])) == 1
+    assert "error: cannot connect to NATS at 127.0.0.1:1" in capsys.readouterr().err
+    mqtt = mqtt_service([], Settings(mqtt_port=1))
+    assert asyncio.run(run_command(mqtt, ["dead-letters", "purge"])) == 1
+    assert "error: cannot reach the MQTT broker at 127.0.0.1:1" in capsys.readouterr().err

@@ -325,7 +325,13 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
         """The dead letters for `python -m <package> dead-letters`: the spool's, then
         the dead-letter stream's."""
         settings = self.settings
-        options = {**connect_options(settings), "allow_reconnect": False}
+        options = {
+            **connect_options(settings),
+            # One attempt: nats-py's own loop before the first connection ends when
+            # its error callback raises, and the reason is reported below.
+            "allow_reconnect": False,
+            "error_cb": _give_up,
+        }
         try:
             connection = await nats.connect(**options)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
@@ -759,6 +765,10 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
             await msg.term()
         else:
             await msg.nak(delay=max(self.settings.jetstream_nak_delay, 1.0))
+
+
+async def _give_up(error: Exception) -> None:
+    raise error
 
 
 class StreamStore:
