@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -80,6 +82,12 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_token: SecretStr | None = None
     http_max_body: int = 1_048_576
+    mqtt_dead_letter_session: bool = False
+    mqtt_max_packet_size: int = 268_435_455
+    nats_dead_letter_stream: str = ""
+    # Tests that look into the spool give one of their own.
+    dead_letter_spool_dir: Path = Path(tempfile.gettempdir()) / f"asyncgen-spool-{os.getpid()}"
+    dead_letter_spool_max_size: int = 1024**3
 
 
 class Reading(BaseModel):

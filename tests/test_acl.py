@@ -174,7 +174,7 @@ def test_mosquitto_rules_bind_identity_parameters_and_nothing_more(tmp_path: Pat
         "topic write tenants/+/devices/+/commands",
         "topic read tenants/+/status",
         "topic write fleet/dead-letter",
-        "topic write fleet/dead-letter/#",
+        "topic readwrite fleet/dead-letter/#",
         "pattern write tenants/%u/devices/%c/telemetry",
         "pattern read tenants/%u/devices/%c/commands",
         "pattern write tenants/%u/status",

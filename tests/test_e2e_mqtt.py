@@ -123,7 +123,7 @@ def test_bad_messages_are_dead_lettered_and_service_carries_on(
 ) -> None:
     record = tmp_path / "record.jsonl"
     service = start_service(project, mosquitto, record, MQTT_CLIENT=mqtt_client)
-    listener = Listener(mosquitto.port, [f"{PACKAGE}/dead-letter"])
+    listener = Listener(mosquitto.port, [f"{PACKAGE}/dead-letter/#"])
     try:
         service.wait_for("subscribed to")
         _, valid = spec_examples()[0]
@@ -131,14 +131,14 @@ def test_bad_messages_are_dead_lettered_and_service_carries_on(
         listener.publish("devices/dev-1/telemetry", b"{not json")
         listener.publish("devices/dev-2/telemetry", json.dumps(violation).encode())
         dead = listener.wait_for(2)
-        envelopes = [json.loads(payload) for _, payload in dead]
-        assert [e["topic"] for e in envelopes] == [
-            "devices/dev-1/telemetry",
-            "devices/dev-2/telemetry",
+        # MQTT 3.1.1: the operation, reason code and original topic are topic levels.
+        assert [topic for topic, _ in dead] == [
+            f"{PACKAGE}/dead-letter/receiveTelemetry/invalid/devices/dev-1/telemetry",
+            f"{PACKAGE}/dead-letter/receiveTelemetry/invalid/devices/dev-2/telemetry",
         ]
-        assert envelopes[0]["payload"] == "{not json"
-        assert "humidity" in envelopes[1]["reason"]
-        assert json.loads(envelopes[1]["payload"]) == violation
+        assert dead[0][1] == b"{not json"
+        assert json.loads(dead[1][1]) == violation
+        assert "humidity" in service.output()
         listener.publish("devices/dev-3/telemetry", json.dumps(valid).encode())
         records = read_records(record, 1)
         assert records[0]["params"]["deviceId"] == "dev-3"

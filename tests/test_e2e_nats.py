@@ -117,12 +117,12 @@ def test_invalid_payload_is_dead_lettered_and_service_carries_on(
     record = tmp_path / "record.jsonl"
     service = start_service(project, nats_server, record)
 
-    async def scenario() -> list[dict[str, Any]]:
+    async def scenario() -> list[Any]:
         connection = await nats.connect(nats_server.url)
         dead = await connection.subscribe(f"{PACKAGE}.dead-letter")
         await connection.publish("sensors.temperature.dev2", b"{not json")
         await connection.publish("sensors.temperature.dev3", json.dumps({"value": "hot"}).encode())
-        envelopes = [json.loads((await dead.next_msg(timeout=10)).data) for _ in range(2)]
+        envelopes = [await dead.next_msg(timeout=10) for _ in range(2)]
         await connection.publish(
             "sensors.temperature.dev4", json.dumps(spec_example("TemperatureReading")).encode()
         )
@@ -133,11 +133,12 @@ def test_invalid_payload_is_dead_lettered_and_service_carries_on(
     try:
         service.wait_for("subscribed to")
         envelopes = asyncio.run(scenario())
-        assert [e["subject"] for e in envelopes] == [
+        assert [e.headers["Dead-Letter-Address"] for e in envelopes] == [
             "sensors.temperature.dev2",
             "sensors.temperature.dev3",
         ]
-        assert envelopes[0]["payload"] == "{not json"
+        assert {e.headers["Dead-Letter-Reason-Code"] for e in envelopes} == {"invalid"}
+        assert envelopes[0].data == b"{not json"
         assert read_records(record, 1)[0]["params"] == {"deviceId": "dev4"}
     finally:
         assert service.stop() == 0, service.output()

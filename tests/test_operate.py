@@ -268,7 +268,7 @@ def test_mqtt_metrics_lifespan_and_background_work(
     mqtt_project: Path, mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     port = free_port()
-    listener = Listener(mosquitto.port, ["system/heartbeat", f"{MQTT_PACKAGE}/dead-letter"])
+    listener = Listener(mosquitto.port, ["system/heartbeat", f"{MQTT_PACKAGE}/dead-letter/#"])
     service = start_mqtt(mqtt_project, mosquitto, tmp_path, port)
     try:
         service.wait_for("subscribed to")
@@ -284,7 +284,7 @@ def test_mqtt_metrics_lifespan_and_background_work(
         while True:  # the handlers ran, the dead letters went out: wait for the beats
             messages = list(listener.messages)
             beats = [m for m in messages if m[0] == "system/heartbeat"]
-            dead = [m for m in messages if m[0].endswith("dead-letter")]
+            dead = [m for m in messages if m[0].startswith(f"{MQTT_PACKAGE}/dead-letter/")]
             if (len(beats) >= 2 and len(dead) >= 3) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)

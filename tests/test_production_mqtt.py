@@ -352,7 +352,7 @@ def test_malformed_flood_is_dead_lettered_and_valid_messages_handled(
 ) -> None:
     record = tmp_path / "record.jsonl"
     service = start_service(project, mosquitto.port, record, MQTT_CLIENT=mqtt_client)
-    dead = Listener(mosquitto.port, [f"{PACKAGE}/dead-letter"])
+    dead = Listener(mosquitto.port, [f"{PACKAGE}/dead-letter/#"])
     publisher = Listener(mosquitto.port, [])
     try:
         service.wait_for("subscribed to")
@@ -369,19 +369,11 @@ def test_malformed_flood_is_dead_lettered_and_valid_messages_handled(
                 publisher.client.publish(f"devices/bad-{i}/telemetry", bad, qos=1)
         expected = {f"ok-{i}" for i in range(0, 11_000, 11)}
         counts = wait_for_ids(expected, record, timeout=120)
-        envelopes = [json.loads(p) for _, p in dead.wait_for(len(malformed), timeout=120)]
+        dead_letters = [p for _, p in dead.wait_for(len(malformed), timeout=120)]
         elapsed = time.monotonic() - started
         print(f"\n11,000 messages (10,000 malformed) through the service in {elapsed:.1f} s")
         assert set(counts.values()) == {1}
-        import base64
-
-        originals = Counter(
-            base64.b64decode(e["payload"])
-            if e["payload_encoding"] == "base64"
-            else e["payload"].encode()
-            for e in envelopes
-        )
-        assert originals == Counter(malformed)
+        assert Counter(dead_letters) == Counter(malformed)
         assert service.process.poll() is None
     finally:
         dead.close()

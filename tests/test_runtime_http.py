@@ -242,8 +242,8 @@ def test_a_posted_message_takes_the_receive_path_and_bad_ones_are_answered() -> 
     assert ["deviceId"] in [error["loc"] for error in answers[4][1]["errors"]]
     # The invalid message was dead-lettered as one from the broker is.
     [(topic, payload, _, _)] = client.published
-    assert topic == "dead-letter"
-    assert json.loads(payload)["topic"] == "devices/abc/readings"
+    assert topic == "dead-letter/deviceReadings/invalid/devices/abc/readings"
+    assert payload == INVALID  # the original bytes
 
 
 class Question(BaseModel):

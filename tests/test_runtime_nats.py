@@ -12,6 +12,7 @@ from typing import Any
 from runtime_fakes import Calls, Reading, Settings, nats_route, nats_service
 
 from asyncgen.runtime.addresses import NATS_SUBJECT, Address, NoParams
+from asyncgen.runtime.deadletters import DeadLetter
 from asyncgen.runtime.nats import MemoryTransport, NatsService
 from asyncgen.runtime.nats import Route as NatsRoute
 from asyncgen.runtime.payloads import Accepted
@@ -60,10 +61,14 @@ def settle(msg: JetStreamMsg, *, fail: bool = False) -> tuple[JetStreamMsg, Nats
     return msg, service
 
 
-def dead_letters(service: NatsService[None]) -> list[dict[str, Any]]:
+def dead_letters(service: NatsService[None]) -> list[DeadLetter]:
     transport = service.transport
     assert isinstance(transport, MemoryTransport)
-    return [json.loads(m.payload) for m in transport.published if m.subject == "dead-letter"]
+    return [
+        DeadLetter.from_metadata(m.payload, m.headers or {})
+        for m in transport.published
+        if m.subject == "dead-letter"
+    ]
 
 
 def test_a_handled_message_is_acked() -> None:
@@ -75,9 +80,12 @@ def test_a_handled_message_is_acked() -> None:
 def test_an_invalid_message_is_terminated_and_dead_lettered_at_once() -> None:
     msg, service = settle(JetStreamMsg(b"{"))
     assert msg.settled == ["term"]
-    [envelope] = dead_letters(service)
-    assert envelope["subject"] == "readings"
-    assert envelope["payload"] == "{"
+    [dead_letter] = dead_letters(service)
+    assert (dead_letter.address, dead_letter.payload, dead_letter.code) == (
+        "readings",
+        b"{",
+        "invalid",
+    )
 
 
 def test_a_failed_handler_is_retried_after_the_nak_delay() -> None:
@@ -89,8 +97,9 @@ def test_a_failed_handler_is_retried_after_the_nak_delay() -> None:
 def test_the_last_delivery_of_a_failing_message_is_dead_lettered_and_terminated() -> None:
     msg, service = settle(JetStreamMsg(VALID, delivered=3), fail=True)
     assert msg.settled == ["term"]
-    [envelope] = dead_letters(service)
-    assert envelope["reason"].startswith("handler raised RuntimeError")
+    [dead_letter] = dead_letters(service)
+    assert dead_letter.reason.startswith("handler raised RuntimeError")
+    assert (dead_letter.code, dead_letter.attempt) == ("failed", 3)
 
 
 def test_a_request_is_answered_on_its_inbox_with_the_validated_reply() -> None:

@@ -4,7 +4,6 @@ that lets handlers finish, reconnection with backoff, concurrency; and its backo
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from runtime_fakes import (
@@ -55,8 +54,8 @@ def test_a_message_is_acknowledged_after_its_handler_and_published_replies_go_ou
     assert client.subscribed == [("readings", 1)]
     assert calls.operations == ["readings"]
     [(topic, payload, qos, _)] = client.published
-    assert (topic, qos) == ("dead-letter", 1)
-    assert json.loads(payload)["payload"] == "not json"
+    assert (topic, qos) == ("dead-letter/readings/invalid/readings", 1)
+    assert payload == b"not json"
 
 
 def test_a_stop_lets_the_handler_in_flight_finish_and_acknowledges_it() -> None:
@@ -134,7 +133,8 @@ def test_messages_on_the_dead_letter_topic_are_acknowledged_and_not_handled() ->
         task = asyncio.create_task(service.run())
         await client.connected.wait()
         client.deliver("dead-letter", b"{}", mid=3)
-        await until(lambda: client.acked == [3])
+        client.deliver("dead-letter/readings/invalid/readings", b"{}", mid=4)
+        await until(lambda: client.acked == [3, 4])
         service.stop()
         await task
         return client, calls

@@ -69,6 +69,8 @@ class Rules:
     clients_request: bool = False
     #: JetStream streams and durable consumers the service uses.
     jetstream: list[tuple[str, str]] = field(default_factory=list)
+    #: The JetStream stream that keeps the service's dead letters (NATS).
+    dead_letter_stream: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -93,9 +95,14 @@ def _flip(action: Action) -> Action:
     return "subscribe" if action == "publish" else "publish"
 
 
-def build_rules(api: Api, protocol: Literal["mqtt", "nats"], dead_letter: str) -> Rules:
+def build_rules(
+    api: Api,
+    protocol: Literal["mqtt", "nats"],
+    dead_letter: str,
+    dead_letter_stream: str | None = None,
+) -> Rules:
     """The grants of the document's operations, seen from the service and from its clients."""
-    rules = Rules()
+    rules = Rules(dead_letter_stream=dead_letter_stream if protocol == "nats" else None)
     for channel in api.channels:
         for param in channel.parameters:
             if param.identity is not None:
@@ -112,6 +119,11 @@ def build_rules(api: Api, protocol: Literal["mqtt", "nats"], dead_letter: str) -
             literal=True,
         )
     )
+    if protocol == "mqtt":
+        # The service's dead-letter session, from which `dead-letters` collects them.
+        rules.service.append(
+            Grant("subscribe", f"{dead_letter}/#", "dead-letter session", literal=True)
+        )
     return rules
 
 
@@ -240,10 +252,16 @@ def password_variable(user: str) -> str:
 def _service_permissions(rules: Rules) -> dict[str, object]:
     publish = [_subject(grant, {}) for grant in rules.service if grant.action == "publish"]
     subscribe = [_subject(grant, {}) for grant in rules.service if grant.action == "subscribe"]
-    if rules.service_requests or rules.jetstream:
+    if rules.service_requests or rules.jetstream or rules.dead_letter_stream:
         subscribe.append(NATS_INBOX)
     for stream, durable in rules.jetstream:
         publish += _jetstream_subjects(stream, durable)
+    if rules.dead_letter_stream:
+        # Look up and create the dead-letter stream; its acks come to the inbox.
+        publish += [
+            f"$JS.API.STREAM.INFO.{rules.dead_letter_stream}",
+            f"$JS.API.STREAM.CREATE.{rules.dead_letter_stream}",
+        ]
     return _permissions(publish, subscribe, rules.service_answers)
 
 

@@ -349,7 +349,9 @@ def acl(
         _err(f"error: {service!r} is not a user name (letters, digits, `_`, `-`, `@`)")
         raise typer.Exit(EXIT_USAGE)
     dead_letter = PROFILES[protocol].dead_letter_address(package)
-    rules = rules_of.build_rules(api, protocol, dead_letter)
+    rules = rules_of.build_rules(
+        api, protocol, dead_letter, PROFILES[protocol].dead_letter_stream(package)
+    )
     header = (
         f"Access rules of {api.title} {api.version}, made by asyncgen {__version__}:\n"
         f"  asyncgen acl {spec.name} --broker {broker.value}"

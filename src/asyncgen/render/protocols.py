@@ -52,6 +52,10 @@ class ProtocolProfile:
         """Where a generated service dead-letters by default (its settings' default)."""
         return f"{package}{self.separator}dead-letter"
 
+    def dead_letter_stream(self, package: str) -> str:
+        """The JetStream stream that keeps a NATS service's dead letters by default."""
+        return f"{package}_dead_letters".upper()
+
     def address_filter(self, address: str, bound: Mapping[str, str] | None = None) -> str:
         """The subscription (or access-rule filter) of an address template: each level
         holding a parameter becomes the one-level wildcard, unless every parameter in it
@@ -116,7 +120,9 @@ PROFILES: dict[Protocol, ProtocolProfile] = {"mqtt": MQTT, "nats": NATS}
 RUNTIME_COMMON = (
     "__init__.py",
     "addresses.py",
+    "commands.py",
     "core.py",
+    "deadletters.py",
     "eventloop.py",
     "flow.py",
     "http.py",
@@ -125,4 +131,5 @@ RUNTIME_COMMON = (
     "outbox.py",
     "payloads.py",
     "routing.py",
+    "spool.py",
 )

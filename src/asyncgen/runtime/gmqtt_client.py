@@ -88,7 +88,14 @@ class _Outbox(PersistentStorage):  # type: ignore[misc, unused-ignore]
 class GmqttClient:
     """A gmqtt client, created once and reconnected by `connect()`."""
 
-    def __init__(self, settings: MqttSettings) -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        client_id: str | None = None,
+        session_expiry: int | None = None,
+    ) -> None:
+        """`client_id` replaces MQTT_CLIENT_ID; `session_expiry` asks for a persistent
+        session kept that long (MQTT 5), whatever the settings say."""
         if settings.mqtt_transport != "tcp":
             raise SystemExit(
                 "error: MQTT_CLIENT=gmqtt cannot connect over WebSocket "
@@ -96,6 +103,7 @@ class GmqttClient:
             )
         self._settings = settings
         version5 = self._version5 = settings.mqtt_protocol == "5"
+        clean = settings.mqtt_clean_session and session_expiry is None
         properties: dict[str, Any] = {}
         if version5:
             # The broker sends at most this many QoS 1 and 2 messages before it sees
@@ -103,9 +111,13 @@ class GmqttClient:
             properties["receive_maximum"] = min(
                 max(settings.max_pending_messages, 1), 65535
             )
-            if not settings.mqtt_clean_session:
+            if not clean:
                 # MQTT 5 keeps a session only when asked to, for as long as it is told.
-                properties["session_expiry_interval"] = settings.mqtt_session_expiry
+                properties["session_expiry_interval"] = (
+                    settings.mqtt_session_expiry
+                    if session_expiry is None
+                    else session_expiry
+                )
         library_logger = logging.getLogger("gmqtt")
         if library_logger.level == logging.NOTSET:
             # gmqtt logs every lost connection with a traceback; the service logs
@@ -113,9 +125,9 @@ class GmqttClient:
             library_logger.setLevel(logging.ERROR)
         self._outbox = _Outbox()
         self._client = _Client(
-            settings.mqtt_client_id,
+            client_id or settings.mqtt_client_id,
             # MQTT 5: clean start. Either way False resumes the stored session.
-            clean_session=settings.mqtt_clean_session,
+            clean_session=clean,
             optimistic_acknowledgement=False,
             persistent_storage=self._outbox,
             **properties,
@@ -299,6 +311,16 @@ class GmqttClient:
             finally:
                 self._waiter = None
         return queue.popleft()
+
+    @property
+    def max_packet_size(self) -> int | None:
+        """The largest packet the broker takes, when its MQTT 5 CONNACK says."""
+        announced = self._client._package_handler._connack_properties.get(
+            "maximum_packet_size"
+        )
+        if isinstance(announced, list | tuple) and announced:
+            announced = announced[0]
+        return announced if isinstance(announced, int) else None
 
     def queued(self) -> int:
         return len(self._queue)

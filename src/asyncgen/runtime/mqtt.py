@@ -14,13 +14,14 @@ import contextlib
 import importlib
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Literal, Protocol
 
 from pydantic import SecretStr
 
+from .commands import CommandError, DeadLetterStore, SpoolStore
 from .core import (
     Backoff,
     CoreSettings,
@@ -29,9 +30,17 @@ from .core import (
     ServiceCore,
     StateT,
 )
+from .deadletters import (
+    DeadLetter,
+    check_mqtt_size,
+    from_mqtt,
+    mqtt_packet_size,
+    mqtt_topic,
+)
 from .flow import Inbox
 from .outbox import Disconnected
 from .routing import Route as _Route
+from .spool import Spool
 
 
 class MqttSettings(CoreSettings, Protocol):
@@ -75,6 +84,10 @@ class MqttSettings(CoreSettings, Protocol):
     def mqtt_dead_letter_topic(self) -> str: ...
     @property
     def mqtt_client(self) -> Literal["aiomqtt", "gmqtt"]: ...
+    @property
+    def mqtt_dead_letter_session(self) -> bool: ...
+    @property
+    def mqtt_max_packet_size(self) -> int: ...
     @property
     def reconnect_initial_delay(self) -> float: ...
     @property
@@ -159,6 +172,24 @@ class MemoryTransport:
         self.published.append(PublishedMessage(topic, payload, qos, retain, headers))
 
 
+def dead_letter_client_id(settings: MqttSettings) -> str:
+    """The client id whose persistent session collects the service's dead letters."""
+    return f"{settings.mqtt_client_id}-dead-letters"
+
+
+def dead_letter_filter(settings: MqttSettings) -> str:
+    """The topic filter of every dead letter (see `deadletters.mqtt_topic`)."""
+    return f"{settings.mqtt_dead_letter_topic}/#"
+
+
+#: MQTT 5's session expiry interval of a session that never expires: the dead-letter
+#: session's, which is away between two `dead-letters` commands.
+NEVER_EXPIRES = 0xFFFFFFFF
+
+#: Seconds without a dead letter after which the dead-letter session counts as drained.
+COLLECT_QUIET = 1.0
+
+
 class ConnectionLost(Disconnected):
     """The broker cannot be reached, or the connection to it is gone."""
 
@@ -171,8 +202,13 @@ CLIENT_LIBRARIES: dict[str, tuple[str, str, str, str | None]] = {
 }
 
 
-def client_for(settings: MqttSettings) -> MqttClient:
-    """The adapter of the client library MQTT_CLIENT names, built from the settings.
+def client_for(
+    settings: MqttSettings,
+    client_id: str | None = None,
+    session_expiry: int | None = None,
+) -> MqttClient:
+    """The adapter of the client library MQTT_CLIENT names, built from the settings
+    (`client_id` and `session_expiry` as the adapters take them).
 
     A library that is not installed, or a setting the library cannot honour, stops the
     service at start with one line saying what to do (`SystemExit`, no traceback).
@@ -193,7 +229,9 @@ def client_for(settings: MqttSettings) -> MqttClient:
             f"error: MQTT_CLIENT={name} needs the {package} package, which is not "
             f"installed: {install}, or set MQTT_CLIENT=aiomqtt"
         ) from None
-    client: MqttClient = getattr(module, class_name)(settings)
+    client: MqttClient = getattr(module, class_name)(
+        settings, client_id, session_expiry
+    )
     return client
 
 
@@ -420,6 +458,26 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         qos = route.qos if isinstance(route, Route) else 1
         await self.publish(address, payload, qos=qos, headers=headers)
 
+    async def _send_dead_letter(self, target: str, letter: DeadLetter) -> None:
+        """Publish at QoS 1 to `<target>/<operation>/<reason code>/<original topic>`,
+        with the metadata as user properties on MQTT 5.
+
+        mosquitto drops a publish over its `message_size_limit` without a word (and
+        does not announce the limit), so the size is checked here, against
+        MQTT_MAX_PACKET_SIZE or the smaller maximum packet size the broker announced
+        (MQTT 5).
+        """
+        topic = mqtt_topic(target, letter)
+        properties = letter.metadata() if self.settings.mqtt_protocol == "5" else None
+        size = mqtt_packet_size(topic, letter.payload, properties)
+        limit = self.settings.mqtt_max_packet_size
+        # A client adapter that knows the broker's announced limit says so.
+        announced = getattr(self.transport, "max_packet_size", None)
+        if isinstance(announced, int) and announced > 0:
+            limit = min(limit, announced)
+        check_mqtt_size(topic, size, limit)
+        await self.publish(topic, letter.payload, qos=1, headers=properties)
+
     async def publish(
         self,
         topic: str,
@@ -475,9 +533,24 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
 
     # -- the connection ----------------------------------------------------------------
 
-    def client(self) -> MqttClient:
-        """The client library's adapter, built from the settings (MQTT_CLIENT)."""
-        return client_for(self.settings)
+    def client(
+        self, client_id: str | None = None, session_expiry: int | None = None
+    ) -> MqttClient:
+        """The client library's adapter (MQTT_CLIENT), built from the settings,
+        connecting as `client_id` and keeping its session for `session_expiry` seconds
+        (MQTT 5) instead of the settings' when given."""
+        return client_for(self.settings, client_id, session_expiry)
+
+    async def open_dead_letter_session(self) -> None:
+        """Make sure the broker keeps a persistent session subscribed to the dead
+        letters, where `dead-letters` collects them (QoS 1, under
+        `dead_letter_client_id`)."""
+        client = self.client(dead_letter_client_id(self.settings), NEVER_EXPIRES)
+        await client.connect()
+        try:
+            await client.subscribe(dead_letter_filter(self.settings), 1)
+        finally:
+            await client.disconnect()
 
     def subscriptions(self) -> dict[str, int]:
         """Each topic filter to subscribe to, with the highest QoS asked for it."""
@@ -495,6 +568,9 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         self._catch_signals()
         settings = self.settings
         client = self.client()
+        self._dead_letter_session_open = not (
+            settings.mqtt_dead_letter_session and settings.mqtt_dead_letter_topic
+        )
         backoff = Backoff(
             settings.reconnect_initial_delay, settings.reconnect_max_delay
         )
@@ -553,10 +629,47 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
             if self._connections:
                 self.service_stats.reconnects += 1
             self._connections += 1
+            if not self._dead_letter_session_open:
+                await self._open_dead_letter_session_once()
             await self._serve(client, inbox)
         finally:
             self._link_down()
             await client.disconnect()
+
+    @contextlib.asynccontextmanager
+    async def dead_letters(self) -> AsyncIterator[MqttDeadLetters]:
+        """The dead letters for `python -m <package> dead-letters`: those of the
+        dead-letter session are collected into the spool first, so the spool holds
+        them all."""
+        settings = self.settings
+        client = self.client(dead_letter_client_id(settings), NEVER_EXPIRES)
+        try:
+            await client.connect()
+        except ConnectionLost as exc:
+            raise CommandError(
+                f"cannot reach the MQTT broker at {settings.mqtt_host}:"
+                f"{settings.mqtt_port}: {exc}"
+            ) from None
+        try:
+            await collect_dead_letters(client, settings, self.spool)
+            qos = {route.operation: route.qos for route in self.routes}
+            yield MqttDeadLetters(client, self.spool, qos)
+        except ConnectionLost as exc:
+            raise CommandError(f"lost the MQTT broker: {exc}") from None
+        finally:
+            await client.disconnect()
+
+    async def _open_dead_letter_session_once(self) -> None:
+        try:
+            await self.open_dead_letter_session()
+        except ConnectionLost as exc:
+            self.logger.warning(
+                "could not open the dead-letter session %s: %s",
+                dead_letter_client_id(self.settings),
+                exc,
+            )
+            return
+        self._dead_letter_session_open = True
 
     async def _serve(self, client: MqttClient, inbox: Inbox[Delivery]) -> None:
         """Read messages into the inbox until stopped or the connection is lost; the
@@ -601,10 +714,13 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         window: after each ack it sends a window's worth more.)
         """
         dead_letter_topic = self.settings.mqtt_dead_letter_topic
+        below_dead_letter_topic = dead_letter_topic + "/"
         receive = client.receive
         while True:
             delivery = await receive()
-            if delivery.topic == dead_letter_topic:
+            topic = delivery.topic
+            if topic == dead_letter_topic or topic.startswith(below_dead_letter_topic):
+                # The service's own dead letters, should its filters take them in.
                 acks.done(acks.expect(delivery))
                 continue
             delivery.acks = acks
@@ -619,7 +735,7 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         acks, pending = delivery.acks, delivery.pending
         assert acks is not None
         try:
-            await self._dispatch(
+            result = await self._dispatch(
                 self._table,
                 delivery.topic,
                 delivery.payload,
@@ -627,10 +743,68 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
                 delivery.response_topic,
                 qos=delivery.qos,
                 retain=delivery.retain,
+                redeliverable=pending is not None,
             )
         except Exception:
             self.logger.exception("unexpected error on %s", delivery.topic)
             # Not acknowledged: the broker redelivers it on the next connection.
             acks.skip(pending)
             return
-        acks.done(pending)
+        if result.settled:
+            acks.done(pending)
+        else:
+            # Its dead letter could not be published: the broker redelivers it on the
+            # next connection.
+            acks.skip(pending)
+
+
+async def collect_dead_letters(
+    client: MqttClient, settings: MqttSettings, spool: Spool
+) -> int:
+    """Move the dead letters queued for the dead-letter session into `spool`, each
+    acknowledged once it is on disk; the number moved.
+
+    Stops when none came for `COLLECT_QUIET` seconds, or when the spool is full (what is
+    left stays queued for the next time).
+    """
+    base = settings.mqtt_dead_letter_topic
+    await client.subscribe(dead_letter_filter(settings), 1)
+    moved = 0
+    while True:
+        try:
+            delivery = await asyncio.wait_for(client.receive(), COLLECT_QUIET)
+        except TimeoutError:
+            return moved
+        letter = from_mqtt(base, delivery.topic, delivery.payload, delivery.headers)
+        if letter is not None:
+            if not await asyncio.to_thread(spool.put, letter):
+                raise CommandError(
+                    f"the spool {spool.directory} is full (DEAD_LETTER_SPOOL_MAX_SIZE "
+                    f"{spool.max_bytes} bytes); {moved} dead letters were collected "
+                    "into it, the others wait in the broker's session"
+                )
+            moved += 1
+        if delivery.qos:
+            client.ack(delivery.mid, delivery.qos)
+
+
+class MqttDeadLetters:
+    """The dead letters of an MQTT service (all in the spool by now) and the client
+    that sends them back."""
+
+    def __init__(self, client: MqttClient, spool: Spool, qos: dict[str, int]) -> None:
+        self._client = client
+        self._spool = spool
+        self._qos = qos
+
+    def stores(self) -> Sequence[DeadLetterStore]:
+        return [SpoolStore(self._spool)]
+
+    async def republish(self, letter: DeadLetter) -> None:
+        """The original, to its topic, at its operation's QoS (at least 1)."""
+        await self._client.publish(
+            letter.address,
+            letter.payload,
+            qos=max(1, self._qos.get(letter.operation, 1)),
+            headers=letter.original_headers(),
+        )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import ByteSize, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,6 +46,16 @@ class Settings(BaseSettings):
     #: The client library: `gmqtt` reads several times faster than `aiomqtt` (the
     #: project's `gmqtt` extra; no WebSocket).
     mqtt_client: Literal["aiomqtt", "gmqtt"] = "aiomqtt"
+    #: Keep a persistent session (client id `<MQTT_CLIENT_ID>-dead-letters`) subscribed
+    #: to the dead letters, from which `python -m iot_device_management dead-letters` collects them.
+    mqtt_dead_letter_session: bool = True
+    #: The largest packet the broker takes: set it to mosquitto's `message_size_limit`,
+    #: which mosquitto does not announce (larger dead letters are spooled).
+    mqtt_max_packet_size: int = Field(default=268435455, ge=1024)
+    #: Dead letters the broker does not take are kept here, one file each; at most
+    #: `dead_letter_spool_max_size` bytes of them (`1GiB`, `500MB`, or bytes).
+    dead_letter_spool_dir: Path = Path("dead-letters")
+    dead_letter_spool_max_size: ByteSize = ByteSize(1024**3)
 
     max_concurrency: int = Field(default=1, ge=1)
     handler_timeout: float | None = Field(default=None, gt=0)

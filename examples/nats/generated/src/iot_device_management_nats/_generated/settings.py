@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import ByteSize, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     nats_queue: str | None = None
     #: Where messages that fail validation or whose handler raised are published.
     nats_dead_letter_subject: str = "iot_device_management_nats.dead-letter"
+    #: The JetStream stream that keeps the dead letters (created when missing); empty:
+    #: dead letters are published without being kept.
+    nats_dead_letter_stream: str = "IOT_DEVICE_MANAGEMENT_NATS_DEAD_LETTERS"
+    #: Dead letters the broker does not take are kept here, one file each; at most
+    #: `dead_letter_spool_max_size` bytes of them (`1GiB`, `500MB`, or bytes).
+    dead_letter_spool_dir: Path = Path("dead-letters")
+    dead_letter_spool_max_size: ByteSize = ByteSize(1024**3)
     nats_request_timeout: float = Field(default=5.0, gt=0)
     #: The wait after the first failed attempt to connect, doubled (with jitter) after
     #: each further one up to `nats_reconnect_max_wait`: before the first connection

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from typing import Any
 
 import aiomqtt
 from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY, MQTT_ERR_NO_CONN
@@ -20,8 +21,16 @@ from .mqtt import ConnectionLost, Delivery, MqttSettings, tls_context
 class AiomqttClient:
     """An aiomqtt client, created once and reconnected by `connect()`."""
 
-    def __init__(self, settings: MqttSettings) -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        client_id: str | None = None,
+        session_expiry: int | None = None,
+    ) -> None:
+        """`client_id` replaces MQTT_CLIENT_ID; `session_expiry` asks for a persistent
+        session kept that long (MQTT 5), whatever the settings say."""
         version5 = self._version5 = settings.mqtt_protocol == "5"
+        clean = settings.mqtt_clean_session and session_expiry is None
         password = (
             settings.mqtt_password.get_secret_value()
             if settings.mqtt_password
@@ -37,22 +46,24 @@ class AiomqttClient:
             properties.ReceiveMaximum = min(
                 max(settings.max_pending_messages, 1), 65535
             )
-            if not settings.mqtt_clean_session:
-                properties.SessionExpiryInterval = settings.mqtt_session_expiry
+            if not clean:
+                properties.SessionExpiryInterval = (
+                    settings.mqtt_session_expiry
+                    if session_expiry is None
+                    else session_expiry
+                )
         self._client = aiomqtt.Client(
             hostname=settings.mqtt_host,
             port=settings.mqtt_port,
             username=settings.mqtt_username,
             password=password,
-            identifier=settings.mqtt_client_id,
+            identifier=client_id or settings.mqtt_client_id,
             protocol=(
                 aiomqtt.ProtocolVersion.V5 if version5 else aiomqtt.ProtocolVersion.V311
             ),
-            clean_session=None if version5 else settings.mqtt_clean_session,
+            clean_session=None if version5 else clean,
             # MQTT 5 keeps a session only when asked to, for as long as it is told.
-            clean_start=(
-                settings.mqtt_clean_session if version5 else MQTT_CLEAN_START_FIRST_ONLY
-            ),
+            clean_start=(clean if version5 else MQTT_CLEAN_START_FIRST_ONLY),
             properties=properties,
             keepalive=settings.mqtt_keepalive,
             transport=settings.mqtt_transport,
@@ -75,6 +86,18 @@ class AiomqttClient:
         self._paho.manual_ack_set(True)
         self._messages = self._client.messages
         self._queue = self._client._queue
+        #: The largest packet the broker takes, when its MQTT 5 CONNACK says.
+        self.max_packet_size: int | None = None
+        # aiomqtt keeps the CONNACK's properties to itself: read them on the way.
+        self._aiomqtt_on_connect = self._paho.on_connect
+        self._paho.on_connect = self._on_connect
+
+    def _on_connect(self, *arguments: Any) -> None:
+        properties = arguments[4] if len(arguments) > 4 else None
+        announced = getattr(properties, "MaximumPacketSize", None)
+        self.max_packet_size = announced if isinstance(announced, int) else None
+        if self._aiomqtt_on_connect is not None:
+            self._aiomqtt_on_connect(*arguments)
 
     async def connect(self) -> None:
         try:

@@ -9,7 +9,6 @@ by every `asyncgen generate`: do not edit the copy.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -19,15 +18,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import pydantic
 
+from .deadletters import DeadLetter, ReasonCode, TooLarge
 from .flow import Inbox
 from .outbox import Outbox, Publish, PublishBufferFull
 from .payloads import encode
 from .routing import Route, RouteTable, describe, rejection
+from .spool import Spool
 
 Status = Literal["handled", "invalid", "failed", "unrouted"]
 
@@ -105,6 +106,10 @@ class CoreSettings(Protocol):
     def http_token(self) -> pydantic.SecretStr | None: ...
     @property
     def http_max_body(self) -> int: ...
+    @property
+    def dead_letter_spool_dir(self) -> Path: ...
+    @property
+    def dead_letter_spool_max_size(self) -> int: ...
 
 
 S = TypeVar("S", bound=CoreSettings)
@@ -134,6 +139,9 @@ class DispatchResult:
     operation: str | None = None
     reason: str | None = None
     reply: Any = None
+    #: False when the message must stay unacknowledged, so that the broker delivers it
+    #: again: its dead letter could not be published (see `ServiceCore._dead_letter`).
+    settled: bool = True
 
 
 @dataclass
@@ -147,6 +155,11 @@ class OperationStats:
     #: Handler attempts that failed and were tried again.
     retried: int = 0
     dead_lettered: int = 0
+    #: Dead letters the broker would not take, kept in the local spool instead.
+    spooled: int = 0
+    #: Dead letters neither published nor spooled (the spool was full) of messages the
+    #: broker would not deliver again.
+    dead_letters_lost: int = 0
 
 
 @dataclass
@@ -245,33 +258,6 @@ class Backoff:
         self.delay = self.initial
 
 
-def dead_letter_envelope(
-    address_word: str,
-    address: str,
-    operation: str,
-    payload: bytes,
-    reason: str,
-    now: datetime | None = None,
-) -> bytes:
-    """The original bytes with why and where they were refused, as a JSON object.
-
-    The payload is kept as UTF-8 text when it is text, else in base64.
-    """
-    try:
-        text, encoding = payload.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(payload).decode("ascii"), "base64"
-    envelope = {
-        address_word: address,
-        "operation": operation,
-        "reason": reason,
-        "payload": text,
-        "payload_encoding": encoding,
-        "time": (now or datetime.now(UTC)).isoformat(),
-    }
-    return json.dumps(envelope).encode()
-
-
 class ServiceCore(Generic[S, PublishersT]):
     """The receive path and the lifecycle every protocol shares.
 
@@ -340,6 +326,9 @@ class ServiceCore(Generic[S, PublishersT]):
         self.timings: Timings | None = None
         self._running = False
         self._background: set[asyncio.Task[Any]] = set()
+        self.spool = Spool(
+            Path(settings.dead_letter_spool_dir), settings.dead_letter_spool_max_size
+        )
 
     # -- what adapters provide ---------------------------------------------------------
 
@@ -374,7 +363,14 @@ class ServiceCore(Generic[S, PublishersT]):
         route: Route | None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        """Publish a reply (`route` is the operation answering) or a dead letter."""
+        """Publish a reply (`route` is the operation answering), or an error reply
+        with its status in `headers`."""
+        raise NotImplementedError
+
+    async def _send_dead_letter(self, target: str, letter: DeadLetter) -> None:
+        """Publish `letter` under the dead-letter address `target`, confirmed by the
+        broker where the protocol allows; `TooLarge` when it exceeds the broker's
+        limit, any other exception when the broker cannot be reached."""
         raise NotImplementedError
 
     # -- the connection and the outgoing buffer ----------------------------------------
@@ -421,6 +417,7 @@ class ServiceCore(Generic[S, PublishersT]):
         attempt: int | None = None,
         transport: str | None = None,
         send_reply: bool = True,
+        redeliverable: bool = False,
     ) -> DispatchResult:
         """Route, validate and handle one message among the routes of `table`.
 
@@ -434,6 +431,9 @@ class ServiceCore(Generic[S, PublishersT]):
 
         `transport` names where the message came from when not the broker ("http");
         with `send_reply=False` a reply is only returned, not published.
+
+        `redeliverable` says that the broker delivers the message again unless it is
+        acknowledged (QoS 1, JetStream): see `_dead_letter`.
         """
         refused: tuple[Route, str] | None = None
         for route in table.candidates(address):
@@ -454,7 +454,9 @@ class ServiceCore(Generic[S, PublishersT]):
                 continue
             break
         else:
-            return await self._refuse(refused, address, payload, reply_to)
+            return await self._refuse(
+                refused, address, payload, reply_to, headers, redeliverable
+            )
         # Handled here rather than in a method of its own: at a few microseconds per
         # message, one coroutine less counts.
         stats = self.stats[route.operation]
@@ -493,7 +495,15 @@ class ServiceCore(Generic[S, PublishersT]):
                     tries += 1
                     continue
                 return await self._failed(
-                    route, address, payload, reply_to, exc, dead_letter_failures
+                    route,
+                    address,
+                    payload,
+                    reply_to,
+                    exc,
+                    dead_letter_failures,
+                    headers=headers,
+                    attempt=attempt or tries,
+                    redeliverable=redeliverable,
                 )
             break
         if timings is not None:
@@ -542,6 +552,10 @@ class ServiceCore(Generic[S, PublishersT]):
         reply_to: str | None,
         exc: Exception,
         dead_letter: bool,
+        *,
+        headers: dict[str, str] | None,
+        attempt: int,
+        redeliverable: bool,
     ) -> DispatchResult:
         """The handler failed for good: log it, answer a request with an error reply,
         dead-letter the message (unless the broker will redeliver it)."""
@@ -554,15 +568,24 @@ class ServiceCore(Generic[S, PublishersT]):
                 exc_info=(type(exc), exc, exc.__traceback__),
             )
         reason = f"handler raised {type(exc).__name__}: {exc}"
+        settled = True
         if dead_letter:
             if reply_to is not None and route.reply_adapter is not None:
                 await self._error_reply(route, reply_to, 500, reason)
             # The traceback above (or its place in the held-back count) is this
             # message's log line.
-            await self._dead_letter(
-                route.operation, address, payload, reason, logged=True
+            settled = await self._dead_letter(
+                route.operation,
+                "failed",
+                address,
+                payload,
+                reason,
+                headers=headers,
+                attempt=attempt,
+                redeliverable=redeliverable,
+                logged=True,
             )
-        return DispatchResult("failed", route.operation, reason)
+        return DispatchResult("failed", route.operation, reason, settled=settled)
 
     async def _error_reply(
         self, route: Route, reply_to: str, status: int, reason: str
@@ -581,7 +604,9 @@ class ServiceCore(Generic[S, PublishersT]):
         refused: tuple[Route, str] | None,
         address: str,
         payload: bytes,
-        reply_to: str | None = None,
+        reply_to: str | None,
+        headers: dict[str, str] | None,
+        redeliverable: bool,
     ) -> DispatchResult:
         """A message no route took: invalid for the route that refused it first, else
         unrouted. An invalid request is answered with an error reply."""
@@ -592,8 +617,16 @@ class ServiceCore(Generic[S, PublishersT]):
             stats.invalid += 1
             if reply_to is not None and route.reply_adapter is not None:
                 await self._error_reply(route, reply_to, 400, reason)
-            await self._dead_letter(route.operation, address, payload, reason)
-            return DispatchResult("invalid", route.operation, reason)
+            settled = await self._dead_letter(
+                route.operation,
+                "invalid",
+                address,
+                payload,
+                reason,
+                headers=headers,
+                redeliverable=redeliverable,
+            )
+            return DispatchResult("invalid", route.operation, reason, settled=settled)
         if self._log_throttle.allow("unrouted"):
             self.logger.warning(
                 "no operation receives on %s %s; ignored", self.address_word, address
@@ -626,32 +659,91 @@ class ServiceCore(Generic[S, PublishersT]):
     async def _dead_letter(
         self,
         operation: str,
+        code: ReasonCode,
         address: str,
         payload: bytes,
         reason: str,
         *,
+        headers: dict[str, str] | None = None,
+        attempt: int = 1,
+        redeliverable: bool = False,
         logged: bool = False,
-    ) -> None:
-        """Log the rejection (unless `logged` already) and publish the original bytes in
-        a JSON envelope."""
+    ) -> bool:
+        """Log the rejection (unless `logged` already) and publish the original bytes,
+        with why and where from as metadata, to the dead-letter address.
+
+        When the broker does not take the dead letter, a message it would deliver again
+        (`redeliverable`) is left unacknowledged: False tells the caller so. A dead
+        letter larger than the broker takes, or one of a message that would not come
+        again, is kept in the local spool instead. True: the original may be
+        acknowledged.
+        """
         if not logged and self._log_throttle.allow(operation):
             self.logger.error(
                 "%s: message on %s rejected: %s", operation, address, reason
             )
         target = self._dead_letter_address()
         if not target:
-            return
-        body = dead_letter_envelope(
-            self.address_word, address, operation, payload, reason
+            return True
+        letter = DeadLetter(
+            operation,
+            code,
+            reason,
+            address,
+            payload,
+            attempt=attempt,
+            headers=headers or {},
         )
+        stats = self.stats[operation]
         try:
-            await self._send(target, body, None)
-        except Exception:
-            self.logger.exception(
-                "could not publish to the dead-letter %s %s", self.address_word, target
+            await self._send_dead_letter(target, letter)
+        except TooLarge as exc:
+            # It will not fit next time either: redelivery would only repeat this.
+            problem = f"is too large for the broker ({exc})"
+        except Exception as exc:
+            # Whatever the client library raises; the traceback only when debugging.
+            self.logger.debug("publishing a dead letter failed", exc_info=True)
+            if redeliverable:
+                if self._log_throttle.allow(f"{operation} dead letters"):
+                    self.logger.warning(
+                        "%s: could not publish the dead letter of a message on %s "
+                        "(%s); left unacknowledged for the broker to deliver again",
+                        operation,
+                        address,
+                        str(exc) or type(exc).__name__,
+                    )
+                return False
+            problem = f"could not be published ({str(exc) or type(exc).__name__})"
+        else:
+            stats.dead_lettered += 1
+            return True
+        throttled = not self._log_throttle.allow(f"{operation} dead letters")
+        if await asyncio.to_thread(self.spool.put, letter):
+            stats.spooled += 1
+            if not throttled:
+                self.logger.warning(
+                    "%s: the dead letter of a message on %s %s; kept in the spool %s",
+                    operation,
+                    address,
+                    problem,
+                    self.spool.directory,
+                )
+            return True
+        if not throttled:
+            self.logger.error(
+                "%s: the dead letter of a message on %s %s, and the spool %s is full "
+                "(DEAD_LETTER_SPOOL_MAX_SIZE %d bytes): %s",
+                operation,
+                address,
+                problem,
+                self.spool.directory,
+                self.spool.max_bytes,
+                "left unacknowledged" if redeliverable else "the message is lost",
             )
-            return
-        self.stats[operation].dead_lettered += 1
+        if redeliverable:
+            return False
+        stats.dead_letters_lost += 1
+        return True
 
     # -- concurrency and shutdown ------------------------------------------------------
 

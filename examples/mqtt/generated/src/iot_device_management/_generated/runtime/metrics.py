@@ -40,6 +40,11 @@ _DESCRIPTIONS = {
     "invalid": "Messages refused by validation",
     "failed": "Messages whose handler raised or timed out",
     "dead_lettered": "Messages published to the dead-letter address",
+    "retried": "Handler attempts that failed and were tried again",
+    "spooled": "Dead letters the broker did not take, kept in the local spool",
+    "dead_letters_lost": "Dead letters neither published nor spooled (spool full)",
+    "dropped": "Messages dropped because MAX_PENDING_MESSAGES already waited",
+    "publish_buffer_full": "Publishes refused because the outgoing buffer was full",
     "published": "Messages the service published (replies and dead letters included)",
     "reconnects": "Connections made after the connection to the broker was lost",
 }

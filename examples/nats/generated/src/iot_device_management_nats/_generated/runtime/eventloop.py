@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
 
 EventLoop = Literal["asyncio", "uvloop"]
 
@@ -34,7 +36,8 @@ def loop_factory(
     return uvloop.new_event_loop
 
 
-def run(main: Callable[[], Coroutine[Any, Any, None]], event_loop: EventLoop) -> None:
-    """Run `main()` to completion on a new loop of the kind `event_loop` names."""
+def run(main: Callable[[], Coroutine[Any, Any, T]], event_loop: EventLoop) -> T:
+    """Run `main()` to completion on a new loop of the kind `event_loop` names; what
+    it returns."""
     with asyncio.Runner(loop_factory=loop_factory(event_loop)) as runner:
-        runner.run(main())
+        return runner.run(main())

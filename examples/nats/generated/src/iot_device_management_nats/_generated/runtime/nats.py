@@ -11,7 +11,7 @@ import contextlib
 import importlib.util
 import random
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol
@@ -23,9 +23,10 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import SecretStr
 
+from .commands import CommandError, DeadLetterStore, Kept, SpoolStore
 from .core import (
     Backoff,
     CoreSettings,
@@ -37,6 +38,7 @@ from .core import (
     StateT,
     rejected,
 )
+from .deadletters import DeadLetter, TooLarge, nats_size
 from .flow import Inbox
 from .outbox import Disconnected, PublishBufferFull, PublishTimeout
 from .routing import Route as _Route
@@ -79,6 +81,8 @@ class NatsSettings(CoreSettings, Protocol):
     def nats_queue(self) -> str | None: ...
     @property
     def nats_dead_letter_subject(self) -> str: ...
+    @property
+    def nats_dead_letter_stream(self) -> str: ...
     @property
     def nats_request_timeout(self) -> float: ...
     @property
@@ -219,6 +223,26 @@ class NatsTransport:
         return reply.data
 
 
+def dead_letter_stream_config(settings: NatsSettings) -> dict[str, Any]:
+    """The dead-letter stream: file storage, kept until replayed or purged (no age,
+    count or size limit; change these with `nats stream edit` when needed)."""
+    return {
+        "name": settings.nats_dead_letter_stream,
+        "subjects": [settings.nats_dead_letter_subject],
+        "storage": "file",
+    }
+
+
+async def ensure_dead_letter_stream(
+    js: JetStreamContext, settings: NatsSettings
+) -> None:
+    """Create the dead-letter stream unless it exists."""
+    try:
+        await js.stream_info(settings.nats_dead_letter_stream)
+    except nats.js.errors.NotFoundError:
+        await js.add_stream(**dead_letter_stream_config(settings))
+
+
 class _AttemptFailed(Exception):
     """Ends one connection attempt (see `NatsService._connect_once`)."""
 
@@ -299,6 +323,10 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
         self.transport: Transport = transport or MemoryTransport()
         self._discarding: set[asyncio.Task[None]] = set()
         self._jetstream_errors: set[str] = set()
+        self._connection: NATS | None = None
+        # Dead letters go through JetStream, acknowledged by the stream, once the
+        # dead-letter stream is known to exist.
+        self._dead_letter_js: JetStreamContext | None = None
 
     def _context(
         self,
@@ -334,6 +362,87 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
         headers: dict[str, str] | None = None,
     ) -> None:
         await self.publish(address, payload, headers=headers)
+
+    async def _send_dead_letter(self, target: str, letter: DeadLetter) -> None:
+        """Publish with the metadata in headers; through JetStream, acknowledged by
+        the dead-letter stream, when there is one.
+
+        nats-server closes the connection of a client that publishes more than its
+        `max_payload` (headers included), so the size is checked here first."""
+        headers = letter.metadata()
+        connection = self._connection
+        if connection is not None and connection.max_payload:
+            size = nats_size(letter.payload, headers)
+            if size > connection.max_payload:
+                raise TooLarge(size, connection.max_payload)
+        js = self._dead_letter_js
+        if js is None:
+            await self.publish(target, letter.payload, headers=headers)
+        else:
+            await js.publish(
+                target,
+                letter.payload,
+                timeout=self.settings.nats_request_timeout,
+                headers=headers,
+            )
+
+    @contextlib.asynccontextmanager
+    async def dead_letters(self) -> AsyncIterator[NatsDeadLetters]:
+        """The dead letters for `python -m <package> dead-letters`: the spool's, then
+        the dead-letter stream's."""
+        settings = self.settings
+        options = {
+            **connect_options(settings),
+            # One attempt: nats-py's own loop before the first connection ends when
+            # its error callback raises, and the reason is reported below.
+            "allow_reconnect": False,
+            "error_cb": _give_up,
+        }
+        try:
+            connection = await nats.connect(**options)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            raise CommandError(
+                f"cannot connect to NATS at {server_names(options['servers'])}: "
+                f"{str(exc) or type(exc).__name__}"
+            ) from None
+        try:
+            stores: list[DeadLetterStore] = [SpoolStore(self.spool)]
+            if settings.nats_dead_letter_stream and settings.nats_dead_letter_subject:
+                js = connection.jetstream()
+                try:
+                    await ensure_dead_letter_stream(js, settings)
+                except (nats.errors.Error, OSError, TimeoutError) as exc:
+                    raise CommandError(
+                        f"cannot use the dead-letter stream "
+                        f"{settings.nats_dead_letter_stream}: "
+                        f"{str(exc) or type(exc).__name__}"
+                    ) from None
+                stores.append(StreamStore(js, settings))
+            yield NatsDeadLetters(connection, stores)
+            await connection.flush(timeout=10)
+        finally:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    async def _open_dead_letter_stream(self, connection: NATS) -> None:
+        """Make sure the JetStream stream that keeps the dead letters exists (see
+        `dead_letter_stream_config`); without it they are published plainly."""
+        settings = self.settings
+        name = settings.nats_dead_letter_stream
+        if not name or not settings.nats_dead_letter_subject:
+            return
+        js = connection.jetstream()
+        try:
+            await ensure_dead_letter_stream(js, settings)
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            self.logger.warning(
+                "dead letters are published without being kept: the JetStream stream "
+                "%s cannot be used (%s)",
+                name,
+                str(exc) or type(exc).__name__,
+            )
+            return
+        self._dead_letter_js = js
 
     async def publish(
         self, subject: str, payload: bytes, /, *, headers: dict[str, str] | None = None
@@ -540,6 +649,8 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
             self._abandon_outbox()
             return
         self.transport = NatsTransport(connection)
+        self._connection = connection
+        await self._open_dead_letter_stream(connection)
         stats_task = self._start_stats()
         subscriptions: list[Subscription] = []
         consumers: list[asyncio.Task[None]] = []
@@ -621,9 +732,10 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
         core keeps nothing).
         """
         stopping = self._stopping
+        dead_letters = self.settings.nats_dead_letter_subject
 
         async def receive(msg: Msg) -> None:
-            if stopping.is_set():
+            if stopping.is_set() or msg.subject == dead_letters:
                 return
             if not inbox.offer((table, msg), droppable=True):
                 self._dropped(msg.subject)
@@ -757,6 +869,7 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
                 headers=msg.headers,
                 dead_letter_failures=False,
                 attempt=msg.metadata.num_delivered,
+                redeliverable=True,
             )
         finally:
             keeping.cancel()
@@ -764,19 +877,108 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
             if result.status == "handled":
                 await msg.ack()
             elif result.status == "failed":
-                if msg.metadata.num_delivered >= self.settings.jetstream_max_deliver:
-                    await self._dead_letter(
+                delivered = msg.metadata.num_delivered
+                if delivered >= self.settings.jetstream_max_deliver:
+                    settled = await self._dead_letter(
                         route.operation,
+                        "failed",
                         msg.subject,
                         msg.data,
                         result.reason or "handler failed",
+                        headers=msg.headers,
+                        attempt=delivered,
+                        redeliverable=True,
+                        logged=True,
                     )
-                    await msg.term()
+                    await self._term_or_retry(msg, settled)
                 else:
                     await msg.nak(delay=self.settings.jetstream_nak_delay)
             else:
-                await msg.term()
+                await self._term_or_retry(msg, result.settled)
         except (nats.errors.Error, OSError) as exc:
             self.logger.warning(
                 "could not settle a JetStream message on %s: %s", msg.subject, exc
             )
+
+    async def _term_or_retry(self, msg: Msg, settled: bool) -> None:
+        """Done with a message that was dead-lettered; else (its dead letter could not
+        be published) have it delivered again."""
+        if settled:
+            await msg.term()
+        else:
+            await msg.nak(delay=max(self.settings.jetstream_nak_delay, 1.0))
+
+
+async def _give_up(error: Exception) -> None:
+    raise error
+
+
+class StreamStore:
+    """The dead-letter stream as a store: read through a consumer of its own, which
+    takes only the dead letters that were there when it started (replayed ones that
+    fail again come back as new ones, for the next time)."""
+
+    BATCH = 64
+
+    def __init__(self, js: JetStreamContext, settings: NatsSettings) -> None:
+        self._js = js
+        self._stream = settings.nats_dead_letter_stream
+        self._subject = settings.nats_dead_letter_subject
+        self.name = f"the JetStream stream {self._stream}"
+
+    async def letters(self) -> AsyncIterator[Kept]:
+        info = await self._js.stream_info(self._stream)
+        last = info.state.last_seq
+        if not info.state.messages:
+            return
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.ALL,
+            inactive_threshold=60.0,
+        )
+        pull = await self._js.pull_subscribe(
+            self._subject, stream=self._stream, config=config
+        )
+        try:
+            while True:
+                try:
+                    messages = await pull.fetch(self.BATCH, timeout=2.0)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    return
+                for msg in messages:
+                    sequence = msg.metadata.sequence.stream
+                    if sequence > last:
+                        return
+                    try:
+                        letter = DeadLetter.from_metadata(msg.data, msg.headers or {})
+                    except ValueError:
+                        continue  # published there by someone else
+                    yield Kept(letter, sequence)
+                if messages[-1].metadata.num_pending == 0:
+                    return
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await pull.unsubscribe()
+
+    async def remove(self, kept: Kept) -> None:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self._js.delete_msg(self._stream, kept.key)
+
+
+class NatsDeadLetters:
+    """The dead letters of a NATS service and the connection that sends them back."""
+
+    def __init__(self, connection: NATS, stores: Sequence[DeadLetterStore]) -> None:
+        self._connection = connection
+        self._stores = stores
+
+    def stores(self) -> Sequence[DeadLetterStore]:
+        return self._stores
+
+    async def republish(self, letter: DeadLetter) -> None:
+        """The original, to its subject, with its own headers."""
+        await self._connection.publish(
+            letter.address, letter.payload, headers=letter.original_headers()
+        )
+        # On the server before the dead letter is removed from where it was kept.
+        await self._connection.flush(timeout=10)
