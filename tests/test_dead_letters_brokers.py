@@ -131,12 +131,13 @@ def mqtt_env(broker: Mosquitto, tmp_path: Path, **env: str) -> dict[str, str]:
     }
 
 
+@pytest.mark.parametrize("library", ["aiomqtt", "gmqtt"])
 def test_mqtt_megabyte_invalid_payloads_reach_the_dead_letter_topic_or_the_spool(
-    mqtt_project: Path, tmp_path: Path
+    mqtt_project: Path, tmp_path: Path, library: str
 ) -> None:
     broker = Mosquitto(tmp_path / "mosquitto", "message_size_limit 1048576\n")
     broker.start()
-    env = mqtt_env(broker, tmp_path, MQTT_MAX_PACKET_SIZE=str(MEGABYTE))
+    env = mqtt_env(broker, tmp_path, MQTT_MAX_PACKET_SIZE=str(MEGABYTE), MQTT_CLIENT=library)
     service = ServiceProcess(mqtt_project, MQTT_PACKAGE, env)
     dead = Listener(broker.port, [f"{MQTT_PACKAGE}/dead-letter/#"])
     try:
@@ -339,8 +340,9 @@ class SubscribedHandler(logging.Handler):
             self.event.set()
 
 
+@pytest.mark.parametrize("library", ["aiomqtt", "gmqtt"])
 def test_mqtt_5_dead_letters_carry_user_properties_within_the_announced_packet_limit(
-    tmp_path: Path,
+    tmp_path: Path, library: str
 ) -> None:
     """mosquitto's `max_packet_size` is announced in the MQTT 5 CONNACK: a dead letter
     whose user properties take it over that limit is spooled, the others carry them."""
@@ -351,6 +353,7 @@ def test_mqtt_5_dead_letters_carry_user_properties_within_the_announced_packet_l
         mqtt_port=broker.port,
         mqtt_protocol="5",
         mqtt_client_id="service5",
+        mqtt_client=library,
         mqtt_dead_letter_session=True,
         dead_letter_spool_dir=tmp_path / "spool",
     )
@@ -385,8 +388,8 @@ def test_mqtt_5_dead_letters_carry_user_properties_within_the_announced_packet_l
             watcher.ack(delivery.mid, delivery.qos)
             assert delivery.topic == "dead-letter/readings/invalid/readings"
             assert delivery.payload == b"{bad"
-            assert isinstance(service.transport, AiomqttClient)
-            return delivery.headers, service.transport.max_packet_size
+            announced = getattr(service.transport, "max_packet_size", None)
+            return delivery.headers, announced
         finally:
             service.stop()
             await running
