@@ -28,6 +28,7 @@ class Settings:
     log_rejections_per_minute: int = 20
     log_level: str = "INFO"
     log_format: str = "text"
+    tracing: str = "auto"
     reconnect_initial_delay: float = 0.01
     reconnect_max_delay: float = 0.04
     mqtt_host: str = "127.0.0.1"

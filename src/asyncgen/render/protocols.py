@@ -111,4 +111,5 @@ RUNTIME_COMMON = (
     "logs.py",
     "payloads.py",
     "routing.py",
+    "tracing.py",
 )

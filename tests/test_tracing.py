@@ -1,0 +1,443 @@
+"""Tracing with OpenTelemetry: consumer and producer spans after the messaging semantic
+conventions, the trace context carried in MQTT 5 user properties and NATS headers from
+a device through the service to what its handler publishes, and no OpenTelemetry at all
+when it is not installed or TRACING is off."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from conftest import Mosquitto, NatsServer
+from nats.aio.client import Client as NATS
+from opentelemetry import propagate
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from pydantic import BaseModel, ConfigDict, Field
+from runtime_fakes import DeviceParams, Reading, Settings
+
+from asyncgen.runtime.addresses import MQTT_TOPIC, NATS_SUBJECT, Address, NoParams
+from asyncgen.runtime.aiomqtt_client import AiomqttClient
+from asyncgen.runtime.mqtt import MemoryTransport, MqttService
+from asyncgen.runtime.mqtt import Route as MqttRoute
+from asyncgen.runtime.nats import MemoryTransport as NatsMemoryTransport
+from asyncgen.runtime.nats import NatsService
+from asyncgen.runtime.nats import Route as NatsRoute
+from asyncgen.runtime.payloads import Accepted
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+VALID = b'{"device": "d1", "value": 1.5}'
+
+
+class LevelParams(BaseModel):
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    level: str = Field(min_length=1)
+
+
+class TracedMqtt(MqttService[None]):
+    """An MQTT service whose handler of telemetry publishes an alert (`sendAlert`)."""
+
+    sends: ClassVar[dict[str, Address[Any]]] = {
+        "sendAlert": Address("alerts/{level}", LevelParams, MQTT_TOPIC)
+    }
+
+    def __init__(self, settings: Settings, *, fail: bool = False) -> None:
+        async def handle(message: Reading, params: DeviceParams, context: Any) -> None:
+            if fail:
+                raise ValueError("the handler failed")
+            await self.publish("alerts/critical", message.model_dump_json().encode(), qos=1)
+
+        route = MqttRoute(
+            operation="receiveTelemetry",
+            address=Address("devices/{deviceId}/telemetry", DeviceParams, MQTT_TOPIC),
+            messages=(Accepted(Reading),),
+            handler=handle,
+            with_params=True,
+            qos=1,
+        )
+        super().__init__(settings, [route], None, "svc")
+        self.publishers = None
+
+
+class TracedNats(NatsService[None]):
+    """A NATS service whose handler of telemetry publishes an alert (`sendAlert`)."""
+
+    sends: ClassVar[dict[str, Address[Any]]] = {
+        "sendAlert": Address("alerts.{level}", LevelParams, NATS_SUBJECT)
+    }
+
+    def __init__(self, settings: Settings) -> None:
+        async def handle(message: Reading, context: Any) -> None:
+            await self.publish("alerts.critical", message.model_dump_json().encode())
+
+        route = NatsRoute(
+            operation="receiveTelemetry",
+            address=Address("telemetry", NoParams, NATS_SUBJECT),
+            messages=(Accepted(Reading),),
+            handler=handle,
+            with_params=False,
+        )
+        super().__init__(settings, [route], None, "svc")
+        self.publishers = None
+
+
+@pytest.fixture
+def exporter() -> Iterator[tuple[TracerProvider, InMemorySpanExporter]]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider, exporter
+    provider.shutdown()
+
+
+def device_headers(provider: TracerProvider) -> tuple[dict[str, str], ReadableSpan]:
+    """The headers a traced device sends its message with, and the device's span."""
+    tracer = provider.get_tracer("device")
+    headers: dict[str, str] = {}
+    with tracer.start_as_current_span("send telemetry", kind=SpanKind.PRODUCER) as span:
+        propagate.inject(headers)
+    assert isinstance(span, ReadableSpan)
+    return headers, span
+
+
+def by_name(spans: tuple[ReadableSpan, ...], name: str) -> ReadableSpan:
+    found = [span for span in spans if span.name == name]
+    assert len(found) == 1, [span.name for span in spans]
+    return found[0]
+
+
+def traceparent_span_id(headers: dict[str, str] | None) -> tuple[int, int]:
+    """The trace id and parent span id in a `traceparent` header."""
+    assert headers is not None and "traceparent" in headers, headers
+    _, trace_id, span_id, _ = headers["traceparent"].split("-")
+    return int(trace_id, 16), int(span_id, 16)
+
+
+def assert_one_trace(
+    spans: tuple[ReadableSpan, ...], device: ReadableSpan, process: str, publish: str
+) -> tuple[ReadableSpan, ReadableSpan]:
+    """device -> consumer span -> producer span, in one trace; the two spans."""
+    consumer = by_name(spans, process)
+    producer = by_name(spans, publish)
+    trace_id = device.context.trace_id
+    assert consumer.kind is SpanKind.CONSUMER and producer.kind is SpanKind.PRODUCER
+    assert consumer.context.trace_id == trace_id == producer.context.trace_id
+    assert consumer.parent is not None and consumer.parent.span_id == device.context.span_id
+    assert [link.context.span_id for link in consumer.links] == [device.context.span_id]
+    assert producer.parent is not None and producer.parent.span_id == consumer.context.span_id
+    return consumer, producer
+
+
+# -- spans and their attributes, without a broker ------------------------------------
+
+
+def test_spans_are_named_and_attributed_after_the_messaging_conventions(
+    exporter: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, spans = exporter
+    service = TracedMqtt(Settings(mqtt_protocol="5", mqtt_port=1884, mqtt_client_id="svc-1"))
+    service.start_tracing(provider)
+    transport = service.transport
+    assert isinstance(transport, MemoryTransport)
+    headers, device = device_headers(provider)
+
+    result = asyncio.run(service.dispatch("devices/d1/telemetry", VALID, headers=headers))
+
+    assert result.status == "handled"
+    consumer, producer = assert_one_trace(
+        spans.get_finished_spans(),
+        device,
+        "process devices/{deviceId}/telemetry",
+        "publish alerts/{level}",
+    )
+    assert dict(consumer.attributes or {}) == {
+        "messaging.system": "mqtt",
+        "messaging.operation.name": "process",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": "devices/d1/telemetry",
+        "messaging.destination.template": "devices/{deviceId}/telemetry",
+        "messaging.message.body.size": len(VALID),
+        "asyncapi.operation.id": "receiveTelemetry",
+        "server.address": "127.0.0.1",
+        "server.port": 1884,
+        "messaging.client.id": "svc-1",
+    }
+    assert consumer.status.status_code is StatusCode.UNSET
+    [alert] = transport.published
+    assert dict(producer.attributes or {}) == {
+        "messaging.system": "mqtt",
+        "messaging.operation.name": "publish",
+        "messaging.operation.type": "send",
+        "messaging.destination.name": "alerts/critical",
+        "messaging.destination.template": "alerts/{level}",
+        "messaging.message.body.size": len(alert.payload),
+        "asyncapi.operation.id": "sendAlert",
+        "server.address": "127.0.0.1",
+        "server.port": 1884,
+        "messaging.client.id": "svc-1",
+    }
+    # The alert carries the producer span's context, in MQTT 5 user properties.
+    assert traceparent_span_id(alert.headers) == (
+        producer.context.trace_id,
+        producer.context.span_id,
+    )
+
+
+def test_an_invalid_message_and_a_failing_handler_end_their_spans_in_error(
+    exporter: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, spans = exporter
+    failing = TracedMqtt(Settings(mqtt_protocol="5", mqtt_dead_letter_topic="dlq"), fail=True)
+    failing.start_tracing(provider)
+
+    invalid = asyncio.run(failing.dispatch("devices/d1/telemetry", b'{"device": 1}'))
+    failed = asyncio.run(failing.dispatch("devices/d2/telemetry", VALID))
+
+    assert (invalid.status, failed.status) == ("invalid", "failed")
+    first, second = (span for span in spans.get_finished_spans() if span.kind is SpanKind.CONSUMER)
+    assert first.status.status_code is StatusCode.ERROR
+    assert first.status.description == invalid.reason
+    assert (first.attributes or {})["error.type"] == "invalid_message"
+    assert second.status.status_code is StatusCode.ERROR
+    assert (second.attributes or {})["error.type"] == "ValueError"
+    assert [event.name for event in second.events] == ["exception"]
+    # Each dead letter is published in a producer span under its message's span.
+    dead_letters = [span for span in spans.get_finished_spans() if span.name == "publish dlq"]
+    assert [span.parent.span_id if span.parent else None for span in dead_letters] == [
+        first.context.span_id,
+        second.context.span_id,
+    ]
+    assert all(
+        (span.attributes or {})["messaging.destination.name"] == "dlq" for span in dead_letters
+    )
+
+
+def test_over_mqtt_311_no_context_is_added_to_what_the_service_publishes(
+    exporter: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, spans = exporter
+    service = TracedMqtt(Settings(mqtt_protocol="3.1.1"))
+    service.start_tracing(provider)
+    transport = service.transport
+    assert isinstance(transport, MemoryTransport)
+
+    asyncio.run(service.dispatch("devices/d1/telemetry", VALID))
+
+    [alert] = transport.published
+    assert alert.headers is None
+    assert by_name(spans.get_finished_spans(), "publish alerts/{level}").parent is not None
+
+
+def test_a_context_the_caller_put_in_the_headers_is_published_unchanged(
+    exporter: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, _ = exporter
+    service = TracedNats(Settings())
+    service.start_tracing(provider)
+    transport = service.transport
+    assert isinstance(transport, NatsMemoryTransport)
+    own = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+
+    asyncio.run(service.publish("alerts.critical", b"{}", headers=dict(own)))
+    asyncio.run(service.publish("elsewhere", b"{}"))
+
+    assert transport.published[0].headers == own
+    assert "traceparent" in (transport.published[1].headers or {})
+
+
+# -- no OpenTelemetry when it is absent or off ----------------------------------------
+
+_WITHOUT_OPENTELEMETRY = """
+import asyncio, sys
+sys.path[:0] = [{src!r}, {tests!r}]
+if {hide!r}:
+    sys.modules["opentelemetry"] = None  # as if opentelemetry-api were not installed
+from runtime_fakes import (
+    Calls, Reading, Settings, mqtt_route, mqtt_service, nats_route, nats_service
+)
+from asyncgen.runtime.payloads import Accepted
+
+settings = Settings(mqtt_protocol="5", tracing={tracing!r})
+calls = Calls()
+mqtt = mqtt_service([mqtt_route("r", "readings", calls.handler("r"), Accepted(Reading))], settings)
+nats = nats_service([nats_route("r", "readings", calls.handler("r"), Accepted(Reading))], settings)
+valid = b'{{"device": "d1", "value": 1.5}}'
+results = [
+    asyncio.run(mqtt.dispatch("readings", valid)).status,
+    asyncio.run(nats.dispatch("readings", valid, headers={{"traceparent": "x"}})).status,
+    asyncio.run(mqtt.dispatch("readings", b"not json")).status,
+]
+asyncio.run(mqtt.publish("out", b"x"))
+loaded = sorted(name for name, module in sys.modules.items()
+                if name.startswith("opentelemetry") and module is not None)
+print(results, mqtt.tracing, nats.tracing, loaded)
+"""
+
+
+@pytest.mark.parametrize(
+    ("hide", "tracing"), [(True, "auto"), (False, "off")], ids=["not-installed", "off"]
+)
+def test_without_opentelemetry_or_with_tracing_off_nothing_of_it_is_imported(
+    hide: bool, tracing: str
+) -> None:
+    script = _WITHOUT_OPENTELEMETRY.format(
+        src=str(SRC), tests=str(Path(__file__).parent), hide=hide, tracing=tracing
+    )
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "['handled', 'handled', 'invalid'] None None []"
+
+
+def test_with_opentelemetry_installed_tracing_starts_by_itself() -> None:
+    service = TracedNats(Settings())
+    assert service.tracing is not None
+    assert service.tracing.carries_context
+    assert TracedMqtt(Settings(mqtt_protocol="3.1.1")).tracing is not None
+
+
+# -- one trace from a device through the service, over real brokers -------------------
+
+
+async def until(
+    send: Callable[[], Awaitable[None]], arrived: asyncio.Queue[Any], timeout: float = 15.0
+) -> Any:
+    """Send until something arrives (the service subscribes at its own pace)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            await send()
+            try:
+                return await asyncio.wait_for(arrived.get(), 0.3)
+            except TimeoutError:
+                continue
+
+
+@pytest.mark.broker
+def test_one_trace_runs_from_a_device_through_the_service_over_mqtt5(
+    mosquitto: Mosquitto, exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, spans = exporter
+    settings = dataclasses.replace(
+        Settings(),
+        mqtt_port=mosquitto.port,
+        mqtt_protocol="5",
+        mqtt_client_id="svc",
+        mqtt_clean_session=True,
+    )
+
+    async def scenario() -> tuple[ReadableSpan, dict[str, str] | None]:
+        service = TracedMqtt(settings)
+        service.start_tracing(provider)
+        device = AiomqttClient(dataclasses.replace(settings, mqtt_client_id="device"))
+        downstream = AiomqttClient(dataclasses.replace(settings, mqtt_client_id="downstream"))
+        await device.connect()
+        await downstream.connect()
+        await downstream.subscribe("alerts/#", 1)
+        running = asyncio.create_task(service.run())
+        alerts: asyncio.Queue[Any] = asyncio.Queue()
+        receiving = asyncio.create_task(receive_into(downstream, alerts))
+        sent: list[ReadableSpan] = []
+
+        async def send() -> None:
+            headers, span = device_headers(provider)
+            sent.append(span)
+            await device.publish("devices/d1/telemetry", VALID, qos=1, headers=headers)
+
+        try:
+            alert = await until(send, alerts)
+        finally:
+            receiving.cancel()
+            service.stop()
+            await asyncio.wait_for(running, 10)
+            await device.disconnect()
+            await downstream.disconnect()
+        trace_id, _ = traceparent_span_id(alert.headers)
+        [origin] = [span for span in sent if span.context.trace_id == trace_id]
+        return origin, alert.headers
+
+    device, headers = asyncio.run(scenario())
+    finished = tuple(
+        span
+        for span in spans.get_finished_spans()
+        if span.context.trace_id == device.context.trace_id
+    )
+    _, producer = assert_one_trace(
+        finished, device, "process devices/{deviceId}/telemetry", "publish alerts/{level}"
+    )
+    assert traceparent_span_id(headers) == (device.context.trace_id, producer.context.span_id)
+
+
+async def receive_into(client: AiomqttClient, queue: asyncio.Queue[Any]) -> None:
+    while True:
+        delivery = await client.receive()
+        client.ack(delivery.mid, delivery.qos)
+        queue.put_nowait(delivery)
+
+
+@pytest.mark.broker
+def test_one_trace_runs_from_a_device_through_the_service_over_nats(
+    nats_server: NatsServer, exporter: tuple[TracerProvider, InMemorySpanExporter]
+) -> None:
+    provider, spans = exporter
+    settings = dataclasses.replace(Settings(), nats_url=nats_server.url)
+
+    async def scenario() -> tuple[ReadableSpan, dict[str, str] | None]:
+        service = TracedNats(settings)
+        service.start_tracing(provider)
+        client = NATS()
+        await client.connect(nats_server.url)
+        alerts: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def on_alert(msg: Any) -> None:
+            alerts.put_nowait(msg)
+
+        await client.subscribe("alerts.>", cb=on_alert)
+        running = asyncio.create_task(service.run())
+        sent: list[ReadableSpan] = []
+
+        async def send() -> None:
+            headers, span = device_headers(provider)
+            sent.append(span)
+            await client.publish("telemetry", VALID, headers=headers)
+
+        try:
+            alert = await until(send, alerts)
+        finally:
+            service.stop()
+            await asyncio.wait_for(running, 10)
+            await client.close()
+        assert json.loads(alert.data) == json.loads(VALID)
+        trace_id, _ = traceparent_span_id(alert.headers)
+        [origin] = [span for span in sent if span.context.trace_id == trace_id]
+        return origin, alert.headers
+
+    device, headers = asyncio.run(scenario())
+    finished = tuple(
+        span
+        for span in spans.get_finished_spans()
+        if span.context.trace_id == device.context.trace_id
+    )
+    consumer, producer = assert_one_trace(
+        finished, device, "process telemetry", "publish alerts.{level}"
+    )
+    assert (consumer.attributes or {})["messaging.system"] == "nats"
+    assert (producer.attributes or {})["server.port"] == nats_server.port
+    assert traceparent_span_id(headers) == (device.context.trace_id, producer.context.span_id)
