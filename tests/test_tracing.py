@@ -14,7 +14,7 @@ import sys
 import textwrap
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from conftest import Mosquitto, NatsServer
@@ -49,9 +49,7 @@ class LevelParams(BaseModel):
 class TracedMqtt(MqttService[None]):
     """An MQTT service whose handler of telemetry publishes an alert (`sendAlert`)."""
 
-    sends: ClassVar[dict[str, Address[Any]]] = {
-        "sendAlert": Address("alerts/{level}", LevelParams, MQTT_TOPIC)
-    }
+    sends = (("sendAlert", Address("alerts/{level}", LevelParams, MQTT_TOPIC)),)
 
     def __init__(self, settings: Settings, *, fail: bool = False) -> None:
         async def handle(message: Reading, params: DeviceParams, context: Any) -> None:
@@ -74,9 +72,7 @@ class TracedMqtt(MqttService[None]):
 class TracedNats(NatsService[None]):
     """A NATS service whose handler of telemetry publishes an alert (`sendAlert`)."""
 
-    sends: ClassVar[dict[str, Address[Any]]] = {
-        "sendAlert": Address("alerts.{level}", LevelParams, NATS_SUBJECT)
-    }
+    sends = (("sendAlert", Address("alerts.{level}", LevelParams, NATS_SUBJECT)),)
 
     def __init__(self, settings: Settings) -> None:
         async def handle(message: Reading, context: Any) -> None:
@@ -317,17 +313,44 @@ def test_with_opentelemetry_installed_tracing_starts_by_itself() -> None:
 # -- one trace from a device through the service, over real brokers -------------------
 
 
-async def until(
-    send: Callable[[], Awaitable[None]], arrived: asyncio.Queue[Any], timeout: float = 15.0
-) -> Any:
-    """Send until something arrives (the service subscribes at its own pace)."""
-    async with asyncio.timeout(timeout):
+async def send_until_through(
+    provider: TracerProvider,
+    send: Callable[[dict[str, str]], Awaitable[None]],
+    arrived: asyncio.Queue[Any],
+) -> tuple[ReadableSpan, Any]:
+    """Send traced messages as a device until what the service publishes arrives (it
+    subscribes at its own pace): the device's span of the message that went through,
+    and what arrived."""
+    sent: list[ReadableSpan] = []
+    async with asyncio.timeout(15):
         while True:
-            await send()
+            headers, span = device_headers(provider)
+            sent.append(span)
+            await send(headers)
             try:
-                return await asyncio.wait_for(arrived.get(), 0.3)
+                alert = await asyncio.wait_for(arrived.get(), 0.3)
             except TimeoutError:
                 continue
+            trace_id, _ = traceparent_span_id(alert.headers)
+            [origin] = [span for span in sent if span.context.trace_id == trace_id]
+            return origin, alert
+
+
+def assert_traced_through(
+    spans: InMemorySpanExporter,
+    device: ReadableSpan,
+    alert_headers: dict[str, str] | None,
+    process: str,
+    publish: str,
+) -> tuple[ReadableSpan, ReadableSpan]:
+    """One trace: device -> consumer span -> producer span -> the published alert."""
+    trace_id = device.context.trace_id
+    finished = tuple(
+        span for span in spans.get_finished_spans() if span.context.trace_id == trace_id
+    )
+    consumer, producer = assert_one_trace(finished, device, process, publish)
+    assert traceparent_span_id(alert_headers) == (trace_id, producer.context.span_id)
+    return consumer, producer
 
 
 @pytest.mark.broker
@@ -343,7 +366,7 @@ def test_one_trace_runs_from_a_device_through_the_service_over_mqtt5(
         mqtt_clean_session=True,
     )
 
-    async def scenario() -> tuple[ReadableSpan, dict[str, str] | None]:
+    async def scenario() -> tuple[ReadableSpan, Any]:
         service = TracedMqtt(settings)
         service.start_tracing(provider)
         device = AiomqttClient(dataclasses.replace(settings, mqtt_client_id="device"))
@@ -354,35 +377,27 @@ def test_one_trace_runs_from_a_device_through_the_service_over_mqtt5(
         running = asyncio.create_task(service.run())
         alerts: asyncio.Queue[Any] = asyncio.Queue()
         receiving = asyncio.create_task(receive_into(downstream, alerts))
-        sent: list[ReadableSpan] = []
 
-        async def send() -> None:
-            headers, span = device_headers(provider)
-            sent.append(span)
+        async def send(headers: dict[str, str]) -> None:
             await device.publish("devices/d1/telemetry", VALID, qos=1, headers=headers)
 
         try:
-            alert = await until(send, alerts)
+            return await send_until_through(provider, send, alerts)
         finally:
             receiving.cancel()
             service.stop()
             await asyncio.wait_for(running, 10)
             await device.disconnect()
             await downstream.disconnect()
-        trace_id, _ = traceparent_span_id(alert.headers)
-        [origin] = [span for span in sent if span.context.trace_id == trace_id]
-        return origin, alert.headers
 
-    device, headers = asyncio.run(scenario())
-    finished = tuple(
-        span
-        for span in spans.get_finished_spans()
-        if span.context.trace_id == device.context.trace_id
+    device, alert = asyncio.run(scenario())
+    assert_traced_through(
+        spans,
+        device,
+        alert.headers,
+        "process devices/{deviceId}/telemetry",
+        "publish alerts/{level}",
     )
-    _, producer = assert_one_trace(
-        finished, device, "process devices/{deviceId}/telemetry", "publish alerts/{level}"
-    )
-    assert traceparent_span_id(headers) == (device.context.trace_id, producer.context.span_id)
 
 
 async def receive_into(client: AiomqttClient, queue: asyncio.Queue[Any]) -> None:
@@ -399,7 +414,7 @@ def test_one_trace_runs_from_a_device_through_the_service_over_nats(
     provider, spans = exporter
     settings = dataclasses.replace(Settings(), nats_url=nats_server.url)
 
-    async def scenario() -> tuple[ReadableSpan, dict[str, str] | None]:
+    async def scenario() -> tuple[ReadableSpan, Any]:
         service = TracedNats(settings)
         service.start_tracing(provider)
         client = NATS()
@@ -411,33 +426,21 @@ def test_one_trace_runs_from_a_device_through_the_service_over_nats(
 
         await client.subscribe("alerts.>", cb=on_alert)
         running = asyncio.create_task(service.run())
-        sent: list[ReadableSpan] = []
 
-        async def send() -> None:
-            headers, span = device_headers(provider)
-            sent.append(span)
+        async def send(headers: dict[str, str]) -> None:
             await client.publish("telemetry", VALID, headers=headers)
 
         try:
-            alert = await until(send, alerts)
+            return await send_until_through(provider, send, alerts)
         finally:
             service.stop()
             await asyncio.wait_for(running, 10)
             await client.close()
-        assert json.loads(alert.data) == json.loads(VALID)
-        trace_id, _ = traceparent_span_id(alert.headers)
-        [origin] = [span for span in sent if span.context.trace_id == trace_id]
-        return origin, alert.headers
 
-    device, headers = asyncio.run(scenario())
-    finished = tuple(
-        span
-        for span in spans.get_finished_spans()
-        if span.context.trace_id == device.context.trace_id
-    )
-    consumer, producer = assert_one_trace(
-        finished, device, "process telemetry", "publish alerts.{level}"
+    device, alert = asyncio.run(scenario())
+    assert json.loads(alert.data) == json.loads(VALID)
+    consumer, producer = assert_traced_through(
+        spans, device, alert.headers, "process telemetry", "publish alerts.{level}"
     )
     assert (consumer.attributes or {})["messaging.system"] == "nats"
     assert (producer.attributes or {})["server.port"] == nats_server.port
-    assert traceparent_span_id(headers) == (device.context.trace_id, producer.context.span_id)

@@ -16,7 +16,7 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
@@ -198,9 +198,9 @@ class ServiceCore(Generic[S, PublishersT]):
     address_word = "address"
     #: `messaging.system` in traces: "mqtt" or "nats".
     messaging_system = "messaging"
-    #: Where each send operation publishes, by operation id (the generated service's):
-    #: traces name a publish by its operation and address template.
-    sends: ClassVar[Mapping[str, Address[Any]]] = {}
+    #: Where each send operation publishes, as (operation id, address) (the generated
+    #: service's): traces name a publish by its operation and address template.
+    sends: ClassVar[Sequence[tuple[str, Address[Any]]]] = ()
     settings: S
     publishers: PublishersT
     #: Makes the spans of messages and publishes; None when not tracing.
@@ -272,7 +272,7 @@ class ServiceCore(Generic[S, PublishersT]):
         """
         from .tracing import Tracing
 
-        destinations = [*self.sends.items()]
+        destinations = [*self.sends]
         destinations += [
             (route.operation, route.reply_address)
             for route in self.routes

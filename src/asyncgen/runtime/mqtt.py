@@ -353,9 +353,9 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
     ) -> None:
         """Publish through the current connection (the transport `Publishers` uses)."""
         if self.tracing is not None:
-            with self.tracing.publishing(topic, payload, headers) as headers:
+            with self.tracing.publishing(topic, payload, headers) as carried:
                 await self.transport.publish(
-                    topic, payload, qos=qos, retain=retain, headers=headers
+                    topic, payload, qos=qos, retain=retain, headers=carried
                 )
             return
         await self.transport.publish(

@@ -291,8 +291,8 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
     ) -> None:
         """Publish through the current connection (the transport `Publishers` uses)."""
         if self.tracing is not None:
-            with self.tracing.publishing(subject, payload, headers) as headers:
-                await self.transport.publish(subject, payload, headers=headers)
+            with self.tracing.publishing(subject, payload, headers) as carried:
+                await self.transport.publish(subject, payload, headers=carried)
             return
         await self.transport.publish(subject, payload, headers=headers)
 

@@ -27,6 +27,13 @@ class Service(MqttService[Publishers]):
     """The MQTT service: `await Service().run()` serves until SIGTERM or `stop()`."""
 
     settings: Settings
+    #: Where each send operation publishes: traces name a publish by its operation and
+    #: address template.
+    sends = (
+        ("sendCommand", channels.DEVICE_COMMANDS),
+        ("sendCriticalAlert", channels.CRITICAL_ALERTS),
+        ("sendHeartbeat", channels.SYSTEM_HEARTBEAT),
+    )
 
     def __init__(
         self,

@@ -27,6 +27,13 @@ class Service(NatsService[Publishers]):
     """The NATS service: `await Service().run()` serves until SIGTERM or `stop()`."""
 
     settings: Settings
+    #: Where each send operation publishes: traces name a publish by its operation and
+    #: address template.
+    sends = (
+        ("sendDeviceCommand", channels.DEVICE_COMMANDS),
+        ("queryDeviceStatus", channels.DEVICE_STATUS_REQUESTS),
+        ("sendHighTemperatureAlert", channels.HIGH_TEMPERATURE_ALERTS),
+    )
 
     def __init__(
         self,

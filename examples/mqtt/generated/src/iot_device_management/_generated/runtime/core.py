@@ -19,12 +19,19 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 import pydantic
 
+from .addresses import Address
 from .payloads import encode
 from .routing import Route, RouteTable, describe, rejection
+
+if TYPE_CHECKING:  # imported when tracing starts: only with opentelemetry-api
+    from opentelemetry.trace import TracerProvider
+    from opentelemetry.util.types import AttributeValue
+
+    from .tracing import Tracing
 
 Status = Literal["handled", "invalid", "failed", "unrouted"]
 
@@ -42,6 +49,10 @@ class CoreSettings(Protocol):
     def stats_interval(self) -> float: ...
     @property
     def log_rejections_per_minute(self) -> int: ...
+    @property
+    def tracing(self) -> str:
+        """`auto`: trace when opentelemetry-api is installed; `off`: never."""
+        ...
 
 
 S = TypeVar("S", bound=CoreSettings)
@@ -185,8 +196,15 @@ class ServiceCore(Generic[S, PublishersT]):
 
     #: How log lines and dead letters name an address: "topic" or "subject".
     address_word = "address"
+    #: `messaging.system` in traces: "mqtt" or "nats".
+    messaging_system = "messaging"
+    #: Where each send operation publishes, as (operation id, address) (the generated
+    #: service's): traces name a publish by its operation and address template.
+    sends: ClassVar[Sequence[tuple[str, Address[Any]]]] = ()
     settings: S
     publishers: PublishersT
+    #: Makes the spans of messages and publishes; None when not tracing.
+    tracing: Tracing | None = None
 
     def __init__(self, settings: S, routes: Sequence[Route], logger: str) -> None:
         self.settings = settings
@@ -204,6 +222,9 @@ class ServiceCore(Generic[S, PublishersT]):
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(settings.max_concurrency)
+        if settings.tracing != "off":
+            with contextlib.suppress(ImportError):  # opentelemetry-api not installed
+                self.start_tracing()
 
     # -- what adapters provide ---------------------------------------------------------
 
@@ -232,6 +253,41 @@ class ServiceCore(Generic[S, PublishersT]):
         """Publish a reply (`route` is the operation answering) or a dead letter."""
         raise NotImplementedError
 
+    def _carries_trace_context(self) -> bool:
+        """Whether messages can carry the trace context (in headers)."""
+        return True
+
+    def _trace_attributes(self) -> dict[str, AttributeValue]:
+        """Attributes of every span: the server, the client id."""
+        return {}
+
+    # -- tracing -----------------------------------------------------------------------
+
+    def start_tracing(self, tracer_provider: TracerProvider | None = None) -> None:
+        """Trace messages and publishes with OpenTelemetry (see `tracing`), to
+        `tracer_provider` or else the global one.
+
+        Called when the service is made unless TRACING is `off`; raises ImportError when
+        opentelemetry-api is not installed.
+        """
+        from .tracing import Tracing
+
+        destinations = [*self.sends]
+        destinations += [
+            (route.operation, route.reply_address)
+            for route in self.routes
+            if route.reply_address is not None
+        ]
+        self.tracing = Tracing(
+            self.messaging_system,
+            self.routes,
+            destinations,
+            self._dead_letter_address(),
+            carries_context=self._carries_trace_context(),
+            attributes=self._trace_attributes(),
+            tracer_provider=tracer_provider,
+        )
+
     # -- the receive path --------------------------------------------------------------
 
     async def _dispatch(
@@ -245,13 +301,27 @@ class ServiceCore(Generic[S, PublishersT]):
         qos: int = 0,
         retain: bool = False,
         dead_letter_failures: bool = True,
+        in_span: bool = False,
     ) -> DispatchResult:
         """Route, validate and handle one message among the routes of `table`.
 
         The routes whose address matches are tried most specific first, and each of
         their messages in turn: the first that the payload is takes it. A message that
-        none takes is invalid, in the name of the most specific route.
+        none takes is invalid, in the name of the most specific route. When tracing,
+        all of it runs in a consumer span (`in_span` once it does).
         """
+        if self.tracing is not None and not in_span:
+            return await self._dispatch_in_span(
+                self.tracing,
+                table,
+                address,
+                payload,
+                headers,
+                reply_to,
+                qos,
+                retain,
+                dead_letter_failures,
+            )
         refused: tuple[Route, str] | None = None
         for route in table.candidates(address):
             try:
@@ -291,6 +361,8 @@ class ServiceCore(Generic[S, PublishersT]):
                 result = route.reply_adapter.validate_python(result)
         except Exception as exc:
             stats.failed += 1
+            if self.tracing is not None:
+                self.tracing.failed(exc)
             if self._log_throttle.allow(route.operation):
                 self.logger.exception(
                     "handler of %s failed on %s", route.operation, address
@@ -312,6 +384,34 @@ class ServiceCore(Generic[S, PublishersT]):
         if result is None:
             return self._handled[route.operation]
         return DispatchResult("handled", route.operation, reply=result)
+
+    async def _dispatch_in_span(
+        self,
+        tracing: Tracing,
+        table: RouteTable,
+        address: str,
+        payload: bytes,
+        headers: dict[str, str] | None,
+        reply_to: str | None,
+        qos: int,
+        retain: bool,
+        dead_letter_failures: bool,
+    ) -> DispatchResult:
+        """`_dispatch` in a consumer span, the current span while the handler runs."""
+        with tracing.processing(table, address, payload, headers) as span:
+            result = await self._dispatch(
+                table,
+                address,
+                payload,
+                headers,
+                reply_to,
+                qos=qos,
+                retain=retain,
+                dead_letter_failures=dead_letter_failures,
+                in_span=True,
+            )
+            tracing.processed(span, result.operation, result.status, result.reason)
+        return result
 
     async def _refuse(
         self, refused: tuple[Route, str] | None, address: str, payload: bytes

@@ -14,12 +14,15 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, Literal, Protocol
+from typing import TYPE_CHECKING, Generic, Literal, Protocol
 
 from pydantic import SecretStr
 
 from .core import Backoff, CoreSettings, DispatchResult, PublishersT, ServiceCore
 from .routing import Route as _Route
+
+if TYPE_CHECKING:
+    from opentelemetry.util.types import AttributeValue
 
 
 class MqttSettings(CoreSettings, Protocol):
@@ -290,6 +293,7 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
     """
 
     address_word = "topic"
+    messaging_system = "mqtt"
 
     def __init__(
         self,
@@ -322,6 +326,17 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
     def _dead_letter_address(self) -> str | None:
         return self.settings.mqtt_dead_letter_topic
 
+    def _carries_trace_context(self) -> bool:
+        # MQTT 3.1.1 has no user properties to carry it in.
+        return self.settings.mqtt_protocol == "5"
+
+    def _trace_attributes(self) -> dict[str, AttributeValue]:
+        return {
+            "server.address": self.settings.mqtt_host,
+            "server.port": self.settings.mqtt_port,
+            "messaging.client.id": self.settings.mqtt_client_id,
+        }
+
     async def _send(self, address: str, payload: bytes, route: _Route | None) -> None:
         qos = route.qos if isinstance(route, Route) else 1
         await self.publish(address, payload, qos=qos)
@@ -337,6 +352,12 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         headers: dict[str, str] | None = None,
     ) -> None:
         """Publish through the current connection (the transport `Publishers` uses)."""
+        if self.tracing is not None:
+            with self.tracing.publishing(topic, payload, headers) as carried:
+                await self.transport.publish(
+                    topic, payload, qos=qos, retain=retain, headers=carried
+                )
+            return
         await self.transport.publish(
             topic, payload, qos=qos, retain=retain, headers=headers
         )

@@ -13,7 +13,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol
 from urllib.parse import urlsplit
 
 import nats.errors
@@ -27,6 +27,9 @@ from pydantic import SecretStr
 from .core import Backoff, CoreSettings, DispatchResult, PublishersT, ServiceCore
 from .routing import Route as _Route
 from .routing import RouteTable
+
+if TYPE_CHECKING:
+    from opentelemetry.util.types import AttributeValue
 
 
 class NatsSettings(CoreSettings, Protocol):
@@ -232,6 +235,7 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
     """
 
     address_word = "subject"
+    messaging_system = "nats"
 
     def __init__(
         self,
@@ -265,6 +269,20 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
     def _dead_letter_address(self) -> str | None:
         return self.settings.nats_dead_letter_subject
 
+    def _trace_attributes(self) -> dict[str, AttributeValue]:
+        attributes: dict[str, AttributeValue] = {
+            "messaging.client.id": self.settings.nats_name
+        }
+        servers = connect_options(self.settings)["servers"]
+        if len(servers) == 1:
+            parts = urlsplit(
+                servers[0] if "://" in servers[0] else f"nats://{servers[0]}"
+            )
+            if parts.hostname:
+                attributes["server.address"] = parts.hostname
+                attributes["server.port"] = parts.port or 4222
+        return attributes
+
     async def _send(self, address: str, payload: bytes, route: _Route | None) -> None:
         await self.publish(address, payload)
 
@@ -272,6 +290,10 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
         self, subject: str, payload: bytes, /, *, headers: dict[str, str] | None = None
     ) -> None:
         """Publish through the current connection (the transport `Publishers` uses)."""
+        if self.tracing is not None:
+            with self.tracing.publishing(subject, payload, headers) as carried:
+                await self.transport.publish(subject, payload, headers=carried)
+            return
         await self.transport.publish(subject, payload, headers=headers)
 
     async def request(
