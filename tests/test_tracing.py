@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from pydantic import BaseModel, ConfigDict, Field
-from runtime_fakes import DeviceParams, Reading, Settings
+from runtime_fakes import Calls, DeviceParams, Reading, Settings, mqtt_route, mqtt_service
 
 from asyncgen.runtime.addresses import MQTT_TOPIC, NATS_SUBJECT, Address, NoParams
 from asyncgen.runtime.aiomqtt_client import AiomqttClient
@@ -220,6 +220,46 @@ def test_an_invalid_message_and_a_failing_handler_end_their_spans_in_error(
     )
 
 
+class Command(BaseModel):
+    command: str
+
+
+def test_a_message_that_an_overlapping_operation_takes_is_named_after_it(
+    exporter: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, spans = exporter
+    calls = Calls()
+    service = mqtt_service(
+        [
+            mqtt_route(
+                "receiveTelemetry",
+                "devices/{deviceId}/telemetry",
+                calls.handler("receiveTelemetry"),
+                Accepted(Reading),
+                params=DeviceParams,
+            ),
+            # More specific, so tried first, but a reading is no command.
+            mqtt_route(
+                "receiveAll", "devices/all/telemetry", calls.handler("all"), Accepted(Command)
+            ),
+        ]
+    )
+    service.start_tracing(provider)
+
+    asyncio.run(service.dispatch("devices/all/telemetry", VALID))
+    asyncio.run(service.dispatch("devices/all/telemetry", b'{"command": "reboot"}'))
+
+    assert calls.operations == ["receiveTelemetry", "all"]
+    named = [
+        (span.name, (span.attributes or {})["asyncapi.operation.id"])
+        for span in spans.get_finished_spans()
+    ]
+    assert named == [
+        ("process devices/{deviceId}/telemetry", "receiveTelemetry"),
+        ("process devices/all/telemetry", "receiveAll"),
+    ]
+
+
 def test_over_mqtt_311_no_context_is_added_to_what_the_service_publishes(
     exporter: tuple[TracerProvider, InMemorySpanExporter],
 ) -> None:
@@ -251,6 +291,26 @@ def test_a_context_the_caller_put_in_the_headers_is_published_unchanged(
 
     assert transport.published[0].headers == own
     assert "traceparent" in (transport.published[1].headers or {})
+
+
+def test_without_an_sdk_no_context_is_extracted_or_added(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    service = TracedMqtt(Settings(mqtt_protocol="5"))  # the global tracer provider: none
+    assert service.tracing is not None and not service.tracing.recording
+    transport = service.transport
+    assert isinstance(transport, MemoryTransport)
+    device = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+
+    def unexpected(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the context is extracted or injected without an SDK")
+
+    monkeypatch.setattr(propagate, "extract", unexpected)
+    monkeypatch.setattr(propagate, "inject", unexpected)
+    result = asyncio.run(service.dispatch("devices/d1/telemetry", VALID, headers=device))
+
+    assert result.status == "handled"
+    assert [message.headers for message in transport.published] == [None]
 
 
 # -- no OpenTelemetry when it is absent or off ----------------------------------------

@@ -352,7 +352,7 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         headers: dict[str, str] | None = None,
     ) -> None:
         """Publish through the current connection (the transport `Publishers` uses)."""
-        if self.tracing is not None:
+        if self.tracing is not None and self.tracing.recording:
             with self.tracing.publishing(topic, payload, headers) as carried:
                 await self.transport.publish(
                     topic, payload, qos=qos, retain=retain, headers=carried

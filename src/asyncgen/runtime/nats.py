@@ -290,7 +290,7 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
         self, subject: str, payload: bytes, /, *, headers: dict[str, str] | None = None
     ) -> None:
         """Publish through the current connection (the transport `Publishers` uses)."""
-        if self.tracing is not None:
+        if self.tracing is not None and self.tracing.recording:
             with self.tracing.publishing(subject, payload, headers) as carried:
                 await self.transport.publish(subject, payload, headers=carried)
             return

@@ -310,9 +310,10 @@ class ServiceCore(Generic[S, PublishersT]):
         none takes is invalid, in the name of the most specific route. When tracing,
         all of it runs in a consumer span (`in_span` once it does).
         """
-        if self.tracing is not None and not in_span:
+        tracing = self.tracing
+        if tracing is not None and tracing.recording and not in_span:
             return await self._dispatch_in_span(
-                self.tracing,
+                tracing,
                 table,
                 address,
                 payload,
@@ -398,7 +399,7 @@ class ServiceCore(Generic[S, PublishersT]):
         dead_letter_failures: bool,
     ) -> DispatchResult:
         """`_dispatch` in a consumer span, the current span while the handler runs."""
-        with tracing.processing(table, address, payload, headers) as span:
+        with tracing.processing(table, address, payload, headers) as processing:
             result = await self._dispatch(
                 table,
                 address,
@@ -410,7 +411,9 @@ class ServiceCore(Generic[S, PublishersT]):
                 dead_letter_failures=dead_letter_failures,
                 in_span=True,
             )
-            tracing.processed(span, result.operation, result.status, result.reason)
+            tracing.processed(
+                processing, result.operation, result.status, result.reason
+            )
         return result
 
     async def _refuse(

@@ -15,13 +15,16 @@ no user properties: there each message starts a trace of its own.
 
 This module is imported only when `opentelemetry-api` is installed and `TRACING` is not
 `off` (see `ServiceCore.start_tracing`); without it the service neither imports
-OpenTelemetry nor pays for tracing. Spans are recorded once an SDK is configured
-(`opentelemetry-sdk`, or `opentelemetry-instrument`); until then the API's no-op tracer
-only passes the context on.
+OpenTelemetry nor pays for tracing. Spans are made once an SDK is configured
+(`opentelemetry-sdk`, or `opentelemetry-instrument`), at startup or later; until then
+the service looks for one once a second and passes no trace context on: with the API
+alone, extracting and injecting the context would cost more than the rest of the
+service's work on a message.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -67,6 +70,16 @@ class _Destination:
         self.name = f"publish {template}" if template else "publish"
 
 
+class Processing:
+    """The consumer span of one message, and the operation it was named after."""
+
+    __slots__ = ("operation", "span")
+
+    def __init__(self, span: Span, operation: str | None) -> None:
+        self.span = span
+        self.operation = operation
+
+
 class Tracing:
     """Makes a service's spans and carries its trace context in and out of messages.
 
@@ -92,6 +105,9 @@ class Tracing:
         self.carries_context = carries_context
         package = __name__.rpartition(".")[0]
         self.tracer = trace.get_tracer(package, tracer_provider=tracer_provider)
+        self._provider = tracer_provider
+        self._recording = False
+        self._next_look = 0.0
         common: dict[str, AttributeValue] = {MESSAGING_SYSTEM: system}
         common.update(attributes or {})
         self._process_attributes = {
@@ -112,6 +128,23 @@ class Tracing:
         if dead_letter_address:
             self._known[dead_letter_address] = _Destination(None, dead_letter_address)
 
+    @property
+    def recording(self) -> bool:
+        """Whether an SDK records spans (its tracer provider is set): until then no
+        span is made and no context carried (see the module's documentation).
+
+        Looked for at most once a second: the look costs more than the service's own
+        work on a message.
+        """
+        if self._recording:
+            return True
+        now = time.monotonic()
+        if now >= self._next_look:
+            self._next_look = now + 1.0
+            provider = self._provider or trace.get_tracer_provider()
+            self._recording = not isinstance(provider, _WITHOUT_SDK)
+        return self._recording
+
     # -- consuming ---------------------------------------------------------------------
 
     @contextmanager
@@ -121,50 +154,52 @@ class Tracing:
         address: str,
         payload: bytes,
         headers: Mapping[str, str] | None,
-    ) -> Iterator[Span]:
+    ) -> Iterator[Processing]:
         """A consumer span around the handling of one message, current inside.
 
-        The message's trace context, when it carries one, is the span's parent; else
-        the span is a child of the current span (an HTTP request's, say), if any.
+        The message's trace context, when it carries one, is the span's parent (and
+        its link); else the span is a child of the current span (an HTTP request's,
+        say), if any.
         """
-        parent: otel_context.Context | None = None
-        links: list[Link] | None = None
-        if headers and TRACEPARENT in headers:
-            parent = propagate.extract(headers)
-            creation = trace.get_current_span(parent).get_span_context()
-            if creation.is_valid:
-                links = [Link(creation)]
-            else:
-                parent = None
+        parent = propagate.extract(headers) if headers else None
+        creation = trace.get_current_span(parent).get_span_context()
+        if parent is not None and not creation.is_valid:
+            parent = None
+        links = None if parent is None else [Link(creation)]
         candidates = table.candidates(address)
         attributes = dict(self._process_attributes)
         attributes[DESTINATION_NAME] = address
         attributes[BODY_SIZE] = len(payload)
         name = "process"
+        likeliest = None
         if candidates:
-            route = candidates[0]
-            name = f"process {route.address.template}"
-            attributes[DESTINATION_TEMPLATE] = route.address.template
-            attributes[ASYNCAPI_OPERATION] = route.operation
+            # Named before routing, for samplers: by the route that takes the message
+            # unless overlapping operations have another one take it.
+            likeliest = candidates[0].operation
+            name = f"process {candidates[0].address.template}"
+            attributes[DESTINATION_TEMPLATE] = candidates[0].address.template
+            attributes[ASYNCAPI_OPERATION] = likeliest
         span = self.tracer.start_span(
             name, parent, SpanKind.CONSUMER, attributes, links
         )
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         try:
-            yield span
+            yield Processing(span, likeliest)
         finally:
             otel_context.detach(token)
             span.end()
 
     def processed(
-        self, span: Span, operation: str | None, status: str, reason: str | None
+        self,
+        processing: Processing,
+        operation: str | None,
+        status: str,
+        reason: str | None,
     ) -> None:
         """Record what became of the message (`DispatchResult`'s fields) on its span."""
-        if not span.is_recording():
-            return
-        if operation is not None and operation in self._templates:
+        span = processing.span
+        if operation != processing.operation and operation in self._templates:
             template = self._templates[operation]
-            # Overlapping operations: another route than the likeliest took it.
             span.update_name(f"process {template}")
             span.set_attribute(DESTINATION_TEMPLATE, template)
             span.set_attribute(ASYNCAPI_OPERATION, operation)
@@ -232,6 +267,9 @@ class Tracing:
         return destination
 
 
+_WITHOUT_SDK = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+
+
 def specificity_of(address: Address[Any]) -> tuple[int, ...]:
     """Sorts addresses most specific first, as `routing.specificity` sorts routes."""
     return tuple(0 if level is not None else 1 for level in address.levels)
@@ -245,4 +283,4 @@ def error_type(error: BaseException) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-__all__ = ["Tracing", "error_type", "specificity_of"]
+__all__ = ["Processing", "Tracing", "error_type", "specificity_of"]
