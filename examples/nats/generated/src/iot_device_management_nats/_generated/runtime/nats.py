@@ -124,7 +124,13 @@ class Transport(Protocol):
     ) -> None: ...
 
     async def request(
-        self, subject: str, payload: bytes, /, *, timeout: float
+        self,
+        subject: str,
+        payload: bytes,
+        /,
+        *,
+        timeout: float,
+        headers: dict[str, str] | None = None,
     ) -> bytes: ...
 
 
@@ -149,9 +155,15 @@ class MemoryTransport:
         self.published.append(PublishedMessage(subject, payload, headers))
 
     async def request(
-        self, subject: str, payload: bytes, /, *, timeout: float
+        self,
+        subject: str,
+        payload: bytes,
+        /,
+        *,
+        timeout: float,
+        headers: dict[str, str] | None = None,
     ) -> bytes:
-        self.published.append(PublishedMessage(subject, payload))
+        self.published.append(PublishedMessage(subject, payload, headers))
         if subject not in self.replies:
             raise NoResponders(subject)
         return self.replies[subject]
@@ -169,10 +181,18 @@ class NatsTransport:
         await self._connection.publish(subject, payload, headers=headers)
 
     async def request(
-        self, subject: str, payload: bytes, /, *, timeout: float
+        self,
+        subject: str,
+        payload: bytes,
+        /,
+        *,
+        timeout: float,
+        headers: dict[str, str] | None = None,
     ) -> bytes:
         try:
-            reply = await self._connection.request(subject, payload, timeout=timeout)
+            reply = await self._connection.request(
+                subject, payload, timeout=timeout, headers=headers
+            )
         except nats.errors.NoRespondersError as exc:
             raise NoResponders(subject) from exc
         except nats.errors.TimeoutError as exc:
@@ -297,9 +317,23 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
         await self.transport.publish(subject, payload, headers=headers)
 
     async def request(
-        self, subject: str, payload: bytes, /, *, timeout: float
+        self,
+        subject: str,
+        payload: bytes,
+        /,
+        *,
+        timeout: float,
+        headers: dict[str, str] | None = None,
     ) -> bytes:
-        return await self.transport.request(subject, payload, timeout=timeout)
+        """Publish a request and wait for its reply (`Publishers` request here)."""
+        if self.tracing is not None and self.tracing.recording:
+            with self.tracing.publishing(subject, payload, headers) as carried:
+                return await self.transport.request(
+                    subject, payload, timeout=timeout, headers=carried
+                )
+        return await self.transport.request(
+            subject, payload, timeout=timeout, headers=headers
+        )
 
     async def dispatch(
         self,
