@@ -221,6 +221,10 @@ class SubscriberRuns:
             "PYTHONPATH": os.pathsep.join([str(self.project / "src"), str(BENCH)]),
             "LOG_LEVEL": "WARNING",
             "STATS_INTERVAL": "0",
+            # Room for the whole flood, as the raw subscribers have: throughput is
+            # measured on what is handled, and a bounded inbox would drop the excess
+            # (bench/flood_memory.py measures that bound).
+            "MAX_PENDING_MESSAGES": "1000000",
             **settings,
             "BENCH_COUNT": str(count),
             "BENCH_WARMUP": str(warmup),

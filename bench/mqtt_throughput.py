@@ -1,25 +1,28 @@
-"""The generated MQTT service against a raw aiomqtt loop doing the same work.
+"""The generated MQTT service on aiomqtt and on gmqtt against raw loops doing the same work.
 
-    python bench/mqtt_throughput.py            # ~2.5 minutes
-    python bench/mqtt_throughput.py --quick    # ~40 s
+    python bench/mqtt_throughput.py            # ~4.5 minutes on a loaded machine
+    python bench/mqtt_throughput.py --quick    # fewer messages and rounds, no latency
+    python bench/mqtt_throughput.py --subscribers gen-gmqtt,gen-gmqtt-uvloop
     python bench/mqtt_throughput.py --profile  # + where the subscribers' time goes (py-spy,
                                                #   else cProfile of the generated service)
 
-Both subscribers run on the same mosquitto (started here on a free loopback port), receive
-the same payload (the spec's `fullReading` TelemetryData example) on
-`devices/sensor001/telemetry`, validate it with `TypeAdapter(TelemetryPayload)` and call the
-same trivial handler (bench/_sink.py). The generated service is generated into a temporary
-folder from examples/mqtt/asyncapi.yaml with its `receive_telemetry` handler replaced.
+Every subscriber (SUBSCRIBERS: mosquitto_sub, raw aiomqtt, raw aiomqtt acking after the
+handler, raw gmqtt, the generated service on aiomqtt, on gmqtt and on gmqtt with uvloop)
+runs on the same mosquitto (started here on a free loopback port), receives the same
+payload (the spec's `fullReading` TelemetryData example) on `devices/sensor001/telemetry`,
+validates it with `TypeAdapter(TelemetryPayload)` and calls the same trivial handler
+(bench/_sink.py). The generated service is generated into a temporary folder from
+examples/mqtt/asyncapi.yaml with its `receive_telemetry` handler replaced.
 
 - throughput: `mosquitto_pub -l` (C) floods N messages at QoS 0 and QoS 1; the subscriber
-  times message WARMUP to N. The two subscribers alternate within each round, and the
-  rounds repeat, so the ratio holds on a noisy machine. `mosquitto_sub -C N` (C) is the
-  ceiling of publisher plus broker.
+  times message WARMUP to N. The subscribers alternate within each round, and the rounds
+  repeat, so the ratios hold on a noisy machine. `mosquitto_sub -C N` (C) is the ceiling
+  of publisher plus broker.
+- ratios against the targets, and one JSON line per figure.
 - latency: a paho publisher sends 1,000 msg/s with its send time in the topic
   (`devices/t<monotonic ns>/telemetry`); the handler takes the difference.
-- memory: VmRSS/VmHWM from /proc/<pid>/status once subscribed and idle, after the
-  latency run (steady load) and after the flood (peak: a subscriber slower than the
-  publisher buffers the backlog).
+- memory: VmRSS/VmHWM from /proc/<pid>/status once subscribed and idle, and after the
+  flood (peak: a subscriber slower than the publisher buffers the backlog).
 """
 
 from __future__ import annotations
@@ -98,8 +101,35 @@ async def handle(
     SINK.record(context.topic)
 '''
 
-IMPLS = ("raw", "generated")
-TARGET_RATIO = 0.9
+#: Each subscriber: (kind in the JSON lines, client library, event loop, acks after the
+#: handler). "raw-aiomqtt-ack" is the raw aiomqtt loop with paho's manual acks, acking
+#: each QoS 1 message after its handler as the generated service does.
+SUBSCRIBERS: dict[str, tuple[str, str, str, bool]] = {
+    "raw-aiomqtt": ("raw", "aiomqtt", "asyncio", False),
+    "raw-aiomqtt-ack": ("raw", "aiomqtt", "asyncio", True),
+    "raw-gmqtt": ("raw", "gmqtt", "asyncio", False),
+    "gen-aiomqtt": ("generated", "aiomqtt", "asyncio", True),
+    "gen-gmqtt": ("generated", "gmqtt", "asyncio", True),
+    "gen-gmqtt-uvloop": ("generated", "gmqtt", "uvloop", True),
+    # only with --subscribers
+    "gen-aiomqtt-uvloop": ("generated", "aiomqtt", "uvloop", True),
+}
+#: The subscribers of each QoS (acking after the handler means nothing at QoS 0).
+FLOODED = {
+    0: ("raw-aiomqtt", "raw-gmqtt", "gen-aiomqtt", "gen-gmqtt", "gen-gmqtt-uvloop"),
+    1: (
+        "raw-aiomqtt",
+        "raw-aiomqtt-ack",
+        "raw-gmqtt",
+        "gen-aiomqtt",
+        "gen-gmqtt",
+        "gen-gmqtt-uvloop",
+    ),
+}
+LATENCY = ("gen-aiomqtt", "gen-gmqtt")
+TARGET_GMQTT_RATE = 40_000.0
+TARGET_GMQTT_RATIO = {0: 3.0, 1: 2.0}
+TARGET_AIOMQTT_RATIO = 0.95
 TARGET_IDLE_MIB = 60.0
 
 
@@ -151,11 +181,15 @@ class Bench:
             "MQTT_CLIENT_ID": f"bench-{impl}-{uuid.uuid4().hex[:8]}",
             "MQTT_CLEAN_SESSION": "true",
         }
-        if impl == "raw-ack":
+        kind, client, event_loop, _ = SUBSCRIBERS[impl]
+        settings["MQTT_CLIENT"] = client
+        settings["EVENT_LOOP"] = event_loop
+        if impl == "raw-aiomqtt-ack":
             settings["BENCH_MANUAL_ACK"] = "1"
+        script = "_raw_gmqtt.py" if client == "gmqtt" else "_raw_mqtt.py"
         subscriber = self.subscribers.spawn(
-            impl,
-            [PYTHON, str(BENCH / "_raw_mqtt.py")],
+            "generated" if kind == "generated" else impl,
+            [PYTHON, str(BENCH / script)],
             settings,
             count=count,
             warmup=warmup,
@@ -288,6 +322,14 @@ def mib(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def verdict(value: float, target: float, unit: str = "x") -> str:
+    if value != value:  # nan: not measured
+        return "not measured"
+    if value >= target:
+        return "met"
+    return f"MISSED ({value:,.2f}{unit} against {target:,.2f}{unit})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages and rounds")
@@ -301,12 +343,33 @@ def main() -> None:
         help="mosquitto's max_inflight_messages (QoS 1 messages sent to a client before "
         "its acks; mosquitto's default 20, 0 = no limit)",
     )
+    parser.add_argument(
+        "--subscribers",
+        metavar="A,B",
+        help="only these subscribers (default: all but gen-aiomqtt-uvloop): "
+        + ", ".join(SUBSCRIBERS),
+    )
     add_profile_options(parser)
     args = parser.parse_args()
+    selected = args.subscribers.split(",") if args.subscribers else list(SUBSCRIBERS)
+    unknown = set(selected) - set(SUBSCRIBERS)
+    if unknown:
+        parser.error(f"unknown subscribers: {', '.join(sorted(unknown))}")
+    flooded = {
+        qos: tuple(
+            impl
+            for impl in SUBSCRIBERS
+            if impl in selected
+            and (impl in FLOODED[qos] or (args.subscribers and impl.endswith("-uvloop")))
+            and not (qos == 0 and impl == "raw-aiomqtt-ack")
+        )
+        for qos in (0, 1)
+    }
+    latency_impls = tuple(impl for impl in LATENCY if impl in selected)
     count = args.count or (10_000 if args.quick else 20_000)
     rounds = args.rounds or (2 if args.quick else 3)
     warmup = min(2000, count // 10)
-    latency_seconds = 2.0 if args.quick else 3.0
+    latency_seconds = 0.0 if args.quick else 3.0
     flood_timeout = 120.0
 
     print(
@@ -335,13 +398,14 @@ def main() -> None:
         broker.start()
         bench = Bench(work, broker, project, args.profile)
         collected = Collected()
+        ceilings: dict[int, list[float]] = defaultdict(list)
         try:
-            ceilings = {qos: bench.ceiling(qos, lines, count, flood_timeout) for qos in (0, 1)}
             for index in range(rounds):
                 for qos in (0, 1):
-                    impls = IMPLS if qos == 0 else ("raw", "raw-ack", "generated")
+                    ceilings[qos].append(bench.ceiling(qos, lines, count, flood_timeout))
+                    impls = flooded[qos] if index % 2 == 0 else flooded[qos][::-1]
                     this_round: dict[str, float] = {}
-                    for impl in impls if index % 2 == 0 else impls[::-1]:
+                    for impl in impls:
                         outcome = bench.flood(impl, qos, lines, count, warmup, flood_timeout)
                         if not outcome["ok"]:
                             collected.failures.append(
@@ -350,31 +414,42 @@ def main() -> None:
                             )
                             continue
                         collected.add(impl, qos, outcome, this_round)
-                    collected.pair(qos, this_round)
+                    for impl, base in (
+                        ("gen-aiomqtt", "raw-aiomqtt"),
+                        ("gen-gmqtt", "gen-aiomqtt"),
+                        ("gen-gmqtt", "raw-gmqtt"),
+                        ("gen-gmqtt-uvloop", "gen-gmqtt"),
+                        ("gen-aiomqtt-uvloop", "gen-aiomqtt"),
+                    ):
+                        if impl in this_round and base in this_round:
+                            collected.paired[(impl, base, qos)].append(
+                                this_round[impl] / this_round[base]
+                            )
                 print(f"  ... round {index + 1}/{rounds} done", file=sys.stderr, flush=True)
             latencies: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-            for index in range(rounds):
-                for qos in (1, 0):
-                    for impl in IMPLS if index % 2 == 0 else IMPLS[::-1]:
-                        latencies[(impl, qos)].append(
-                            bench.latency(impl, qos, args.rate, latency_seconds)
-                        )
+            if latency_seconds:
+                for index in range(rounds):
+                    for qos in (1, 0):
+                        for impl in latency_impls if index % 2 == 0 else latency_impls[::-1]:
+                            latencies[(impl, qos)].append(
+                                bench.latency(impl, qos, args.rate, latency_seconds)
+                            )
             profile_text = ""
             if args.profile and _profile.available():
                 parts = []
-                for impl, qos in (("generated", 1), ("raw-ack", 1), ("generated", 0), ("raw", 0)):
+                for impl, qos in (("gen-gmqtt", 0), ("gen-gmqtt", 1), ("gen-aiomqtt", 1)):
                     spy_file = work / f"spy-{impl}-{qos}.txt"
                     bench.flood(impl, qos, lines, count, warmup, flood_timeout, spy_to=spy_file)
                     measured = median(collected.rates[(impl, qos)])
                     parts.append(
                         _profile.subscriber_report(
-                            spy_file, count, args.top, impl, f"QoS {qos} flood", measured
+                            spy_file, count, args.top, "generated", f"{impl} QoS {qos}", measured
                         )
                     )
                 profile_text = "\n\n".join(parts)
             elif args.profile:
                 profile_file = work / "generated.prof"
-                bench.flood("generated", 1, lines, count, warmup, flood_timeout * 3, profile_file)
+                bench.flood("gen-gmqtt", 1, lines, count, warmup, flood_timeout * 3, profile_file)
                 deadline = time.monotonic() + 30
                 while not profile_file.exists() and time.monotonic() < deadline:
                     time.sleep(0.1)
@@ -386,128 +461,154 @@ def main() -> None:
             bench.close()
             broker.stop()
 
+    def rate(impl: str, qos: int) -> float:
+        return median(collected.rates[(impl, qos)])
+
+    def cpu(impl: str, qos: int) -> float:
+        return median(collected.cpu_us[(impl, qos)])
+
     # -- tables ------------------------------------------------------------------------
     print()
-    rows = []
-    for qos in (0, 1):
-        raw = median(collected.rates[("raw", qos)])
-        gen = median(collected.rates[("generated", qos)])
-        ratio = gen / raw if raw else float("nan")
-        paired = median(collected.paired[qos])
-        raw_ack = median(collected.rates[("raw-ack", qos)]) if qos else float("nan")
-        verdict = (
-            "met"
-            if ratio >= TARGET_RATIO
-            else f"MISSED by {(TARGET_RATIO - ratio) * 100:.0f} points"
-        )
+    rows = [
+        [
+            "c (mosquitto_sub)",
+            f"{median(ceilings[0]):,.0f}",
+            f"{median(ceilings[1]):,.0f}",
+            "-",
+            "-",
+            "-",
+        ]
+    ]
+    for impl, (_kind, _client, _loop, after) in SUBSCRIBERS.items():
+        if impl not in flooded[1]:
+            continue
+        q0 = rate(impl, 0) if impl in flooded[0] else float("nan")
         rows.append(
             [
-                f"QoS {qos}",
-                f"{ceilings[qos]:,.0f}",
-                f"{raw:,.0f}",
-                f"{raw_ack:,.0f}" if qos else "-",
-                f"{gen:,.0f}",
-                f"{ratio:.2f}x",
-                f"{paired:.2f}x",
-                f"{gen / raw_ack:.2f}x" if qos else "-",
-                f">= {TARGET_RATIO}x: {verdict}",
+                impl,
+                "-" if q0 != q0 else f"{q0:,.0f}",
+                f"{rate(impl, 1):,.0f}",
+                "-" if q0 != q0 else f"{cpu(impl, 0):.1f}",
+                f"{cpu(impl, 1):.1f}",
+                "after handler" if after else "on receipt",
             ]
         )
     print(
         table(
-            [
-                "flood",
-                "C sub msg/s",
-                "raw msg/s",
-                "raw ack-after msg/s",
-                "generated msg/s",
-                "gen/raw",
-                "paired",
-                "gen/raw ack-after",
-                "target (gen/raw)",
-            ],
+            ["subscriber", "QoS 0 msg/s", "QoS 1 msg/s", "QoS 0 CPU us", "QoS 1 CPU us", "ack"],
             rows,
-            title=f"throughput: mosquitto_pub -l flood, msgs {warmup:,}..{count:,} timed, "
-            f"median of {rounds}. C sub = mosquitto_sub, the publisher+broker ceiling; "
-            "paired = median of generated/raw within a round; raw ack-after = the raw loop "
-            "acking QoS 1 after its handler, as the generated service does",
+            title=f"throughput: mosquitto_pub -l flood (C), msgs {warmup:,}..{count:,} timed, "
+            f"median of {rounds}; CPU = the subscriber's CPU time per message (less "
+            "sensitive to other load than msg/s)",
         )
     )
     print(collected.runs_line(kind_prefix="QoS "))
     print()
     rows = []
-    for qos in (0, 1):
-        cpu = {
-            impl: median(collected.cpu_us[(impl, qos)]) for impl in ("raw", "raw-ack", "generated")
-        }
-        rows.append(
-            [
-                f"QoS {qos}",
-                f"{cpu['raw']:.1f}",
-                f"{cpu['raw-ack']:.1f}" if qos else "-",
-                f"{cpu['generated']:.1f}",
-                f"{cpu['raw'] / cpu['generated']:.2f}x",
-                f"{cpu['generated'] - cpu['raw']:+.1f}",
-            ]
-        )
+    for impl, base, target in (
+        ("gen-gmqtt", "gen-aiomqtt", TARGET_GMQTT_RATIO),
+        ("gen-aiomqtt", "raw-aiomqtt", dict.fromkeys((0, 1), TARGET_AIOMQTT_RATIO)),
+        ("gen-gmqtt", "raw-gmqtt", None),
+        ("gen-gmqtt-uvloop", "gen-gmqtt", None),
+        ("gen-aiomqtt-uvloop", "gen-aiomqtt", None),
+    ):
+        if impl not in flooded[1] or base not in flooded[1]:
+            continue
+        for qos in (0, 1):
+            ratio = rate(impl, qos) / rate(base, qos)
+            rows.append(
+                [
+                    f"{impl} / {base}",
+                    f"QoS {qos}",
+                    f"{ratio:.2f}x",
+                    f"{median(collected.paired[(impl, base, qos)]):.2f}x",
+                    f"{cpu(base, qos) / cpu(impl, qos):.2f}x",
+                    "-" if target is None else f">= {target[qos]}x: {verdict(ratio, target[qos])}",
+                ]
+            )
+    gmqtt_rate = rate("gen-gmqtt", 0)
+    rows.append(
+        [
+            "gen-gmqtt",
+            "QoS 0",
+            f"{gmqtt_rate:,.0f} msg/s",
+            "-",
+            "-",
+            f">= {TARGET_GMQTT_RATE:,.0f} msg/s: {verdict(gmqtt_rate, TARGET_GMQTT_RATE, '')}",
+        ]
+    )
     print(
         table(
-            [
-                "flood",
-                "raw CPU us/msg",
-                "raw ack-after CPU us/msg",
-                "generated CPU us/msg",
-                "raw/gen",
-                "generated extra us/msg",
-            ],
+            ["ratio", "flood", "msg/s", "paired", "CPU per msg", "target"],
             rows,
-            title="CPU time of the subscriber process per message over the same window "
-            "(less sensitive to other load than msg/s; median)",
+            title="ratios in this run (paired = median of the ratios within a round; CPU per "
+            "msg = the base's CPU time per message over the subscriber's)",
         )
     )
-    print()
-    rows = []
-    for qos in (1, 0):
-        for impl in IMPLS:
-            rows.append([f"QoS {qos}", impl, *latency_cells(latencies[(impl, qos)])])
-    print(
-        table(
-            ["latency", "subscriber", "p50 ms", "p99 ms", "p99 per run", "max ms", "sent msg/s"],
-            rows,
-            title=f"latency at {args.rate:,} msg/s, {latency_seconds:.0f} s per run, median of "
-            f"{rounds} runs (paho publisher, "
-            "send time in the topic; first tenth dropped as warm-up)",
+    if latencies:
+        print()
+        rows = []
+        for qos in (1, 0):
+            for impl in latency_impls:
+                rows.append([f"QoS {qos}", impl, *latency_cells(latencies[(impl, qos)])])
+        print(
+            table(
+                ["latency", "subscriber", "p50 ms", "p99 ms", "p99 per run", "max ms", "sent"],
+                rows,
+                title=f"latency at {args.rate:,} msg/s, {latency_seconds:.0f} s per run, "
+                f"median of {rounds} runs (paho publisher, send time in the topic; first "
+                "tenth dropped as warm-up)",
+            )
         )
-    )
     print()
     rows = []
-    for impl in IMPLS:
+    for impl, (kind, *_rest) in SUBSCRIBERS.items():
+        if impl not in flooded[1]:
+            continue
         idle = median(collected.idle[impl])
-        steady = max(
-            (r["loaded"].get("VmHWM", 0.0) for r in latencies[(impl, 1)]),
-            default=None,
-        )
         flood = max(collected.flood_hwm[impl]) if collected.flood_hwm[impl] else None
         target = ""
-        if impl == "generated":
+        if kind == "generated":
             target = f"idle < {TARGET_IDLE_MIB:.0f} MiB: " + (
                 "met" if idle < TARGET_IDLE_MIB else f"MISSED by {idle - TARGET_IDLE_MIB:.1f} MiB"
             )
-        rows.append([impl, mib(idle), mib(steady), mib(flood), target])
+        rows.append([impl, mib(idle), mib(flood), target])
     print(
         table(
-            [
-                "subscriber",
-                "idle VmRSS MiB",
-                f"peak at {args.rate:,}/s MiB",
-                "peak in flood MiB",
-                "target",
-            ],
+            ["subscriber", "idle VmRSS MiB", "peak in flood MiB", "target"],
             rows,
-            title="memory (/proc/<pid>/status): idle once subscribed; VmHWM after the QoS 1 "
-            "latency run and the largest after a flood (backlog buffered by the subscriber)",
+            title="memory (/proc/<pid>/status): idle once subscribed; the largest VmHWM after "
+            "a flood (backlog buffered by the subscriber)",
         )
     )
+    print()
+    for qos in (0, 1):
+        print(
+            json.dumps(
+                {
+                    "subscriber": "c",
+                    "client": "mosquitto_sub",
+                    "qos": qos,
+                    "msg_per_s": round(median(ceilings[qos]), 1),
+                }
+            )
+        )
+        for impl in flooded[qos]:
+            kind, client, event_loop, after = SUBSCRIBERS[impl]
+            print(
+                json.dumps(
+                    {
+                        "subscriber": kind,
+                        "client": client,
+                        "qos": qos,
+                        "msg_per_s": round(rate(impl, qos), 1),
+                        "cpu_us_per_msg": round(cpu(impl, qos), 2),
+                        "event_loop": event_loop,
+                        "ack": "after-handler" if after and qos else "on-receipt",
+                        "idle_rss_mib": round(median(collected.idle[impl]), 1),
+                    }
+                )
+            )
     for failure in collected.failures:
         print(f"FAILED: {failure}")
     if profile_text:

@@ -29,6 +29,14 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     tracing: str = "auto"
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+    handler_retries: int = 0
+    handler_retry_backoff: float = 0.01
+    handler_retries_per_operation: dict[str, int] = field(default_factory=dict)
+    handler_retry_backoff_per_operation: dict[str, float] = field(default_factory=dict)
+    max_pending_messages: int = 1000
+    outgoing_buffer_size: int = 1000
+    outgoing_buffer_timeout: float = 5.0
     reconnect_initial_delay: float = 0.01
     reconnect_max_delay: float = 0.04
     mqtt_host: str = "127.0.0.1"
@@ -49,6 +57,7 @@ class Settings:
     mqtt_tls_insecure: bool = False
     mqtt_shared_group: str | None = None
     mqtt_dead_letter_topic: str = "dead-letter"
+    mqtt_client: Literal["aiomqtt", "gmqtt"] = "aiomqtt"
     nats_url: str = "nats://127.0.0.1:4222"
     nats_user: str | None = None
     nats_password: SecretStr | None = None
@@ -67,6 +76,11 @@ class Settings:
     jetstream_fetch_batch: int = 10
     jetstream_nak_delay: float = 0.0
     jetstream_max_deliver: int = 3
+    jetstream_ack_wait: float = 30.0
+    http_port: int | None = None
+    http_host: str = "127.0.0.1"
+    http_token: SecretStr | None = None
+    http_max_body: int = 1_048_576
 
 
 class Reading(BaseModel):
@@ -109,6 +123,7 @@ def mqtt_route(
     *messages: Accepted,
     params: type[BaseModel] = NoParams,
     qos: int = 0,
+    reply: Any = None,
 ) -> MqttRoute:
     return MqttRoute(
         operation=operation,
@@ -117,17 +132,40 @@ def mqtt_route(
         handler=handler,
         with_params=params is not NoParams,
         qos=qos,
+        reply=reply,
     )
 
 
-def nats_route(operation: str, template: str, handler: Any, *messages: Accepted) -> NatsRoute:
+def nats_route(
+    operation: str, template: str, handler: Any, *messages: Accepted, **options: Any
+) -> NatsRoute:
+    """A NATS route without parameters; `options` are further `Route` fields (reply,
+    stream, durable...)."""
     return NatsRoute(
         operation=operation,
         address=Address(template, NoParams, NATS_SUBJECT),
         messages=messages,
         handler=handler,
         with_params=False,
+        **options,
     )
+
+
+class Status(Reading):
+    """The reply of the request/reply routes in tests."""
+
+
+async def answer(message: Reading, context: Any) -> Status:
+    """A request handler: the reading, one more."""
+    return Status(device=message.device, value=message.value + 1)
+
+
+async def until(condition: Any, timeout: float = 5.0) -> None:
+    """Wait, in the event loop, until `condition()` holds; fail after `timeout` s."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.002)
 
 
 def mqtt_service(routes: list[MqttRoute], settings: Settings | None = None) -> MqttService[None]:

@@ -84,11 +84,17 @@ def start_service(project: Path, broker: Mosquitto, record: Path, **env: str) ->
     )
 
 
+@pytest.mark.parametrize(
+    ("mqtt_client", "event_loop"),
+    [("aiomqtt", "asyncio"), ("gmqtt", "asyncio"), ("gmqtt", "uvloop")],
+)
 def test_service_handles_every_example_with_its_parameters(
-    project: Path, mosquitto: Mosquitto, tmp_path: Path
+    project: Path, mosquitto: Mosquitto, tmp_path: Path, mqtt_client: str, event_loop: str
 ) -> None:
     record = tmp_path / "record.jsonl"
-    service = start_service(project, mosquitto, record)
+    service = start_service(
+        project, mosquitto, record, MQTT_CLIENT=mqtt_client, EVENT_LOOP=event_loop
+    )
     listener = Listener(mosquitto.port, [])
     try:
         service.wait_for("subscribed to")
@@ -111,11 +117,12 @@ def test_service_handles_every_example_with_its_parameters(
         assert service.stop() == 0, service.output()
 
 
+@pytest.mark.parametrize("mqtt_client", ["aiomqtt", "gmqtt"])
 def test_bad_messages_are_dead_lettered_and_service_carries_on(
-    project: Path, mosquitto: Mosquitto, tmp_path: Path
+    project: Path, mosquitto: Mosquitto, tmp_path: Path, mqtt_client: str
 ) -> None:
     record = tmp_path / "record.jsonl"
-    service = start_service(project, mosquitto, record)
+    service = start_service(project, mosquitto, record, MQTT_CLIENT=mqtt_client)
     listener = Listener(mosquitto.port, [f"{PACKAGE}/dead-letter"])
     try:
         service.wait_for("subscribed to")

@@ -30,6 +30,9 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 PACKAGE = "iot_device_management"
 
+#: The guarantees below are proven on each MQTT client library the service runs on.
+on_each_client = pytest.mark.parametrize("mqtt_client", ["aiomqtt", "gmqtt"])
+
 RECORDING_HANDLER = """
 import asyncio
 import json
@@ -115,12 +118,13 @@ def wait_for_ids(expected: set[str], *records: Path, timeout: float = 60.0) -> C
     raise AssertionError(f"{len(missing)} never handled, e.g. {missing[:5]}")
 
 
+@on_each_client
 def test_service_started_before_the_broker_connects_when_it_comes_up(
-    project: Path, tmp_path: Path
+    project: Path, tmp_path: Path, mqtt_client: str
 ) -> None:
     port = free_port()
     record = tmp_path / "record.jsonl"
-    service = start_service(project, port, record)
+    service = start_service(project, port, record, MQTT_CLIENT=mqtt_client)
     broker = Mosquitto(tmp_path / "late", port=port)
     try:
         service.wait_for("reconnecting in", count=2)
@@ -135,11 +139,16 @@ def test_service_started_before_the_broker_connects_when_it_comes_up(
 
 
 @pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+@on_each_client
 def test_qos1_messages_published_while_the_service_is_down_are_all_handled(
-    project: Path, mosquitto: Mosquitto, tmp_path: Path, protocol: str
+    project: Path, mosquitto: Mosquitto, tmp_path: Path, protocol: str, mqtt_client: str
 ) -> None:
     record = tmp_path / "record.jsonl"
-    env = {"MQTT_CLIENT_ID": f"iot-persistent-{protocol}", "MQTT_PROTOCOL": protocol}
+    env = {
+        "MQTT_CLIENT_ID": f"iot-persistent-{protocol}-{mqtt_client}",
+        "MQTT_PROTOCOL": protocol,
+        "MQTT_CLIENT": mqtt_client,
+    }
     first = start_service(project, mosquitto.port, record, **env)
     first.wait_for("subscribed to")
     assert first.stop() == 0, first.output()
@@ -154,12 +163,20 @@ def test_qos1_messages_published_while_the_service_is_down_are_all_handled(
         assert second.stop() == 0, second.output()
 
 
-def test_broker_restart_mid_stream_loses_no_qos1_message(project: Path, tmp_path: Path) -> None:
+@on_each_client
+def test_broker_restart_mid_stream_loses_no_qos1_message(
+    project: Path, tmp_path: Path, mqtt_client: str
+) -> None:
     broker = Mosquitto(tmp_path / "persistent", extra_config="persistence true")
     broker.start()
     record = tmp_path / "record.jsonl"
     service = start_service(
-        project, broker.port, record, MQTT_CLIENT_ID="iot-restart", HANDLER_DELAY="0.02"
+        project,
+        broker.port,
+        record,
+        MQTT_CLIENT_ID="iot-restart",
+        HANDLER_DELAY="0.02",
+        MQTT_CLIENT=mqtt_client,
     )
     try:
         service.wait_for("subscribed to")
@@ -177,12 +194,15 @@ def test_broker_restart_mid_stream_loses_no_qos1_message(project: Path, tmp_path
         broker.stop()
 
 
+@on_each_client
 def test_two_replicas_with_a_shared_group_handle_each_message_once(
-    project: Path, mosquitto: Mosquitto, tmp_path: Path
+    project: Path, mosquitto: Mosquitto, tmp_path: Path, mqtt_client: str
 ) -> None:
     records = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
     services = [
-        start_service(project, mosquitto.port, path, MQTT_SHARED_GROUP="workers")
+        start_service(
+            project, mosquitto.port, path, MQTT_SHARED_GROUP="workers", MQTT_CLIENT=mqtt_client
+        )
         for path in records
     ]
     try:
@@ -220,8 +240,9 @@ def secure_broker(tmp_path: Path) -> Any:
     broker.stop()
 
 
+@on_each_client
 def test_service_connects_with_tls_and_a_password(
-    project: Path, secure_broker: Any, tmp_path: Path
+    project: Path, secure_broker: Any, tmp_path: Path, mqtt_client: str
 ) -> None:
     broker, ca = secure_broker
     record = tmp_path / "record.jsonl"
@@ -233,6 +254,7 @@ def test_service_connects_with_tls_and_a_password(
         MQTT_TLS_CA_FILE=str(ca),
         MQTT_USERNAME="device-service",
         MQTT_PASSWORD="s3cret-pass",
+        MQTT_CLIENT=mqtt_client,
     )
     try:
         service.wait_for("subscribed to")
@@ -241,8 +263,9 @@ def test_service_connects_with_tls_and_a_password(
     assert "s3cret-pass" not in service.output()
 
 
+@on_each_client
 def test_wrong_password_is_retried_with_backoff_and_logged(
-    project: Path, secure_broker: Any, tmp_path: Path
+    project: Path, secure_broker: Any, tmp_path: Path, mqtt_client: str
 ) -> None:
     broker, ca = secure_broker
     service = start_service(
@@ -253,6 +276,7 @@ def test_wrong_password_is_retried_with_backoff_and_logged(
         MQTT_TLS_CA_FILE=str(ca),
         MQTT_USERNAME="device-service",
         MQTT_PASSWORD="wrong-pass",
+        MQTT_CLIENT=mqtt_client,
     )
     try:
         service.wait_for("reconnecting in", count=2)
@@ -288,11 +312,28 @@ def test_service_receives_over_websocket(project: Path, tmp_path: Path) -> None:
         server.stop()
 
 
+def test_gmqtt_over_websocket_is_a_clear_error_at_start(project: Path, tmp_path: Path) -> None:
+    service = start_service(
+        project,
+        free_port(),
+        tmp_path / "record.jsonl",
+        MQTT_CLIENT="gmqtt",
+        MQTT_TRANSPORT="websockets",
+    )
+    assert service.process.wait(20) != 0
+    log = service.output()
+    assert "MQTT_CLIENT=gmqtt cannot connect over WebSocket" in log
+    assert "Traceback" not in log, log
+
+
+@on_each_client
 def test_sigterm_lets_a_slow_handler_finish(
-    project: Path, mosquitto: Mosquitto, tmp_path: Path
+    project: Path, mosquitto: Mosquitto, tmp_path: Path, mqtt_client: str
 ) -> None:
     record = tmp_path / "record.jsonl"
-    service = start_service(project, mosquitto.port, record, HANDLER_DELAY="2")
+    service = start_service(
+        project, mosquitto.port, record, HANDLER_DELAY="2", MQTT_CLIENT=mqtt_client
+    )
     service.wait_for("subscribed to")
     publish_telemetry(mosquitto.port, ["slow-1"])
     started = Path(f"{record}.started")
@@ -305,11 +346,12 @@ def test_sigterm_lets_a_slow_handler_finish(
     assert handled_ids(record) == Counter({"slow-1": 1})
 
 
+@on_each_client
 def test_malformed_flood_is_dead_lettered_and_valid_messages_handled(
-    project: Path, mosquitto: Mosquitto, tmp_path: Path
+    project: Path, mosquitto: Mosquitto, tmp_path: Path, mqtt_client: str
 ) -> None:
     record = tmp_path / "record.jsonl"
-    service = start_service(project, mosquitto.port, record)
+    service = start_service(project, mosquitto.port, record, MQTT_CLIENT=mqtt_client)
     dead = Listener(mosquitto.port, [f"{PACKAGE}/dead-letter"])
     publisher = Listener(mosquitto.port, [])
     try:
@@ -390,13 +432,19 @@ def broker_log(broker: Mosquitto, client_id: str) -> tuple[list[int], list[int]]
     return published, acked
 
 
+@on_each_client
 def test_acks_follow_arrival_order_when_handlers_finish_out_of_order(
-    delayed_project: Path, mosquitto: Mosquitto, tmp_path: Path
+    delayed_project: Path, mosquitto: Mosquitto, tmp_path: Path, mqtt_client: str
 ) -> None:
     record = tmp_path / "record.jsonl"
     client_id = f"iot-order-{time.monotonic_ns()}"
     service = start_service(
-        delayed_project, mosquitto.port, record, MQTT_CLIENT_ID=client_id, MAX_CONCURRENCY="4"
+        delayed_project,
+        mosquitto.port,
+        record,
+        MQTT_CLIENT_ID=client_id,
+        MAX_CONCURRENCY="4",
+        MQTT_CLIENT=mqtt_client,
     )
     try:
         service.wait_for("subscribed to")
@@ -420,15 +468,17 @@ def test_acks_follow_arrival_order_when_handlers_finish_out_of_order(
 
 
 @pytest.mark.parametrize("concurrency", ["1", "4"])
+@on_each_client
 def test_a_crash_mid_stream_loses_no_qos1_message(
-    project: Path, mosquitto: Mosquitto, tmp_path: Path, concurrency: str
+    project: Path, mosquitto: Mosquitto, tmp_path: Path, concurrency: str, mqtt_client: str
 ) -> None:
     # A message acknowledged before its handler finished would be lost to the kill.
     record = tmp_path / "record.jsonl"
     env = {
-        "MQTT_CLIENT_ID": f"iot-crash-{concurrency}",
+        "MQTT_CLIENT_ID": f"iot-crash-{concurrency}-{mqtt_client}",
         "MQTT_CLEAN_SESSION": "false",
         "MAX_CONCURRENCY": concurrency,
+        "MQTT_CLIENT": mqtt_client,
     }
     # A first run makes the session; the messages wait in it, to arrive as a backlog.
     first = start_service(project, mosquitto.port, record, **env)
@@ -452,14 +502,16 @@ def test_a_crash_mid_stream_loses_no_qos1_message(
 
 
 @pytest.mark.parametrize("concurrency", ["1", "4"])
+@on_each_client
 def test_sigterm_mid_stream_acks_what_was_handled_and_loses_nothing(
-    project: Path, mosquitto: Mosquitto, tmp_path: Path, concurrency: str
+    project: Path, mosquitto: Mosquitto, tmp_path: Path, concurrency: str, mqtt_client: str
 ) -> None:
     record = tmp_path / "record.jsonl"
     env = {
-        "MQTT_CLIENT_ID": f"iot-sigterm-{concurrency}",
+        "MQTT_CLIENT_ID": f"iot-sigterm-{concurrency}-{mqtt_client}",
         "MQTT_CLEAN_SESSION": "false",
         "MAX_CONCURRENCY": concurrency,
+        "MQTT_CLIENT": mqtt_client,
     }
     # A first run makes the session; the messages wait in it, to arrive as a backlog.
     first = start_service(project, mosquitto.port, record, **env)

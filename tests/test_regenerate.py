@@ -45,6 +45,7 @@ USER_FILES = [
     "README.md",
     f"src/{PACKAGE}/__init__.py",
     f"src/{PACKAGE}/__main__.py",
+    f"src/{PACKAGE}/lifespan.py",
     f"src/{PACKAGE}/py.typed",
     f"{HANDLERS}/__init__.py",
     f"{HANDLERS}/receive_telemetry.py",
@@ -210,6 +211,33 @@ def test_regenerating_after_a_spec_change_keeps_every_user_file_byte_for_byte(
     assert re.search(r"orphaned \(1\):\n\s+" + re.escape(orphan), result.output)
     assert (project / orphan).is_file()
     assert "receive_status" not in (project / GENERATED / "handlers.py").read_text()
+
+
+def test_a_project_made_before_lifespan_py_gets_one_and_keeps_its_other_user_files(
+    work: Path,
+) -> None:
+    project = work / "svc"
+    lifespan = f"src/{PACKAGE}/lifespan.py"
+    (project / lifespan).unlink()
+    # As an earlier asyncgen left it: no lifespan.py, other templates (another
+    # fingerprint).
+    manifest = project / MANIFEST
+    text = manifest.read_text().replace(f'    "{lifespan}",\n', "")
+    manifest.write_text(re.sub(r'"fingerprint": "\w+"', '"fingerprint": "earlier"', text))
+    assert lifespan not in manifest.read_text()
+    kept = [path for path in USER_FILES if path != lifespan]
+    for path in kept:
+        append_line(project / path, "# the user's own line")
+    edited = {path: (project / path).read_bytes() for path in kept}
+
+    succeed("generate", "-o", str(project))
+
+    for path, content in edited.items():
+        assert (project / path).read_bytes() == content, f"{path} was changed"
+    assert "async def lifespan(service: Service)" in (project / lifespan).read_text()
+    assert lifespan in manifest.read_text()
+    fresh = invoke("generate", "--check", "-o", str(project))
+    assert fresh.exit_code == 0, explain(fresh)
 
 
 # -- 2. --check --------------------------------------------------------------------------
@@ -691,3 +719,29 @@ def test_a_formatted_project_takes_a_spec_change(
         assert result.exit_code == 1
         assert f"{project / channels}: error: edited by hand" in result.output
         assert "settings.py: error" not in result.output
+
+
+def test_mqtt_client_chosen_at_generation_is_the_default_and_kept_by_regeneration(
+    tmp_path: Path,
+) -> None:
+    project = tmp_path / "fast"
+    spec = EXAMPLES / "mqtt" / "asyncapi.yaml"
+    first = invoke("generate", str(spec), "-o", str(project), "--mqtt-client", "gmqtt")
+    assert first.exit_code == 0, first.output
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    assert "gmqtt>=0.8,<0.9" in pyproject["project"]["dependencies"]
+    assert pyproject["project"]["optional-dependencies"]["uvloop"] == ["uvloop>=0.19"]
+    assert pyproject["tool"]["asyncgen"]["mqtt_client"] == "gmqtt"
+    settings = project / "src" / "iot_device_management" / "_generated" / "settings.py"
+    assert 'mqtt_client: Literal["aiomqtt", "gmqtt"] = "gmqtt"' in settings.read_text()
+    # Inside the project, [tool.asyncgen] carries the choice: nothing changes.
+    again = invoke("generate", "-o", str(project))
+    assert again.exit_code == 0, again.output
+    assert "up to date" in again.output
+    # A default project records nothing and depends on aiomqtt alone.
+    plain = tmp_path / "plain"
+    assert invoke("generate", str(spec), "-o", str(plain)).exit_code == 0
+    pyproject = tomllib.loads((plain / "pyproject.toml").read_text())
+    assert "mqtt_client" not in pyproject["tool"]["asyncgen"]
+    assert not any("gmqtt" in dep for dep in pyproject["project"]["dependencies"])
+    assert pyproject["project"]["optional-dependencies"]["gmqtt"] == ["gmqtt>=0.8,<0.9"]

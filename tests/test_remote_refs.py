@@ -253,7 +253,12 @@ def test_a_redirect_from_https_to_http_is_refused() -> None:
     request = urllib.request.Request("https://example.org/schemas.yaml")
     with pytest.raises(remote.FetchError, match="leaving https"):
         handler.redirect_request(
-            request, None, 302, "Found", None, "http://example.org/schemas.yaml"  # type: ignore[arg-type]
+            request,
+            None,
+            302,
+            "Found",
+            None,
+            "http://example.org/schemas.yaml",  # type: ignore[arg-type]
         )
 
 

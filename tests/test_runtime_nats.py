@@ -119,10 +119,32 @@ def test_a_subscription_s_callback_routes_only_among_its_own_routes() -> None:
     readings = nats_route("readings", "devices.d1", calls.handler("readings"), Accepted(Reading))
     other = nats_route("other", "devices.d1", calls.handler("other"), Accepted(Reading))
     service = nats_service([readings, other])
-    callback = service._receiver(RouteTable([other]), shared=False)
 
     async def deliver() -> None:
+        inbox = service._inbox(service._handle)
+        inbox.start()
+        callback = service._receiver(RouteTable([other]), inbox)
         await callback(JetStreamMsg(VALID, subject="devices.d1"))  # type: ignore[arg-type]
+        while len(inbox):
+            await asyncio.sleep(0.001)
+        await inbox.close(1.0)
 
     asyncio.run(deliver())
     assert calls.operations == ["other"]
+
+
+def test_a_jetstream_attempt_is_the_delivery_count_and_not_retried_in_the_service() -> None:
+    attempts: list[int] = []
+
+    async def handle(message: Reading, context: Any) -> None:
+        attempts.append(context.attempt)
+        raise RuntimeError("the handler failed")
+
+    route = nats_route("readings", "readings", handle, Accepted(Reading))
+    service = nats_service([route], Settings(handler_retries=3, handler_retry_backoff=0.001))
+    msg = JetStreamMsg(VALID, delivered=2)
+    asyncio.run(service._settle(RouteTable([route]), route, msg))  # type: ignore[arg-type]
+    # JetStream redelivers (nak): the service does not try again itself.
+    assert attempts == [2]
+    assert msg.settled == [("nak", 0.0)]
+    assert service.stats["readings"].retried == 0

@@ -7,7 +7,15 @@ import asyncio
 import json
 from typing import Any
 
-from runtime_fakes import Calls, FakeClient, Reading, Settings, mqtt_route, mqtt_service
+from runtime_fakes import (
+    Calls,
+    FakeClient,
+    Reading,
+    Settings,
+    mqtt_route,
+    mqtt_service,
+    until,
+)
 
 from asyncgen.runtime.core import Backoff
 from asyncgen.runtime.mqtt import MqttService
@@ -25,13 +33,6 @@ def serving(
     service = mqtt_service([route], settings)
     service.client = lambda: client  # type: ignore[method-assign]
     return service
-
-
-async def until(condition: Any, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.005)
 
 
 def test_a_message_is_acknowledged_after_its_handler_and_published_replies_go_out() -> None:

@@ -32,7 +32,7 @@ from asyncgen.runtime.aiomqtt_client import AiomqttClient
 from asyncgen.runtime.mqtt import MemoryTransport, MqttService
 from asyncgen.runtime.mqtt import Route as MqttRoute
 from asyncgen.runtime.nats import MemoryTransport as NatsMemoryTransport
-from asyncgen.runtime.nats import NatsService
+from asyncgen.runtime.nats import NatsService, NoResponders
 from asyncgen.runtime.nats import Route as NatsRoute
 from asyncgen.runtime.payloads import Accepted
 
@@ -311,6 +311,28 @@ def test_without_an_sdk_no_context_is_extracted_or_added(
 
     assert result.status == "handled"
     assert [message.headers for message in transport.published] == [None]
+
+
+def test_a_nats_request_is_published_in_a_producer_span_that_records_its_failure(
+    exporter: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    provider, spans = exporter
+    service = TracedNats(Settings())
+    service.start_tracing(provider)
+    transport = service.transport
+    assert isinstance(transport, NatsMemoryTransport)
+    transport.replies["alerts.critical"] = b"ok"
+
+    assert asyncio.run(service.request("alerts.critical", b"{}", timeout=1)) == b"ok"
+    with pytest.raises(NoResponders):
+        asyncio.run(service.request("alerts.nobody", b"{}", timeout=1))
+
+    answered, refused = spans.get_finished_spans()
+    assert answered.name == refused.name == "publish alerts.{level}"
+    assert traceparent_span_id(transport.published[0].headers)[1] == answered.context.span_id
+    assert answered.status.status_code is StatusCode.UNSET
+    assert refused.status.status_code is StatusCode.ERROR
+    assert (refused.attributes or {})["error.type"] == "asyncgen.runtime.nats.NoResponders"
 
 
 # -- no OpenTelemetry when it is absent or off ----------------------------------------

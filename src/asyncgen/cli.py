@@ -34,6 +34,11 @@ class ProtocolChoice(StrEnum):
     nats = "nats"
 
 
+class MqttClientChoice(StrEnum):
+    aiomqtt = "aiomqtt"
+    gmqtt = "gmqtt"
+
+
 def _flag(name: str, help: str) -> Any:
     """An on/off option: `--name` alone, without a `--no-name` twin or a default shown."""
     return typer.Option(name, help=help, show_default=False)
@@ -145,6 +150,13 @@ def generate(
         Path | None,
         typer.Option(help="Folder of templates that override the built-in ones by path."),
     ] = None,
+    mqtt_client: Annotated[
+        MqttClientChoice | None,
+        typer.Option(
+            help="MQTT projects: the client library the service runs on unless MQTT_CLIENT "
+            "says otherwise (default aiomqtt; gmqtt is several times faster)."
+        ),
+    ] = None,
     refs_root: RefsRoot = None,
     allow_outside_refs: AllowOutsideRefs = False,
     allow_remote_refs: AllowRemoteRefs = False,
@@ -180,6 +192,7 @@ def generate(
         refs_root=refs_root,
         allow_outside_refs=allow_outside_refs,
         allow_remote_refs=allow_remote_refs,
+        mqtt_client=mqtt_client.value if mqtt_client else None,
         mode="check" if check else "dry-run" if dry_run else "write",
         force=force,
     )

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from asyncgen import __version__
 from asyncgen.errors import Problem, UsageError
+from asyncgen.render.protocols import MQTT_CLIENTS, MqttClientName
 from asyncgen.resources import builtin_templates
 from asyncgen.write import manifest
 
@@ -42,6 +43,9 @@ class Config:
     refs_root: Path | None = None
     allow_outside_refs: bool = False
     allow_remote_refs: bool = False
+    #: The MQTT client library the generated service runs on by default; None: as
+    #: `[tool.asyncgen]` says, else aiomqtt.
+    mqtt_client: MqttClientName | None = None
     mode: Mode = "write"
     force: bool = False
 
@@ -83,6 +87,7 @@ def project_config(project: Path, config: Config) -> tuple[Path, Config]:
         return project / str(settings[key]) if settings.get(key) else None
 
     recorded_protocol = settings.get("protocol")
+    recorded_client = settings.get("mqtt_client")
     return project / str(settings["spec"]), replace(
         config,
         output=project,
@@ -93,6 +98,8 @@ def project_config(project: Path, config: Config) -> tuple[Path, Config]:
         refs_root=config.refs_root or path("refs_root"),
         allow_outside_refs=config.allow_outside_refs or settings.get("allow_outside_refs") is True,
         allow_remote_refs=config.allow_remote_refs or settings.get("allow_remote_refs") is True,
+        mqtt_client=config.mqtt_client
+        or (recorded_client if recorded_client in MQTT_CLIENTS else None),
     )
 
 
@@ -106,6 +113,7 @@ def _options(config: Config) -> Options:
         refs_root=config.refs_root,
         allow_outside_refs=config.allow_outside_refs,
         allow_remote_refs=config.allow_remote_refs,
+        mqtt_client=config.mqtt_client or "aiomqtt",
     )
 
 
@@ -142,6 +150,7 @@ def _settings(config: Config, target: Path, protocol: str, package: str) -> mani
         allow_outside_refs=config.allow_outside_refs,
         templates=relative(config.templates),
         allow_remote_refs=config.allow_remote_refs,
+        mqtt_client=config.mqtt_client or "aiomqtt",
     )
 
 

@@ -20,6 +20,7 @@ from asyncgen.render.background import Background
 from asyncgen.render.context import build_context, package_name
 from asyncgen.render.models import formatted_models, models_cached
 from asyncgen.render.project import plan_project
+from asyncgen.render.protocols import MqttClientName
 from asyncgen.validate import Checked, check_document
 
 
@@ -33,6 +34,7 @@ class Options:
     refs_root: Path | None = None
     allow_outside_refs: bool = False
     allow_remote_refs: bool = False
+    mqtt_client: MqttClientName = "aiomqtt"
 
     def policy(self) -> RefPolicy:
         return RefPolicy(
@@ -116,6 +118,7 @@ def render(spec: Path, modelled: Modelled, output: Path, options: Options) -> Ge
         refs_root_path=relative(options.refs_root) if options.refs_root else None,
         allow_outside_refs=options.allow_outside_refs,
         allow_remote_refs=options.allow_remote_refs,
+        mqtt_client=options.mqtt_client,
     )
     used = {m.class_name for op in context.operations for m in [*op.messages, *op.reply_messages]}
     # The models and the templates need nothing of each other: with a second core, the

@@ -25,7 +25,7 @@ from asyncgen.render.naming import (
     snake,
     toml_string,
 )
-from asyncgen.render.protocols import PROFILES, ProtocolProfile
+from asyncgen.render.protocols import PROFILES, MqttClientName, ProtocolProfile
 from asyncgen.runtime import VERSION as RUNTIME_VERSION
 
 #: Names the generated modules define themselves; channel and handler names avoid them.
@@ -241,6 +241,15 @@ class ProjectContext:
     refs_root_path: str | None = None
     allow_outside_refs: bool = False
     allow_remote_refs: bool = False
+    #: The MQTT client library a generated MQTT service runs on unless MQTT_CLIENT says
+    #: otherwise.
+    mqtt_client: MqttClientName = "aiomqtt"
+
+    @property
+    def client_extra_requirements(self) -> list[str]:
+        """What the default MQTT client needs besides the base dependencies (the
+        requirement of its extra), so that the project runs as generated."""
+        return [req for name, req in self.proto.extras if name == self.mqtt_client]
 
     @property
     def operations(self) -> list[OperationView]:
@@ -311,6 +320,13 @@ class ProjectContext:
     def json_receive(self) -> OperationView | None:
         """The first receive operation that takes JSON, if any."""
         return next((op for op in self.receive if op.payload_kind == "json"), None)
+
+    @property
+    def periodic_send(self) -> OperationView | None:
+        """The send operation the lifespan stub shows as periodic work: the first
+        retained one without parameters (a heartbeat, say), else the first without."""
+        plain = [op for op in self.send if not op.channel.params and op.payload_kind == "json"]
+        return next((op for op in plain if op.retain), plain[0] if plain else None)
 
     @property
     def send_uses_literal(self) -> bool:
@@ -645,6 +661,7 @@ def build_context(
     refs_root_path: str | None = None,
     allow_outside_refs: bool = False,
     allow_remote_refs: bool = False,
+    mqtt_client: MqttClientName = "aiomqtt",
 ) -> ProjectContext:
     """Name everything in `api` for the templates of `protocol`."""
     builder = _ContextBuilder(api, protocol)
@@ -683,6 +700,7 @@ def build_context(
         refs_root_path=refs_root_path,
         allow_outside_refs=allow_outside_refs,
         allow_remote_refs=allow_remote_refs,
+        mqtt_client=mqtt_client,
     )
 
 

@@ -113,6 +113,7 @@ def plan_project(
         ("README.md", "common/README.md.jinja", {}, "user"),
         (f"src/{package}/__init__.py", "common/package_init.py.jinja", {}, "user"),
         (f"src/{package}/__main__.py", "common/__main__.py.jinja", {}, "user"),
+        (f"src/{package}/lifespan.py", "common/lifespan.py.jinja", {}, "user"),
         (f"src/{package}/py.typed", None, {}, "user"),
         (f"src/{package}/handlers/__init__.py", "common/handlers_init.py.jinja", {}, "user"),
         ("tests/__init__.py", None, {}, "user"),

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from asyncgen.asyncapi import Protocol, address_parameters, subject_address
+
+#: The MQTT client libraries a generated MQTT service can run on (its MQTT_CLIENT).
+MqttClientName = Literal["aiomqtt", "gmqtt"]
+MQTT_CLIENTS: tuple[MqttClientName, ...] = ("aiomqtt", "gmqtt")
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,8 @@ class ProtocolProfile:
     runtime_adapters: tuple[str, ...]
     #: The client library a generated project depends on (a PEP 508 requirement).
     client_requirement: str
+    #: Optional extras of a generated project besides `uvloop`: name -> requirement.
+    extras: tuple[tuple[str, str], ...] = ()
     #: The setting that names where dead letters go.
     dead_letter_setting: str = ""
     #: Arguments of the generated `Publishers(service...)` after the service, as source.
@@ -78,8 +85,10 @@ MQTT = ProtocolProfile(
     syntax="MQTT_TOPIC",
     runtime_module="mqtt",
     service_class="MqttService",
-    runtime_adapters=("mqtt.py", "aiomqtt_client.py"),
+    runtime_adapters=("mqtt.py", "aiomqtt_client.py", "gmqtt_client.py"),
     client_requirement="aiomqtt>=2.5,<3",
+    # The adapter relies on gmqtt 0.8's package handler (see gmqtt_client.py).
+    extras=(("gmqtt", "gmqtt>=0.8,<0.9"),),
     dead_letter_setting="mqtt_dead_letter_topic",
 )
 
@@ -108,7 +117,12 @@ RUNTIME_COMMON = (
     "__init__.py",
     "addresses.py",
     "core.py",
+    "eventloop.py",
+    "flow.py",
+    "http.py",
     "logs.py",
+    "metrics.py",
+    "outbox.py",
     "payloads.py",
     "routing.py",
     "tracing.py",

@@ -8,29 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import ssl
 
 import aiomqtt
-from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY
+from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY, MQTT_ERR_NO_CONN
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from .mqtt import ConnectionLost, Delivery, MqttSettings
-
-
-def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
-    """The TLS context the settings ask for, or None for a plain connection."""
-    if not settings.mqtt_tls and settings.mqtt_tls_ca_file is None:
-        return None
-    cafile = str(settings.mqtt_tls_ca_file) if settings.mqtt_tls_ca_file else None
-    context = ssl.create_default_context(cafile=cafile)
-    if settings.mqtt_tls_cert_file is not None:
-        key = str(settings.mqtt_tls_key_file) if settings.mqtt_tls_key_file else None
-        context.load_cert_chain(str(settings.mqtt_tls_cert_file), key)
-    if settings.mqtt_tls_insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+from .mqtt import ConnectionLost, Delivery, MqttSettings, tls_context
 
 
 class AiomqttClient:
@@ -44,9 +28,17 @@ class AiomqttClient:
             else None
         )
         properties: Properties | None = None
-        if version5 and not settings.mqtt_clean_session:
+        if version5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = settings.mqtt_session_expiry
+            # The broker sends at most this many QoS 1 and 2 messages before it sees
+            # their acks, which wait for the handlers: the service's backpressure.
+            # (MQTT 3.1.1 has no such field; the broker's own limit applies, such as
+            # mosquitto's max_inflight_messages.)
+            properties.ReceiveMaximum = min(
+                max(settings.max_pending_messages, 1), 65535
+            )
+            if not settings.mqtt_clean_session:
+                properties.SessionExpiryInterval = settings.mqtt_session_expiry
         self._client = aiomqtt.Client(
             hostname=settings.mqtt_host,
             port=settings.mqtt_port,
@@ -82,6 +74,7 @@ class AiomqttClient:
         self._paho = self._client._client
         self._paho.manual_ack_set(True)
         self._messages = self._client.messages
+        self._queue = self._client._queue
 
     async def connect(self) -> None:
         try:
@@ -113,15 +106,26 @@ class AiomqttClient:
         if headers and self._version5:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.UserProperty = list(headers.items())
-        await self._client.publish(
-            topic, payload, qos=qos, retain=retain, properties=properties
-        )
+        try:
+            await self._client.publish(
+                topic, payload, qos=qos, retain=retain, properties=properties
+            )
+        except aiomqtt.MqttCodeError as exc:
+            if exc.rc == MQTT_ERR_NO_CONN:
+                raise ConnectionLost(str(exc)) from exc
+            raise
 
     async def receive(self) -> Delivery:
-        try:
-            message = await anext(self._messages)
-        except aiomqtt.MqttError as exc:
-            raise ConnectionLost(str(exc)) from exc
+        if self._queue.empty():
+            try:
+                message = await anext(self._messages)
+            except aiomqtt.MqttError as exc:
+                raise ConnectionLost(str(exc)) from exc
+        else:
+            # Taken straight from aiomqtt's queue: its iterator costs a task and a
+            # wait per message, slower than paho fills the queue under a flood, and
+            # the queue (unbounded) would grow while the service's own inbox drops.
+            message = self._queue.get_nowait()
         payload = message.payload
         if not isinstance(payload, bytes):
             payload = b"" if payload is None else str(payload).encode()

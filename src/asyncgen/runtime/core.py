@@ -16,7 +16,8 @@ import logging
 import random
 import signal
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, Typ
 import pydantic
 
 from .addresses import Address
+from .flow import Inbox
+from .outbox import Outbox, Publish, PublishBufferFull
 from .payloads import encode
 from .routing import Route, RouteTable, describe, rejection
 
@@ -34,6 +37,42 @@ if TYPE_CHECKING:  # imported when tracing starts: only with opentelemetry-api
     from .tracing import Tracing
 
 Status = Literal["handled", "invalid", "failed", "unrouted"]
+
+#: Error replies carry their status (400 invalid request, 500 handler failed) and the
+#: reason in these headers (NATS headers, MQTT 5 user properties).
+STATUS_HEADER = "asyncgen-status"
+ERROR_HEADER = "asyncgen-error"
+#: The longest wait between two attempts of a failing handler.
+MAX_RETRY_BACKOFF = 60.0
+
+
+class RequestRejected(Exception):
+    """The service answering a request refused it: the request was invalid (status
+    400) or its handler failed (status 500). `reason` says why."""
+
+    def __init__(self, address: str, status: int, reason: str) -> None:
+        super().__init__(f"request on {address} rejected ({status}): {reason}")
+        self.address = address
+        self.status = status
+        self.reason = reason
+
+
+def error_reply(status: int, reason: str) -> tuple[bytes, dict[str, str]]:
+    """The payload and headers of an error reply."""
+    one_line = " ".join(reason.split())
+    body = json.dumps({"status": status, "error": reason}).encode()
+    return body, {STATUS_HEADER: str(status), ERROR_HEADER: one_line}
+
+
+def rejected(
+    address: str, headers: dict[str, str] | None, payload: bytes
+) -> RequestRejected | None:
+    """The error a reply stands for, or None when it is an answer."""
+    status = (headers or {}).get(STATUS_HEADER)
+    if status is None or status.startswith("2"):
+        return None
+    reason = (headers or {}).get(ERROR_HEADER) or payload.decode("utf-8", "replace")
+    return RequestRejected(address, int(status) if status.isdigit() else 0, reason)
 
 
 class CoreSettings(Protocol):
@@ -50,13 +89,47 @@ class CoreSettings(Protocol):
     @property
     def log_rejections_per_minute(self) -> int: ...
     @property
+    def event_loop(self) -> Literal["asyncio", "uvloop"]: ...
+    @property
+    def handler_retries(self) -> int: ...
+    @property
+    def handler_retry_backoff(self) -> float: ...
+    @property
+    def handler_retries_per_operation(self) -> dict[str, int]: ...
+    @property
+    def handler_retry_backoff_per_operation(self) -> dict[str, float]: ...
+    @property
+    def max_pending_messages(self) -> int: ...
+    @property
+    def outgoing_buffer_size(self) -> int: ...
+    @property
+    def outgoing_buffer_timeout(self) -> float: ...
+    @property
+    def http_port(self) -> int | None: ...
+    @property
+    def http_host(self) -> str: ...
+    @property
+    def http_token(self) -> pydantic.SecretStr | None: ...
+    @property
+    def http_max_body(self) -> int: ...
+    @property
     def tracing(self) -> str:
         """`auto`: trace when opentelemetry-api is installed; `off`: never."""
         ...
 
 
 S = TypeVar("S", bound=CoreSettings)
+T = TypeVar("T")
 PublishersT = TypeVar("PublishersT")
+#: What the project's lifespan yields: handlers reach it as `context.state`.
+StateT = TypeVar("StateT")
+#: The project's startup/shutdown hook: given the service, an async context manager
+#: that builds the service's dependencies, yields them, and closes them on exit.
+Lifespan = Callable[[Any], AbstractAsyncContextManager[Any]]
+
+
+class StartupError(Exception):
+    """The service cannot start as configured; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +155,30 @@ class OperationStats:
     handled: int = 0
     invalid: int = 0
     failed: int = 0
+    #: Handler attempts that failed and were tried again.
+    retried: int = 0
     dead_lettered: int = 0
+
+
+@dataclass
+class ServiceStats:
+    """Counters of the whole service."""
+
+    #: Messages the broker would not keep (MQTT QoS 0, NATS core) dropped because
+    #: MAX_PENDING_MESSAGES were already waiting for a handler.
+    dropped: int = 0
+    #: Publishes refused because the outgoing buffer was full.
+    publish_buffer_full: int = 0
+    #: Messages the service published: replies, dead letters and its publishers' own.
+    published: int = 0
+    #: Connections made after the first one was lost.
+    reconnects: int = 0
+
+
+class Timings(Protocol):
+    """Where handler durations go when something reads them (the metrics)."""
+
+    def observe(self, operation: str, seconds: float) -> None: ...
 
 
 @dataclass
@@ -203,6 +299,9 @@ class ServiceCore(Generic[S, PublishersT]):
     sends: ClassVar[Sequence[tuple[str, Address[Any]]]] = ()
     settings: S
     publishers: PublishersT
+    #: The project's startup/shutdown hook (its `lifespan.py`), entered by `run()` and
+    #: `started()`; the generated `Service` sets it.
+    lifespan: Lifespan | None = None
     #: Makes the spans of messages and publishes; None when not tracing.
     tracing: Tracing | None = None
 
@@ -219,9 +318,46 @@ class ServiceCore(Generic[S, PublishersT]):
         self._log_throttle = LogThrottle(
             settings.log_rejections_per_minute, logger=self.logger
         )
+        self.service_stats = ServiceStats()
+        self._retries = {
+            route.operation: (
+                settings.handler_retries_per_operation.get(
+                    route.operation, settings.handler_retries
+                ),
+                settings.handler_retry_backoff_per_operation.get(
+                    route.operation, settings.handler_retry_backoff
+                ),
+            )
+            for route in self.routes
+        }
+        for name in (
+            "handler_retries_per_operation",
+            "handler_retry_backoff_per_operation",
+        ):
+            unknown = set(getattr(settings, name)) - set(self.stats)
+            if unknown:
+                self.logger.warning(
+                    "%s names no receive operation: %s",
+                    name.upper(),
+                    ", ".join(sorted(unknown)),
+                )
         self._stopping = asyncio.Event()
-        self._inflight: set[asyncio.Task[None]] = set()
+        #: Set while the service is connected and subscribed; cleared when the
+        #: connection is lost and when stopping.
+        self.connected = asyncio.Event()
+        self._incoming: Inbox[Any] | None = None
+        self._outbox = Outbox(
+            settings.outgoing_buffer_size, settings.outgoing_buffer_timeout
+        )
+        #: Posted (HTTP) messages hold one while handled: MAX_CONCURRENCY bounds them as
+        #: it bounds the broker's.
         self._slots = asyncio.Semaphore(settings.max_concurrency)
+        #: What the lifespan yielded (None until it ran): `context.state`.
+        self.state: Any = None
+        #: Handler durations, recorded only while metrics are served.
+        self.timings: Timings | None = None
+        self._running = False
+        self._background: set[asyncio.Task[Any]] = set()
         if settings.tracing != "off":
             with contextlib.suppress(ImportError):  # opentelemetry-api not installed
                 self.start_tracing()
@@ -236,8 +372,11 @@ class ServiceCore(Generic[S, PublishersT]):
         headers: dict[str, str] | None,
         qos: int,
         retain: bool,
+        attempt: int,
+        transport: str | None,
     ) -> Any:
-        """The `MessageContext` a handler gets.
+        """The `MessageContext` a handler gets; `transport` is how the message came
+        when not over the broker ("http").
 
         Each message gets a context of its own, and the service reads nothing back from
         it. Contexts are not frozen because a frozen dataclass sets each field through
@@ -249,7 +388,13 @@ class ServiceCore(Generic[S, PublishersT]):
     def _dead_letter_address(self) -> str | None:
         raise NotImplementedError
 
-    async def _send(self, address: str, payload: bytes, route: Route | None) -> None:
+    async def _send(
+        self,
+        address: str,
+        payload: bytes,
+        route: Route | None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """Publish a reply (`route` is the operation answering) or a dead letter."""
         raise NotImplementedError
 
@@ -288,6 +433,34 @@ class ServiceCore(Generic[S, PublishersT]):
             tracer_provider=tracer_provider,
         )
 
+    # -- the connection and the outgoing buffer ----------------------------------------
+
+    def _link_up(self) -> None:
+        """Connected and subscribed: buffered publishes go out, in order."""
+        if not self._stopping.is_set():
+            self.connected.set()
+        self._outbox.up()
+
+    def _link_down(self) -> None:
+        """The connection is gone, or not there yet: publishes wait in the buffer."""
+        self.connected.clear()
+        self._outbox.down()
+
+    async def _publish_through_outbox(self, publish: Publish) -> None:
+        try:
+            await self._outbox.send(publish)
+        except PublishBufferFull:
+            self.service_stats.publish_buffer_full += 1
+            raise
+
+    def _abandon_outbox(self) -> None:
+        count = self._outbox.abandon()
+        if count:
+            self.logger.warning(
+                "stopped with %d publishes still waiting for a connection; not sent",
+                count,
+            )
+
     # -- the receive path --------------------------------------------------------------
 
     async def _dispatch(
@@ -301,6 +474,9 @@ class ServiceCore(Generic[S, PublishersT]):
         qos: int = 0,
         retain: bool = False,
         dead_letter_failures: bool = True,
+        attempt: int | None = None,
+        transport: str | None = None,
+        send_reply: bool = True,
         in_span: bool = False,
     ) -> DispatchResult:
         """Route, validate and handle one message among the routes of `table`.
@@ -309,6 +485,13 @@ class ServiceCore(Generic[S, PublishersT]):
         their messages in turn: the first that the payload is takes it. A message that
         none takes is invalid, in the name of the most specific route. When tracing,
         all of it runs in a consumer span (`in_span` once it does).
+
+        A failing handler is tried again, after a backoff, up to the operation's
+        HANDLER_RETRIES times, unless `attempt` is given: then the broker redelivers
+        (JetStream), and `attempt` is its delivery count.
+
+        `transport` names where the message came from when not the broker ("http");
+        with `send_reply=False` a reply is only returned, not published.
         """
         tracing = self.tracing
         if tracing is not None and tracing.recording and not in_span:
@@ -319,9 +502,12 @@ class ServiceCore(Generic[S, PublishersT]):
                 payload,
                 headers,
                 reply_to,
-                qos,
-                retain,
-                dead_letter_failures,
+                qos=qos,
+                retain=retain,
+                dead_letter_failures=dead_letter_failures,
+                attempt=attempt,
+                transport=transport,
+                send_reply=send_reply,
             )
         refused: tuple[Route, str] | None = None
         for route in table.candidates(address):
@@ -342,41 +528,51 @@ class ServiceCore(Generic[S, PublishersT]):
                 continue
             break
         else:
-            return await self._refuse(refused, address, payload)
+            return await self._refuse(refused, address, payload, reply_to)
         # Handled here rather than in a method of its own: at a few microseconds per
         # message, one coroutine less counts.
         stats = self.stats[route.operation]
         stats.received += 1
-        context = self._context(route.operation, address, payload, headers, qos, retain)
         timeout = self.settings.handler_timeout
-        try:
-            if route.with_params:
-                handling = route.handler(message, params, context)
-            else:
-                handling = route.handler(message, context)
-            if timeout is None:
-                result = await handling
-            else:
-                result = await asyncio.wait_for(handling, timeout)
-            if route.reply_adapter is not None:
-                result = route.reply_adapter.validate_python(result)
-        except Exception as exc:
-            stats.failed += 1
-            if self.tracing is not None:
-                self.tracing.failed(exc)
-            if self._log_throttle.allow(route.operation):
-                self.logger.exception(
-                    "handler of %s failed on %s", route.operation, address
+        timings = self.timings
+        tries = 1
+        while True:
+            context = self._context(
+                route.operation,
+                address,
+                payload,
+                headers,
+                qos,
+                retain,
+                attempt or tries,
+                transport,
+            )
+            if timings is not None:
+                began = time.perf_counter()
+            try:
+                if route.with_params:
+                    handling = route.handler(message, params, context)
+                else:
+                    handling = route.handler(message, context)
+                if timeout is None:
+                    result = await handling
+                else:
+                    result = await asyncio.wait_for(handling, timeout)
+                if route.reply_adapter is not None:
+                    result = route.reply_adapter.validate_python(result)
+            except Exception as exc:  # noqa: BLE001  # logged by `_failed`
+                if timings is not None:
+                    timings.observe(route.operation, time.perf_counter() - began)
+                if attempt is None and await self._retrying(route, address, tries, exc):
+                    tries += 1
+                    continue
+                return await self._failed(
+                    route, address, payload, reply_to, exc, dead_letter_failures
                 )
-            reason = f"handler raised {type(exc).__name__}: {exc}"
-            if dead_letter_failures:
-                # The traceback above (or its place in the held-back count) is this
-                # message's log line.
-                await self._dead_letter(
-                    route.operation, address, payload, reason, logged=True
-                )
-            return DispatchResult("failed", route.operation, reason)
-        if route.reply_adapter is not None:
+            break
+        if timings is not None:
+            timings.observe(route.operation, time.perf_counter() - began)
+        if route.reply_adapter is not None and send_reply:
             await self._reply(route, params, reply_to, result)
         stats.handled += 1
         # Asked here rather than inside `debug()`: one call less on every message.
@@ -386,6 +582,76 @@ class ServiceCore(Generic[S, PublishersT]):
             return self._handled[route.operation]
         return DispatchResult("handled", route.operation, reply=result)
 
+    async def _retrying(
+        self, route: Route, address: str, tries: int, exc: Exception
+    ) -> bool:
+        """Whether to try a failed handler again; if so, after waiting its backoff."""
+        retries, backoff = self._retries[route.operation]
+        if tries > retries or self._stopping.is_set():
+            return False
+        wait = min(backoff * 2 ** (tries - 1), MAX_RETRY_BACKOFF) * random.uniform(
+            0.5, 1.0
+        )
+        self.stats[route.operation].retried += 1
+        if self._log_throttle.allow(route.operation):
+            self.logger.warning(
+                "handler of %s failed on %s (attempt %d of %d): %s: %s; "
+                "trying again in %.2f s",
+                route.operation,
+                address,
+                tries,
+                retries + 1,
+                type(exc).__name__,
+                exc,
+                wait,
+            )
+        await self._sleep_unless_stopped(wait)
+        return True
+
+    async def _failed(
+        self,
+        route: Route,
+        address: str,
+        payload: bytes,
+        reply_to: str | None,
+        exc: Exception,
+        dead_letter: bool,
+    ) -> DispatchResult:
+        """The handler failed for good: log it, answer a request with an error reply,
+        dead-letter the message (unless the broker will redeliver it)."""
+        self.stats[route.operation].failed += 1
+        if self.tracing is not None:
+            self.tracing.failed(exc)
+        if self._log_throttle.allow(route.operation):
+            self.logger.error(
+                "handler of %s failed on %s",
+                route.operation,
+                address,
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
+        reason = f"handler raised {type(exc).__name__}: {exc}"
+        if dead_letter:
+            if reply_to is not None and route.reply_adapter is not None:
+                await self._error_reply(route, reply_to, 500, reason)
+            # The traceback above (or its place in the held-back count) is this
+            # message's log line.
+            await self._dead_letter(
+                route.operation, address, payload, reason, logged=True
+            )
+        return DispatchResult("failed", route.operation, reason)
+
+    async def _error_reply(
+        self, route: Route, reply_to: str, status: int, reason: str
+    ) -> None:
+        """Tell the requester at once that its request was refused."""
+        body, headers = error_reply(status, reason)
+        try:
+            await self._send(reply_to, body, route, headers)
+        except Exception:
+            self.logger.exception(
+                "could not send the error reply of %s", route.operation
+            )
+
     async def _dispatch_in_span(
         self,
         tracing: Tracing,
@@ -394,22 +660,12 @@ class ServiceCore(Generic[S, PublishersT]):
         payload: bytes,
         headers: dict[str, str] | None,
         reply_to: str | None,
-        qos: int,
-        retain: bool,
-        dead_letter_failures: bool,
+        **options: Any,
     ) -> DispatchResult:
         """`_dispatch` in a consumer span, the current span while the handler runs."""
         with tracing.processing(table, address, payload, headers) as processing:
             result = await self._dispatch(
-                table,
-                address,
-                payload,
-                headers,
-                reply_to,
-                qos=qos,
-                retain=retain,
-                dead_letter_failures=dead_letter_failures,
-                in_span=True,
+                table, address, payload, headers, reply_to, **options, in_span=True
             )
             tracing.processed(
                 processing, result.operation, result.status, result.reason
@@ -417,15 +673,21 @@ class ServiceCore(Generic[S, PublishersT]):
         return result
 
     async def _refuse(
-        self, refused: tuple[Route, str] | None, address: str, payload: bytes
+        self,
+        refused: tuple[Route, str] | None,
+        address: str,
+        payload: bytes,
+        reply_to: str | None = None,
     ) -> DispatchResult:
         """A message no route took: invalid for the route that refused it first, else
-        unrouted."""
+        unrouted. An invalid request is answered with an error reply."""
         if refused is not None:
             route, reason = refused
             stats = self.stats[route.operation]
             stats.received += 1
             stats.invalid += 1
+            if reply_to is not None and route.reply_adapter is not None:
+                await self._error_reply(route, reply_to, 400, reason)
             await self._dead_letter(route.operation, address, payload, reason)
             return DispatchResult("invalid", route.operation, reason)
         if self._log_throttle.allow("unrouted"):
@@ -490,8 +752,86 @@ class ServiceCore(Generic[S, PublishersT]):
     # -- concurrency and shutdown ------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop taking messages; `run()` lets running handlers finish, then returns."""
+        """Stop taking messages; `run()` lets running handlers finish, then returns.
+
+        Background tasks (`start_background`) are cancelled at once.
+        """
         self._stopping.set()
+        self.connected.clear()
+        for task in self._background:
+            task.cancel()
+
+    # -- lifespan and background tasks -------------------------------------------------
+
+    def start_background(
+        self, work: Coroutine[Any, Any, Any], *, name: str | None = None
+    ) -> asyncio.Task[Any]:
+        """Run `work` while the service runs: it is cancelled when the service stops,
+        and awaited before the lifespan closes what it opened. An exception it raises
+        is logged."""
+        task = asyncio.create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+        if self._stopping.is_set():
+            task.cancel()
+        return task
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.logger.error(
+                "background task %s failed",
+                task.get_name(),
+                exc_info=task.exception(),
+            )
+
+    @asynccontextmanager
+    async def started(self) -> AsyncIterator[None]:
+        """Enter the lifespan: `state` holds what it yielded until the block ends;
+        then background tasks are cancelled and the lifespan closes what it opened.
+
+        `run()` enters it by itself; tests that call `dispatch()` with the project's
+        dependencies enter it around their calls.
+        """
+        async with contextlib.AsyncExitStack() as stack:
+            if self.lifespan is not None:
+                self.state = await stack.enter_async_context(self.lifespan(self))
+            # Unwound first: background tasks end before their dependencies close.
+            stack.push_async_callback(self._stop_background)
+            self._running = True
+            try:
+                yield
+            finally:
+                self._running = False
+
+    def accepting(self) -> bool:
+        """Whether messages from outside the broker (HTTP) are taken now: between the
+        lifespan's startup and a stop."""
+        return self._running and not self._stopping.is_set()
+
+    async def _stop_background(self) -> None:
+        tasks = set(self._background)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    @asynccontextmanager
+    async def _operating(self) -> AsyncIterator[None]:
+        """What `run()` serves within: the lifespan, and the HTTP listener when
+        HTTP_PORT is set (started after the lifespan, stopped before it closes)."""
+        async with self.started():
+            if self.settings.http_port is None:
+                yield
+                return
+            from .http import HttpListener
+
+            listener = HttpListener(self)
+            await listener.start()
+            try:
+                yield
+            finally:
+                await listener.stop()
 
     def _catch_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -503,29 +843,37 @@ class ServiceCore(Generic[S, PublishersT]):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    def _start_task(self, handling: Coroutine[Any, Any, None]) -> None:
-        """Run a handling coroutine in a task of its own; a slot is already held."""
-        task = asyncio.create_task(handling)
-        self._inflight.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
-        self._slots.release()
-
-    async def _drain(self) -> None:
-        """Wait for in-flight handlers, up to the shutdown grace period."""
-        if not self._inflight:
-            return
-        _, pending = await asyncio.wait(
-            set(self._inflight), timeout=self.settings.shutdown_grace_period
+    def _inbox(self, handle: Callable[[T], Awaitable[None]]) -> Inbox[T]:
+        """A bounded inbox served by MAX_CONCURRENCY workers (the service's own, while
+        it runs: `_incoming`)."""
+        inbox = Inbox(
+            self.settings.max_pending_messages, self.settings.max_concurrency, handle
         )
-        for task in pending:
-            task.cancel()
-        if pending:
+        self._incoming = inbox
+        return inbox
+
+    def _dropped(self, address: str) -> None:
+        """A message the broker would not keep found the inbox full."""
+        self.service_stats.dropped += 1
+        if self._log_throttle.allow("dropped"):
             self.logger.warning(
-                "%d handlers did not finish within the grace period", len(pending)
+                "%d messages already wait for a handler (MAX_PENDING_MESSAGES): "
+                "dropped a message on %s %s (%d dropped so far)",
+                self.settings.max_pending_messages,
+                self.address_word,
+                address,
+                self.service_stats.dropped,
             )
+
+    async def _close_inbox(self, inbox: Inbox[Any]) -> list[Any]:
+        """Stop handling: let the handlers in progress finish within the grace period;
+        what still waited is returned, not handled."""
+        left, cancelled = await inbox.close(self.settings.shutdown_grace_period)
+        if cancelled:
+            self.logger.warning(
+                "%d handlers did not finish within the grace period", cancelled
+            )
+        return left
 
     def _start_stats(self) -> asyncio.Task[None] | None:
         if not self.settings.stats_interval:
@@ -537,3 +885,4 @@ class ServiceCore(Generic[S, PublishersT]):
             await asyncio.sleep(self.settings.stats_interval)
             for operation, stats in self.stats.items():
                 self.logger.info("stats %s %s", operation, json.dumps(asdict(stats)))
+            self.logger.info("service stats %s", json.dumps(asdict(self.service_stats)))

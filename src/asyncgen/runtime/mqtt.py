@@ -2,23 +2,35 @@
 
 Part of asyncgen's service runtime. Generated projects hold an unchanged copy, rewritten
 by every `asyncgen generate`: do not edit the copy.
-The client library is an adapter (`aiomqtt_client`); the service knows only the
-interface below, so another library, or a fake in tests, can take its place.
+The client library is an adapter (`aiomqtt_client`, `gmqtt_client`, chosen by
+MQTT_CLIENT); the service knows only the interface below, so another library, or a fake
+in tests, can take its place.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol
 
 from pydantic import SecretStr
 
-from .core import Backoff, CoreSettings, DispatchResult, PublishersT, ServiceCore
+from .core import (
+    Backoff,
+    CoreSettings,
+    DispatchResult,
+    PublishersT,
+    ServiceCore,
+    StateT,
+)
+from .flow import Inbox
+from .outbox import Disconnected
 from .routing import Route as _Route
 
 if TYPE_CHECKING:
@@ -65,13 +77,15 @@ class MqttSettings(CoreSettings, Protocol):
     @property
     def mqtt_dead_letter_topic(self) -> str: ...
     @property
+    def mqtt_client(self) -> Literal["aiomqtt", "gmqtt"]: ...
+    @property
     def reconnect_initial_delay(self) -> float: ...
     @property
     def reconnect_max_delay(self) -> float: ...
 
 
 @dataclass
-class MessageContext(Generic[PublishersT]):
+class MessageContext(Generic[PublishersT, StateT]):
     """What a handler knows about a message besides its validated payload (see
     `ServiceCore._context`)."""
 
@@ -83,9 +97,16 @@ class MessageContext(Generic[PublishersT]):
     payload: bytes
     #: Send operations of this service, ready to publish.
     publishers: PublishersT
+    #: What the project's lifespan yielded: its dependencies (database pool, clients).
+    state: StateT
     qos: int = 0
     retain: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    #: 1 the first time the handler gets this message, 2 when it is tried again after
+    #: failing, and so on (HANDLER_RETRIES).
+    attempt: int = 1
+    #: How the message came: "mqtt", or "http" (POST /operations/...).
+    transport: str = "mqtt"
 
 
 @dataclass(frozen=True)
@@ -141,17 +162,68 @@ class MemoryTransport:
         self.published.append(PublishedMessage(topic, payload, qos, retain, headers))
 
 
-class ConnectionLost(Exception):
+class ConnectionLost(Disconnected):
     """The broker cannot be reached, or the connection to it is gone."""
+
+
+#: Each MQTT client library the service can run on: its adapter module and class, the
+#: package it imports, and the extra of the generated project that installs it.
+CLIENT_LIBRARIES: dict[str, tuple[str, str, str, str | None]] = {
+    "aiomqtt": ("aiomqtt_client", "AiomqttClient", "aiomqtt", None),
+    "gmqtt": ("gmqtt_client", "GmqttClient", "gmqtt", "gmqtt"),
+}
+
+
+def client_for(settings: MqttSettings) -> MqttClient:
+    """The adapter of the client library MQTT_CLIENT names, built from the settings.
+
+    A library that is not installed, or a setting the library cannot honour, stops the
+    service at start with one line saying what to do (`SystemExit`, no traceback).
+    """
+    name = settings.mqtt_client
+    module_name, class_name, package, extra = CLIENT_LIBRARIES[name]
+    try:
+        module = importlib.import_module(f".{module_name}", __package__)
+    except ImportError as exc:
+        if exc.name != package:
+            raise
+        install = (
+            f"install the project's [{extra}] extra (pip install '.[{extra}]')"
+            if extra
+            else f"pip install {package}"
+        )
+        raise SystemExit(
+            f"error: MQTT_CLIENT={name} needs the {package} package, which is not "
+            f"installed: {install}, or set MQTT_CLIENT=aiomqtt"
+        ) from None
+    client: MqttClient = getattr(module, class_name)(settings)
+    return client
+
+
+def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
+    """The TLS context the settings ask for, or None for a plain connection."""
+    if not settings.mqtt_tls and settings.mqtt_tls_ca_file is None:
+        return None
+    cafile = str(settings.mqtt_tls_ca_file) if settings.mqtt_tls_ca_file else None
+    context = ssl.create_default_context(cafile=cafile)
+    if settings.mqtt_tls_cert_file is not None:
+        key = str(settings.mqtt_tls_key_file) if settings.mqtt_tls_key_file else None
+        context.load_cert_chain(str(settings.mqtt_tls_cert_file), key)
+    if settings.mqtt_tls_insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 class Delivery:
     """One message as a client hands it over."""
 
     __slots__ = (
+        "acks",
         "headers",
         "mid",
         "payload",
+        "pending",
         "qos",
         "response_topic",
         "retain",
@@ -175,6 +247,9 @@ class Delivery:
         self.mid = mid
         self.headers = headers
         self.response_topic = response_topic
+        #: Its place in the order of acknowledgements, once the service took it.
+        self.pending: _PendingAck | None = None
+        self.acks: Acks | None = None
 
 
 class MqttClient(Transport, Protocol):
@@ -234,8 +309,12 @@ class Acks:
 
     BATCH = 32
 
-    def __init__(self, client: MqttClient) -> None:
+    def __init__(
+        self, client: MqttClient, queued: Callable[[], int] | None = None
+    ) -> None:
         self._client = client
+        #: How many received messages wait to be handled.
+        self._queued = queued or client.queued
         self._order: deque[_PendingAck] = deque()
         self._ready = 0
         self._settled = 0  # messages settled since the last flush
@@ -266,7 +345,7 @@ class Acks:
             pending.state = state
             self._ready += 1
         self._settled += 1
-        if self._ready and (self._settled >= self.BATCH or not self._client.queued()):
+        if self._ready and (self._settled >= self.BATCH or not self._queued()):
             self.flush()
 
     def flush(self) -> None:
@@ -305,9 +384,7 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         super().__init__(settings, routes, logger)
         self.routes: Sequence[Route] = routes
         self.transport: Transport = transport or MemoryTransport()
-        # True while the receive loop itself runs a handler (MAX_CONCURRENCY 1): a stop
-        # then waits for it instead of cancelling the loop.
-        self._handling_inline = False
+        self._connections = 0
 
     def _context(
         self,
@@ -317,10 +394,21 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         headers: dict[str, str] | None,
         qos: int,
         retain: bool,
-    ) -> MessageContext[PublishersT]:
+        attempt: int,
+        transport: str | None,
+    ) -> MessageContext[PublishersT, Any]:
         # Positional, in field order: cheaper than keywords on every message.
         return MessageContext(
-            operation, address, payload, self.publishers, qos, retain, headers or {}
+            operation,
+            address,
+            payload,
+            self.publishers,
+            self.state,
+            qos,
+            retain,
+            headers or {},
+            attempt,
+            transport or "mqtt",
         )
 
     def _dead_letter_address(self) -> str | None:
@@ -337,9 +425,15 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
             "messaging.client.id": self.settings.mqtt_client_id,
         }
 
-    async def _send(self, address: str, payload: bytes, route: _Route | None) -> None:
+    async def _send(
+        self,
+        address: str,
+        payload: bytes,
+        route: _Route | None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         qos = route.qos if isinstance(route, Route) else 1
-        await self.publish(address, payload, qos=qos)
+        await self.publish(address, payload, qos=qos, headers=headers)
 
     async def publish(
         self,
@@ -351,16 +445,26 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         retain: bool = False,
         headers: dict[str, str] | None = None,
     ) -> None:
-        """Publish through the current connection (the transport `Publishers` uses)."""
-        if self.tracing is not None and self.tracing.recording:
-            with self.tracing.publishing(topic, payload, headers) as carried:
-                await self.transport.publish(
+        """Publish through the current connection (the transport `Publishers` uses).
+
+        While the service is not connected, the message waits in the outgoing buffer
+        and goes out after the connection is back, in order (OUTGOING_BUFFER_SIZE,
+        OUTGOING_BUFFER_TIMEOUT): raises `PublishBufferFull` or `PublishTimeout`.
+        """
+        tracing = self.tracing
+        with (
+            tracing.publishing(topic, payload, headers)
+            if tracing is not None and tracing.recording
+            else contextlib.nullcontext(headers)
+        ) as carried:
+
+            def publishing() -> Awaitable[None]:
+                return self.transport.publish(
                     topic, payload, qos=qos, retain=retain, headers=carried
                 )
-            return
-        await self.transport.publish(
-            topic, payload, qos=qos, retain=retain, headers=headers
-        )
+
+            await self._publish_through_outbox(publishing)
+        self.service_stats.published += 1
 
     async def dispatch(
         self,
@@ -393,10 +497,8 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
     # -- the connection ----------------------------------------------------------------
 
     def client(self) -> MqttClient:
-        """The client library's adapter, built from the settings (aiomqtt)."""
-        from .aiomqtt_client import AiomqttClient
-
-        return AiomqttClient(self.settings)
+        """The client library's adapter, built from the settings (MQTT_CLIENT)."""
+        return client_for(self.settings)
 
     def subscriptions(self) -> dict[str, int]:
         """Each topic filter to subscribe to, with the highest QoS asked for it."""
@@ -417,11 +519,22 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         backoff = Backoff(
             settings.reconnect_initial_delay, settings.reconnect_max_delay
         )
+        async with self._operating():
+            await self._reconnecting(client, backoff)
+        self.logger.info("stopped")
+
+    async def _reconnecting(self, client: MqttClient, backoff: Backoff) -> None:
+        """Connect, serve, and connect again whenever the broker is lost, until
+        stopped."""
+        settings = self.settings
         stats_task = self._start_stats()
+        self._link_down()  # publishes wait for the first connection
+        inbox = self._inbox(self._handle)
+        inbox.start()
         try:
             while not self._stopping.is_set():
                 try:
-                    await self._connected(client, backoff)
+                    await self._connected(client, backoff, inbox)
                 except ConnectionLost as exc:
                     if self._stopping.is_set():
                         break
@@ -435,12 +548,14 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
                     )
                     await self._sleep_unless_stopped(wait)
         finally:
+            await self._close_inbox(inbox)
             if stats_task is not None:
                 stats_task.cancel()
-            await self._drain()
-        self.logger.info("stopped")
+            self._abandon_outbox()
 
-    async def _connected(self, client: MqttClient, backoff: Backoff) -> None:
+    async def _connected(
+        self, client: MqttClient, backoff: Backoff, inbox: Inbox[Delivery]
+    ) -> None:
         """One connection: subscribe, serve until stopped or lost, disconnect."""
         await client.connect()
         try:
@@ -456,81 +571,74 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
                 ", ".join(subscriptions) or "nothing",
             )
             backoff.reset()
-            await self._serve(client)
+            if self._connections:
+                self.service_stats.reconnects += 1
+            self._connections += 1
+            await self._serve(client, inbox)
         finally:
+            self._link_down()
             await client.disconnect()
 
-    async def _serve(self, client: MqttClient) -> None:
-        acks = Acks(client)
-        consumer = asyncio.create_task(self._consume(client, acks))
+    async def _serve(self, client: MqttClient, inbox: Inbox[Delivery]) -> None:
+        """Read messages into the inbox until stopped or the connection is lost; the
+        inbox's workers handle them meanwhile."""
+        acks = Acks(client, lambda: client.queued() + len(inbox))
+        reader = asyncio.create_task(self._read(client, acks, inbox))
         stopper = asyncio.create_task(self._stopping.wait())
+        self._link_up()
         try:
-            done, _ = await asyncio.wait(
-                {consumer, stopper}, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopper.cancel()
-        if consumer in done and consumer.exception() is not None:
-            # The connection is gone: the broker redelivers what was not acknowledged.
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({reader})
+        if not reader.cancelled() and reader.exception() is not None:
+            # The connection is gone: the broker redelivers what was not
+            # acknowledged, and the acks of this connection are void. Handlers in
+            # progress finish meanwhile; what they publish waits for the next
+            # connection.
             acks.close()
-            consumer.result()
-        # Stopping (the consumer may have returned at the stop by itself already).
-        if not self._handling_inline:
-            # Waiting for a message, or for a free slot before taking one: nothing to
-            # lose.
-            consumer.cancel()
-        _, pending = await asyncio.wait(
-            {consumer}, timeout=self.settings.shutdown_grace_period
-        )
-        if pending:
-            consumer.cancel()
-            self.logger.warning(
-                "the handler in flight did not finish within the grace period"
-            )
-        with contextlib.suppress(asyncio.CancelledError):
-            await consumer
-        await self._drain()
+            inbox.clear()
+            reader.result()
+        # Stopping. What waited in the inbox stays unacknowledged (QoS 1 and 2:
+        # redelivered); the handlers in progress may finish.
+        await self._close_inbox(inbox)
         # Acknowledge what was handled before the connection closes; an unfinished
         # message stays unacknowledged, and so does everything after it.
         acks.flush()
 
-    async def _consume(self, client: MqttClient, acks: Acks) -> None:
+    async def _read(
+        self, client: MqttClient, acks: Acks, inbox: Inbox[Delivery]
+    ) -> None:
+        """Take every message as it comes, so that the client's own queue stays short.
+
+        A QoS 0 message finding the inbox full is dropped. QoS 1 and 2 messages are
+        never dropped: the broker's in-flight window bounds them, since their acks
+        wait for the handlers (mosquitto's max_inflight_messages for MQTT 3.1.1, the
+        service's Receive Maximum, MAX_PENDING_MESSAGES, for MQTT 5). Pausing the
+        reads instead would hold back the broker's acks of the handlers' own QoS 1
+        publishes, which they wait for. (mosquitto 2.0.11 does not hold to its
+        window: after each ack it sends a window's worth more.)
+        """
         dead_letter_topic = self.settings.mqtt_dead_letter_topic
-        inline = self.settings.max_concurrency == 1
         receive = client.receive
         while True:
-            if not inline:
-                # Take a message only with a free slot, so that cancelling this loop at
-                # a stop never drops one that was taken.
-                await self._slots.acquire()
-            try:
-                delivery = await receive()
-            except BaseException:
-                if not inline:
-                    self._slots.release()
-                raise
-            pending = acks.expect(delivery)
+            delivery = await receive()
             if delivery.topic == dead_letter_topic:
-                acks.done(pending)
-                if not inline:
-                    self._slots.release()
+                acks.done(acks.expect(delivery))
                 continue
-            if inline:
-                # One handler at a time: run it here rather than in a task of its own,
-                # which costs more than a small handler itself.
-                self._handling_inline = True
-                try:
-                    await self._handle(delivery, acks, pending)
-                finally:
-                    self._handling_inline = False
-                if self._stopping.is_set():
-                    return
-            else:
-                self._start_task(self._handle(delivery, acks, pending))
+            delivery.acks = acks
+            if delivery.qos == 0:
+                if not inbox.offer(delivery, droppable=True):
+                    self._dropped(delivery.topic)
+                continue
+            delivery.pending = acks.expect(delivery)
+            inbox.offer(delivery, droppable=False)
 
-    async def _handle(
-        self, delivery: Delivery, acks: Acks, pending: _PendingAck | None
-    ) -> None:
+    async def _handle(self, delivery: Delivery) -> None:
+        acks, pending = delivery.acks, delivery.pending
+        assert acks is not None
         try:
             await self._dispatch(
                 self._table,

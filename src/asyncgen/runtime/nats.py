@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,14 +23,38 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
 from pydantic import SecretStr
 
-from .core import Backoff, CoreSettings, DispatchResult, PublishersT, ServiceCore
+from .core import (
+    Backoff,
+    CoreSettings,
+    DispatchResult,
+    PublishersT,
+    RequestRejected,
+    ServiceCore,
+    StartupError,
+    StateT,
+    rejected,
+)
+from .flow import Inbox
+from .outbox import Disconnected, PublishBufferFull, PublishTimeout
 from .routing import Route as _Route
 from .routing import RouteTable
 
 if TYPE_CHECKING:
     from opentelemetry.util.types import AttributeValue
+
+__all__ = [
+    "MessageContext",
+    "NatsService",
+    "NoResponders",
+    "PublishBufferFull",
+    "PublishTimeout",
+    "RequestRejected",
+    "RequestTimeout",
+    "Route",
+]
 
 
 class NatsSettings(CoreSettings, Protocol):
@@ -71,10 +96,12 @@ class NatsSettings(CoreSettings, Protocol):
     def jetstream_nak_delay(self) -> float: ...
     @property
     def jetstream_max_deliver(self) -> int: ...
+    @property
+    def jetstream_ack_wait(self) -> float: ...
 
 
 @dataclass
-class MessageContext(Generic[PublishersT]):
+class MessageContext(Generic[PublishersT, StateT]):
     """What a handler knows about a message besides its validated payload (see
     `ServiceCore._context`)."""
 
@@ -86,7 +113,14 @@ class MessageContext(Generic[PublishersT]):
     payload: bytes
     #: Send operations of this service, ready to publish.
     publishers: PublishersT
+    #: What the project's lifespan yielded: its dependencies (database pool, clients).
+    state: StateT
     headers: dict[str, str] = field(default_factory=dict)
+    #: 1 the first time the handler gets this message, 2 when it is tried again after
+    #: failing (HANDLER_RETRIES, or JetStream's redelivery), and so on.
+    attempt: int = 1
+    #: How the message came: "nats", or "http" (POST /operations/...).
+    transport: str = "nats"
 
 
 @dataclass(frozen=True)
@@ -178,7 +212,10 @@ class NatsTransport:
     async def publish(
         self, subject: str, payload: bytes, /, *, headers: dict[str, str] | None = None
     ) -> None:
-        await self._connection.publish(subject, payload, headers=headers)
+        try:
+            await self._connection.publish(subject, payload, headers=headers)
+        except nats.errors.ConnectionClosedError as exc:
+            raise Disconnected(str(exc) or "the connection is closed") from exc
 
     async def request(
         self,
@@ -189,6 +226,8 @@ class NatsTransport:
         timeout: float,
         headers: dict[str, str] | None = None,
     ) -> bytes:
+        """The reply's payload; raises `RequestRejected` when the reply is an error
+        reply (the request was invalid, or its handler failed)."""
         try:
             reply = await self._connection.request(
                 subject, payload, timeout=timeout, headers=headers
@@ -197,6 +236,9 @@ class NatsTransport:
             raise NoResponders(subject) from exc
         except nats.errors.TimeoutError as exc:
             raise RequestTimeout(subject, timeout) from exc
+        error = rejected(subject, reply.headers, reply.data)
+        if error is not None:
+            raise error
         return reply.data
 
 
@@ -247,6 +289,18 @@ def connect_options(settings: NatsSettings) -> dict[str, Any]:
     return options
 
 
+def websocket_support(settings: NatsSettings) -> None:
+    """Refuse `ws://` and `wss://` servers when aiohttp, nats-py's WebSocket
+    transport, is not installed: nats-py would fail at each attempt instead."""
+    servers = connect_options(settings)["servers"]
+    websocket = [url for url in servers if url.startswith(("ws://", "wss://"))]
+    if websocket and importlib.util.find_spec("aiohttp") is None:
+        raise StartupError(
+            f"NATS_URL names WebSocket servers ({server_names(websocket)}), which need "
+            "aiohttp: install it (the project's `ws` extra: pip install -e '.[ws]')"
+        )
+
+
 class NatsService(ServiceCore[NatsSettings, PublishersT]):
     """A NATS service: `await service.run()` serves until SIGTERM or `stop()`.
 
@@ -268,9 +322,7 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
         self.routes: Sequence[Route] = routes
         self.transport: Transport = transport or MemoryTransport()
         self._discarding: set[asyncio.Task[None]] = set()
-        # With MAX_CONCURRENCY 1 the subscriptions' callbacks take turns at handling: a
-        # lock does what a semaphore of one would, at less than half the cost.
-        self._turn = asyncio.Lock()
+        self._jetstream_errors: set[str] = set()
 
     def _context(
         self,
@@ -280,10 +332,19 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
         headers: dict[str, str] | None,
         qos: int,
         retain: bool,
-    ) -> MessageContext[PublishersT]:
+        attempt: int,
+        transport: str | None,
+    ) -> MessageContext[PublishersT, Any]:
         # Positional, in field order: cheaper than keywords on every message.
         return MessageContext(
-            operation, address, payload, self.publishers, headers or {}
+            operation,
+            address,
+            payload,
+            self.publishers,
+            self.state,
+            headers or {},
+            attempt,
+            transport or "nats",
         )
 
     def _dead_letter_address(self) -> str | None:
@@ -295,26 +356,43 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
         }
         servers = connect_options(self.settings)["servers"]
         if len(servers) == 1:
-            parts = urlsplit(
-                servers[0] if "://" in servers[0] else f"nats://{servers[0]}"
-            )
+            server = servers[0] if "://" in servers[0] else f"nats://{servers[0]}"
+            parts = urlsplit(server)
             if parts.hostname:
                 attributes["server.address"] = parts.hostname
                 attributes["server.port"] = parts.port or 4222
         return attributes
 
-    async def _send(self, address: str, payload: bytes, route: _Route | None) -> None:
-        await self.publish(address, payload)
+    async def _send(
+        self,
+        address: str,
+        payload: bytes,
+        route: _Route | None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        await self.publish(address, payload, headers=headers)
 
     async def publish(
         self, subject: str, payload: bytes, /, *, headers: dict[str, str] | None = None
     ) -> None:
-        """Publish through the current connection (the transport `Publishers` uses)."""
-        if self.tracing is not None and self.tracing.recording:
-            with self.tracing.publishing(subject, payload, headers) as carried:
-                await self.transport.publish(subject, payload, headers=carried)
-            return
-        await self.transport.publish(subject, payload, headers=headers)
+        """Publish through the current connection (the transport `Publishers` uses).
+
+        While the service is not connected, the message waits in the outgoing buffer
+        and goes out after the connection is back, in order (OUTGOING_BUFFER_SIZE,
+        OUTGOING_BUFFER_TIMEOUT): raises `PublishBufferFull` or `PublishTimeout`.
+        """
+        tracing = self.tracing
+        with (
+            tracing.publishing(subject, payload, headers)
+            if tracing is not None and tracing.recording
+            else contextlib.nullcontext(headers)
+        ) as carried:
+
+            def publishing() -> Awaitable[None]:
+                return self.transport.publish(subject, payload, headers=carried)
+
+            await self._publish_through_outbox(publishing)
+        self.service_stats.published += 1
 
     async def request(
         self,
@@ -325,14 +403,43 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
         timeout: float,
         headers: dict[str, str] | None = None,
     ) -> bytes:
-        """Publish a request and wait for its reply (`Publishers` request here)."""
-        if self.tracing is not None and self.tracing.recording:
-            with self.tracing.publishing(subject, payload, headers) as carried:
-                return await self.transport.request(
-                    subject, payload, timeout=timeout, headers=carried
-                )
+        """Send a request and return its reply (the transport `Publishers` uses).
+
+        A handler waiting for the reply gives its place to another worker meanwhile,
+        so that a request answered by this same service is handled even at
+        MAX_CONCURRENCY 1. Before the first connection, and while reconnecting, the
+        request waits for the connection within its timeout.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        tracing = self.tracing
+        with (
+            tracing.publishing(subject, payload, headers)
+            if tracing is not None and tracing.recording
+            else contextlib.nullcontext(headers)
+        ) as carried:
+            inbox = self._incoming
+            if inbox is None:
+                return await self._request(subject, payload, timeout, deadline, carried)
+            async with inbox.lend():
+                return await self._request(subject, payload, timeout, deadline, carried)
+
+    async def _request(
+        self,
+        subject: str,
+        payload: bytes,
+        timeout: float,
+        deadline: float,
+        headers: dict[str, str] | None,
+    ) -> bytes:
+        loop = asyncio.get_running_loop()
+        if not await self._outbox.wait_up(deadline - loop.time()):
+            raise RequestTimeout(subject, timeout)
         return await self.transport.request(
-            subject, payload, timeout=timeout, headers=headers
+            subject,
+            payload,
+            timeout=max(deadline - loop.time(), 0.001),
+            headers=headers,
         )
 
     async def dispatch(
@@ -362,14 +469,22 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
     # -- the connection ----------------------------------------------------------------
 
     async def _on_error(self, error: Exception) -> None:
+        if isinstance(error, nats.errors.SlowConsumerError):
+            # The client's own pending limit (MAX_PENDING_MESSAGES) dropped it.
+            self._dropped(error.subject)
+            return
         self.logger.warning("NATS: %s", error or type(error).__name__)
 
     async def _on_disconnected(self) -> None:
+        self._link_down()
         if not self._stopping.is_set():
             self.logger.warning("disconnected from NATS; reconnecting")
 
     async def _on_reconnected(self) -> None:
+        # nats-py subscribes again before it calls back.
+        self.service_stats.reconnects += 1
         self.logger.info("reconnected to NATS")
+        self._link_up()
 
     async def _connect(self) -> NATS | None:
         """Connect, retrying with backoff and jitter; None when stopped first."""
@@ -475,14 +590,24 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
     async def run(self) -> None:
         """Serve until `stop()` or SIGTERM/SIGINT."""
         self._catch_signals()
+        websocket_support(self.settings)
+        self._link_down()  # publishes wait for the first connection
+        async with self._operating():
+            await self._serve()
+        self.logger.info("stopped")
+
+    async def _serve(self) -> None:
+        """Connect, subscribe, and serve until stopped."""
         connection = await self._connect()
         if connection is None:
-            self.logger.info("stopped")
+            self._abandon_outbox()
             return
         self.transport = NatsTransport(connection)
         stats_task = self._start_stats()
         subscriptions: list[Subscription] = []
         consumers: list[asyncio.Task[None]] = []
+        inbox = self._inbox(self._handle)
+        inbox.start()
         try:
             # One subscription per subject and queue group, each knowing the routes its
             # messages can take.
@@ -497,13 +622,16 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
                     queue = route.queue or self.settings.nats_queue or ""
                     key = (route.address.subscription, queue)
                     core.setdefault(key, []).append(route)
-            shared = len(core) > 1
+            limit = self.settings.max_pending_messages
             for (subject, queue), routes in core.items():
                 subscriptions.append(
                     await connection.subscribe(
                         subject,
                         queue=queue,
-                        cb=self._receiver(RouteTable(routes), shared),
+                        cb=self._receiver(RouteTable(routes), inbox),
+                        # The callback only hands messages to the inbox; this bounds
+                        # the client's own buffer if the loop falls behind even so.
+                        pending_msgs_limit=limit,
                     )
                 )
             url = connection.connected_url
@@ -513,20 +641,23 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
                 ", ".join(route.address.subscription for route in self.routes)
                 or "nothing",
             )
+            self._link_up()
             await self._stopping.wait()
         finally:
+            self.connected.clear()
             await self._unsubscribe(subscriptions)
+            await self._close_inbox(inbox)
             if consumers:
                 await asyncio.wait(
                     consumers, timeout=self.settings.shutdown_grace_period
                 )
-            await self._drain()
             if stats_task is not None:
                 stats_task.cancel()
             # Everything is unsubscribed and settled by now: flush what handlers
             # published, then close.
             with contextlib.suppress(Exception):
                 await connection.flush(timeout=5)
+            self._abandon_outbox()
             try:
                 await connection.close()
             except (OSError, nats.errors.Error) as exc:
@@ -534,74 +665,36 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
                 self.logger.info(
                     "the connection closed with %s", exc or type(exc).__name__
                 )
-        self.logger.info("stopped")
 
     async def _unsubscribe(self, subscriptions: list[Subscription]) -> None:
-        """Stop the subscriptions once the handler each may be running has finished.
-
-        Draining waits for the callback in progress; the messages the client buffered
-        behind it are passed over (see `_receiver`), as with an unsubscribe.
-        """
-        drains = [
-            subscription.drain()  # type: ignore[no-untyped-call]  # not annotated
-            for subscription in subscriptions
-        ]
-        draining = asyncio.gather(*drains, return_exceptions=True)
-        try:
-            await asyncio.wait_for(draining, self.settings.shutdown_grace_period)
-        except TimeoutError:
-            self.logger.warning("handlers did not finish within the grace period")
+        """Stop the subscriptions; messages that still arrive are passed over (see
+        `_receiver`), as with an unsubscribe."""
         for subscription in subscriptions:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
 
     def _receiver(
-        self, table: RouteTable, shared: bool
+        self, table: RouteTable, inbox: Inbox[tuple[RouteTable, Msg]]
     ) -> Callable[[Msg], Awaitable[None]]:
         """The callback of one subscription, routing among `table`'s routes only.
 
-        `shared` says whether other subscriptions' callbacks take turns with this one.
+        It hands each message to the inbox and returns: handling in the callback
+        would hold the subscription's next message, and with it the request a handler
+        may be waiting for. A core message finding the inbox full is dropped (NATS
+        core keeps nothing).
         """
         stopping = self._stopping
-        logger = self.logger
 
-        if self.settings.max_concurrency == 1:
-            # nats-py awaits the callback before it delivers the subscription's next
-            # message, so running the handler in it keeps messages in order without a
-            # task per message. The turn keeps other subscriptions' handlers out
-            # meanwhile. The callback calls `_dispatch` itself, not through `_handle`:
-            # at a few microseconds per message, one coroutine less counts.
-            dispatch = self._dispatch
-            turn = self._turn
-
-            async def handle_inline(msg: Msg) -> None:
-                if stopping.is_set():
-                    return
-                if shared:
-                    await turn.acquire()
-                try:
-                    await dispatch(
-                        table, msg.subject, msg.data, msg.headers, msg.reply or None
-                    )
-                except Exception:
-                    logger.exception("unexpected error on %s", msg.subject)
-                finally:
-                    if shared:
-                        turn.release()
-
-            return handle_inline
-
-        async def handle_in_task(msg: Msg) -> None:
+        async def receive(msg: Msg) -> None:
             if stopping.is_set():
                 return
-            # Holding a slot before the next message is taken bounds the handlers
-            # running at once.
-            await self._slots.acquire()
-            self._start_task(self._handle(table, msg))
+            if not inbox.offer((table, msg), droppable=True):
+                self._dropped(msg.subject)
 
-        return handle_in_task
+        return receive
 
-    async def _handle(self, table: RouteTable, msg: Msg) -> None:
+    async def _handle(self, item: tuple[RouteTable, Msg]) -> None:
+        table, msg = item
         try:
             await self._dispatch(
                 table, msg.subject, msg.data, msg.headers, msg.reply or None
@@ -623,21 +716,63 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
                 route.address.subscription,
             )
 
+    async def _pull_subscribe(
+        self, js: JetStreamContext, route: Route
+    ) -> JetStreamContext.PullSubscription:
+        """The stream (created when missing) and the route's durable pull consumer."""
+        await self._ensure_stream(js, route)
+        config = ConsumerConfig(ack_wait=self.settings.jetstream_ack_wait)
+        return await js.pull_subscribe(
+            route.address.subscription,
+            durable=route.durable,
+            stream=route.stream,
+            config=config,
+        )
+
+    def _jetstream_unavailable(self, route: Route, exc: Exception) -> str:
+        """What stands in the way of the route's consumer, in words, for the log."""
+        if isinstance(
+            exc, (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError)
+        ):
+            return (
+                "the NATS server does not answer JetStream requests: JetStream is not "
+                "enabled on it (start nats-server with -js, or add a `jetstream` block "
+                "to its configuration)"
+            )
+        if isinstance(exc, nats.js.errors.APIError):
+            return (
+                f"cannot create or use JetStream stream {route.stream} for "
+                f"{route.address.subscription}: {exc.description or exc}"
+            )
+        return str(exc) or type(exc).__name__
+
     async def _consume_jetstream(self, js: JetStreamContext, route: Route) -> None:
         """Fetch from the durable consumer; ack, nak to retry, or term when invalid."""
         settings = self.settings
         table = RouteTable([route])
         pull: JetStreamContext.PullSubscription | None = None
+        backoff = Backoff(
+            settings.nats_reconnect_wait, settings.nats_reconnect_max_wait
+        )
         try:
             while not self._stopping.is_set():
+                if pull is None:
+                    try:
+                        pull = await self._pull_subscribe(js, route)
+                    except (nats.errors.Error, OSError) as exc:
+                        problem = self._jetstream_unavailable(route, exc)
+                        if problem not in self._jetstream_errors:
+                            # Once: the service keeps trying quietly, with backoff.
+                            self._jetstream_errors.add(problem)
+                            self.logger.error(
+                                "operation %s cannot receive: %s; retrying",
+                                route.operation,
+                                problem,
+                            )
+                        await self._sleep_unless_stopped(backoff.next())
+                        continue
+                    backoff.reset()
                 try:
-                    if pull is None:
-                        await self._ensure_stream(js, route)
-                        pull = await js.pull_subscribe(
-                            route.address.subscription,
-                            durable=route.durable,
-                            stream=route.stream,
-                        )
                     messages = await pull.fetch(
                         settings.jetstream_fetch_batch, timeout=1.0
                     )
@@ -649,8 +784,9 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
                         route.durable,
                         str(exc) or type(exc).__name__,
                     )
-                    await asyncio.sleep(settings.nats_reconnect_wait)
+                    await self._sleep_unless_stopped(backoff.next())
                     continue
+                backoff.reset()
                 for index, msg in enumerate(messages):
                     if self._stopping.is_set():
                         # Hand back what was fetched but not handled, for the next
@@ -665,14 +801,28 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
                 with contextlib.suppress(nats.errors.Error):
                     await pull.unsubscribe()
 
+    async def _keep_in_progress(self, msg: Msg) -> None:
+        """Tell the server, every third of the ack wait, that the handler still works
+        on `msg`, so that it is not redelivered meanwhile."""
+        interval = self.settings.jetstream_ack_wait / 3
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await msg.in_progress()
+
     async def _settle(self, table: RouteTable, route: Route, msg: Msg) -> None:
-        result = await self._dispatch(
-            table,
-            msg.subject,
-            msg.data,
-            headers=msg.headers,
-            dead_letter_failures=False,
-        )
+        keeping = asyncio.create_task(self._keep_in_progress(msg))
+        try:
+            result = await self._dispatch(
+                table,
+                msg.subject,
+                msg.data,
+                headers=msg.headers,
+                dead_letter_failures=False,
+                attempt=msg.metadata.num_delivered,
+            )
+        finally:
+            keeping.cancel()
         try:
             if result.status == "handled":
                 await msg.ack()

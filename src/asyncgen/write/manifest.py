@@ -90,12 +90,16 @@ class Settings:
     allow_outside_refs: bool
     templates: str | None
     allow_remote_refs: bool = False
+    mqtt_client: str = "aiomqtt"
 
     def recorded(self) -> dict[str, Any]:
-        """As the manifest holds them (`allow_remote_refs` only when it is set)."""
+        """As the manifest holds them (`allow_remote_refs` and `mqtt_client` only when
+        they differ from the default)."""
         data = dict(self.__dict__)
         if not self.allow_remote_refs:
             del data["allow_remote_refs"]
+        if self.mqtt_client == "aiomqtt":
+            del data["mqtt_client"]
         return data
 
 
@@ -237,6 +241,7 @@ def up_to_date(
         allow_outside_refs=requested.allow_outside_refs,
         templates=requested.templates,
         allow_remote_refs=requested.allow_remote_refs,
+        mqtt_client=requested.mqtt_client,
     )
     if settings.recorded() != recorded:
         return False

@@ -11,14 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
+from ..lifespan import State
 from . import channels, models
 from .publishers import Publishers
 from .runtime.mqtt import MessageContext as _MessageContext
 
 #: What a handler knows about a message besides its validated payload: the operation,
-#: the topic, the payload as received, `publishers` (this service's send operations)
-#: and more (see `runtime/mqtt.py`).
-MessageContext: TypeAlias = _MessageContext[Publishers]
+#: the topic, the payload as received, `publishers` (this service's send operations),
+#: `state` (what the project's `lifespan.py` built) and more (see
+#: `runtime/mqtt.py`).
+MessageContext: TypeAlias = _MessageContext[Publishers, State]
 
 
 class ReceiveTelemetryHandler(Protocol):

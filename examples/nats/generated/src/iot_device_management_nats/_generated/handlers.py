@@ -11,14 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
+from ..lifespan import State
 from . import channels, models
 from .publishers import Publishers
 from .runtime.nats import MessageContext as _MessageContext
 
 #: What a handler knows about a message besides its validated payload: the operation,
-#: the subject, the payload as received, `publishers` (this service's send operations)
-#: and more (see `runtime/nats.py`).
-MessageContext: TypeAlias = _MessageContext[Publishers]
+#: the subject, the payload as received, `publishers` (this service's send operations),
+#: `state` (what the project's `lifespan.py` built) and more (see
+#: `runtime/nats.py`).
+MessageContext: TypeAlias = _MessageContext[Publishers, State]
 
 
 class ReceiveTemperatureReadingHandler(Protocol):

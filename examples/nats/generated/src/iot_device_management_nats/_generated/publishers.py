@@ -10,10 +10,17 @@ from typing import Literal
 from pydantic import TypeAdapter
 
 from . import channels, models
-from .runtime.nats import NoResponders, RequestTimeout, Transport
+from .runtime.nats import NoResponders, RequestRejected, RequestTimeout, Transport
 from .runtime.payloads import encode
 
-__all__ = ["NoResponders", "Publishers", "RequestTimeout", "Transport", "encode"]
+__all__ = [
+    "NoResponders",
+    "Publishers",
+    "RequestRejected",
+    "RequestTimeout",
+    "Transport",
+    "encode",
+]
 
 
 class Publishers:
@@ -45,8 +52,9 @@ class Publishers:
         """Send a GetStatus request and wait for the DeviceStatus reply.
 
         Operation `queryDeviceStatus`: a request on `devices.{deviceId}.status`; returns the validated
-        reply. Raises RequestTimeout when no reply comes in time and NoResponders when
-        nobody listens.
+        reply. Raises RequestTimeout when no reply comes in time, NoResponders when
+        nobody listens and RequestRejected (with its `reason`) when the answering
+        service refuses the request as invalid or its handler failed.
         """
         subject = channels.DEVICE_STATUS_REQUESTS.build({"deviceId": device_id})
         reply = await self._transport.request(

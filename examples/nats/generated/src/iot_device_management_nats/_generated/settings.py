@@ -48,9 +48,28 @@ class Settings(BaseSettings):
     jetstream_fetch_batch: int = Field(default=10, ge=1)
     jetstream_nak_delay: float = Field(default=1.0, ge=0)
     jetstream_max_deliver: int = Field(default=5, ge=1)
+    #: Seconds the server waits for a message's ack before it redelivers it; a handler
+    #: taking longer tells the server it is still at work every third of it.
+    jetstream_ack_wait: float = Field(default=30.0, gt=0)
 
     max_concurrency: int = Field(default=1, ge=1)
     handler_timeout: float | None = Field(default=None, gt=0)
+    #: A failing handler is tried again this many times, after waiting
+    #: `handler_retry_backoff` seconds, doubled (with jitter) before each further try,
+    #: before its message is dead-lettered. Per operation, as JSON:
+    #: HANDLER_RETRIES_PER_OPERATION='{"operationId": 5}' (likewise
+    #: HANDLER_RETRY_BACKOFF_PER_OPERATION).
+    handler_retries: int = Field(default=2, ge=0)
+    handler_retry_backoff: float = Field(default=0.5, ge=0)
+    handler_retries_per_operation: dict[str, int] = Field(default_factory=dict)
+    handler_retry_backoff_per_operation: dict[str, float] = Field(default_factory=dict)
+    #: Received messages waiting for a handler, at most. Beyond it, messages the broker
+    #: does not keep (NATS core) are dropped and counted; the others wait at the broker.
+    max_pending_messages: int = Field(default=1000, ge=1)
+    #: Publishes made while not connected wait, at most this many, up to
+    #: `outgoing_buffer_timeout` seconds each, and go out in order once connected.
+    outgoing_buffer_size: int = Field(default=1000, ge=1)
+    outgoing_buffer_timeout: float = Field(default=30.0, gt=0)
     shutdown_grace_period: float = Field(default=30.0, ge=0)
     stats_interval: float = Field(default=60.0, ge=0)
     log_level: str = "INFO"
@@ -61,3 +80,16 @@ class Settings(BaseSettings):
     #: `auto`: OpenTelemetry spans when opentelemetry-api is installed (the `tracing`
     #: extra); `off`: none, and OpenTelemetry is not imported.
     tracing: Literal["auto", "off"] = "auto"
+    #: `uvloop` runs the service on uvloop (the project's `uvloop` extra).
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+    #: The HTTP listener (health, readiness, metrics, POST /operations/...) listens on
+    #: this port when set; it needs the `http` extra.
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+    #: Loopback by default: set 0.0.0.0 in a container, where probes and scrapers come
+    #: from outside, and set HTTP_TOKEN when POST /operations/... must be guarded.
+    http_host: str = "127.0.0.1"
+    #: A bearer token POST /operations/... requires when set (probes and /metrics are
+    #: open).
+    http_token: SecretStr | None = None
+    #: Bytes a posted message may have; larger ones get 413.
+    http_max_body: int = Field(default=1_048_576, ge=1)

@@ -9,7 +9,7 @@ which runtime version they were written for.
 from __future__ import annotations
 
 #: Raised by one when the runtime changes in a way the generated modules must follow.
-VERSION = 1
+VERSION = 2
 
 
 class RuntimeVersionError(ImportError):
