@@ -451,12 +451,7 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         and goes out after the connection is back, in order (OUTGOING_BUFFER_SIZE,
         OUTGOING_BUFFER_TIMEOUT): raises `PublishBufferFull` or `PublishTimeout`.
         """
-        tracing = self.tracing
-        with (
-            tracing.publishing(topic, payload, headers)
-            if tracing is not None and tracing.recording
-            else contextlib.nullcontext(headers)
-        ) as carried:
+        with self._publishing(topic, payload, headers) as carried:
 
             def publishing() -> Awaitable[None]:
                 return self.transport.publish(

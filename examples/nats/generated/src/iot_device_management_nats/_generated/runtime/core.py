@@ -17,7 +17,11 @@ import random
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+)
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
@@ -460,6 +464,16 @@ class ServiceCore(Generic[S, PublishersT]):
                 "stopped with %d publishes still waiting for a connection; not sent",
                 count,
             )
+
+    def _publishing(
+        self, address: str, payload: bytes, headers: dict[str, str] | None
+    ) -> AbstractContextManager[dict[str, str] | None]:
+        """Around a publish: its producer span when tracing, which yields the headers
+        with the trace context to publish with; else just the headers."""
+        tracing = self.tracing
+        if tracing is not None and tracing.recording:
+            return tracing.publishing(address, payload, headers)
+        return contextlib.nullcontext(headers)
 
     # -- the receive path --------------------------------------------------------------
 

@@ -381,12 +381,7 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
         and goes out after the connection is back, in order (OUTGOING_BUFFER_SIZE,
         OUTGOING_BUFFER_TIMEOUT): raises `PublishBufferFull` or `PublishTimeout`.
         """
-        tracing = self.tracing
-        with (
-            tracing.publishing(subject, payload, headers)
-            if tracing is not None and tracing.recording
-            else contextlib.nullcontext(headers)
-        ) as carried:
+        with self._publishing(subject, payload, headers) as carried:
 
             def publishing() -> Awaitable[None]:
                 return self.transport.publish(subject, payload, headers=carried)
@@ -412,12 +407,7 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        tracing = self.tracing
-        with (
-            tracing.publishing(subject, payload, headers)
-            if tracing is not None and tracing.recording
-            else contextlib.nullcontext(headers)
-        ) as carried:
+        with self._publishing(subject, payload, headers) as carried:
             inbox = self._incoming
             if inbox is None:
                 return await self._request(subject, payload, timeout, deadline, carried)
