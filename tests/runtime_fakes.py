@@ -30,6 +30,7 @@ class Settings:
     log_rejections_per_minute: int = 20
     log_level: str = "INFO"
     log_format: str = "text"
+    tracing: str = "auto"
     event_loop: Literal["asyncio", "uvloop"] = "asyncio"
     handler_retries: int = 0
     handler_retry_backoff: float = 0.01

@@ -132,4 +132,5 @@ RUNTIME_COMMON = (
     "payloads.py",
     "routing.py",
     "spool.py",
+    "tracing.py",
 )

@@ -16,19 +16,30 @@ import random
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+)
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 import pydantic
 
+from .addresses import Address
 from .deadletters import DeadLetter, ReasonCode, TooLarge
 from .flow import Inbox
 from .outbox import Outbox, Publish, PublishBufferFull
 from .payloads import encode
 from .routing import Route, RouteTable, describe, rejection
 from .spool import Spool
+
+if TYPE_CHECKING:  # imported when tracing starts: only with opentelemetry-api
+    from opentelemetry.trace import TracerProvider
+    from opentelemetry.util.types import AttributeValue
+
+    from .tracing import Tracing
 
 Status = Literal["handled", "invalid", "failed", "unrouted"]
 
@@ -110,6 +121,10 @@ class CoreSettings(Protocol):
     def dead_letter_spool_dir(self) -> Path: ...
     @property
     def dead_letter_spool_max_size(self) -> int: ...
+    @property
+    def tracing(self) -> str:
+        """`auto`: trace when opentelemetry-api is installed; `off`: never."""
+        ...
 
 
 S = TypeVar("S", bound=CoreSettings)
@@ -267,11 +282,18 @@ class ServiceCore(Generic[S, PublishersT]):
 
     #: How log lines and dead letters name an address: "topic" or "subject".
     address_word = "address"
+    #: `messaging.system` in traces: "mqtt" or "nats".
+    messaging_system = "messaging"
+    #: Where each send operation publishes, as (operation id, address) (the generated
+    #: service's): traces name a publish by its operation and address template.
+    sends: ClassVar[Sequence[tuple[str, Address[Any]]]] = ()
     settings: S
     publishers: PublishersT
     #: The project's startup/shutdown hook (its `lifespan.py`), entered by `run()` and
     #: `started()`; the generated `Service` sets it.
     lifespan: Lifespan | None = None
+    #: Makes the spans of messages and publishes; None when not tracing.
+    tracing: Tracing | None = None
 
     def __init__(self, settings: S, routes: Sequence[Route], logger: str) -> None:
         self.settings = settings
@@ -329,6 +351,9 @@ class ServiceCore(Generic[S, PublishersT]):
         self.spool = Spool(
             Path(settings.dead_letter_spool_dir), settings.dead_letter_spool_max_size
         )
+        if settings.tracing != "off":
+            with contextlib.suppress(ImportError):  # opentelemetry-api not installed
+                self.start_tracing()
 
     # -- what adapters provide ---------------------------------------------------------
 
@@ -373,6 +398,41 @@ class ServiceCore(Generic[S, PublishersT]):
         limit, any other exception when the broker cannot be reached."""
         raise NotImplementedError
 
+    def _carries_trace_context(self) -> bool:
+        """Whether messages can carry the trace context (in headers)."""
+        return True
+
+    def _trace_attributes(self) -> dict[str, AttributeValue]:
+        """Attributes of every span: the server, the client id."""
+        return {}
+
+    # -- tracing -----------------------------------------------------------------------
+
+    def start_tracing(self, tracer_provider: TracerProvider | None = None) -> None:
+        """Trace messages and publishes with OpenTelemetry (see `tracing`), to
+        `tracer_provider` or else the global one.
+
+        Called when the service is made unless TRACING is `off`; raises ImportError when
+        opentelemetry-api is not installed.
+        """
+        from .tracing import Tracing
+
+        destinations = [*self.sends]
+        destinations += [
+            (route.operation, route.reply_address)
+            for route in self.routes
+            if route.reply_address is not None
+        ]
+        self.tracing = Tracing(
+            self.messaging_system,
+            self.routes,
+            destinations,
+            self._dead_letter_address(),
+            carries_context=self._carries_trace_context(),
+            attributes=self._trace_attributes(),
+            tracer_provider=tracer_provider,
+        )
+
     # -- the connection and the outgoing buffer ----------------------------------------
 
     def _link_up(self) -> None:
@@ -401,6 +461,16 @@ class ServiceCore(Generic[S, PublishersT]):
                 count,
             )
 
+    def _publishing(
+        self, address: str, payload: bytes, headers: dict[str, str] | None
+    ) -> AbstractContextManager[dict[str, str] | None]:
+        """Around a publish: its producer span when tracing, which yields the headers
+        with the trace context to publish with; else just the headers."""
+        tracing = self.tracing
+        if tracing is not None and tracing.recording:
+            return tracing.publishing(address, payload, headers)
+        return contextlib.nullcontext(headers)
+
     # -- the receive path --------------------------------------------------------------
 
     async def _dispatch(
@@ -418,12 +488,14 @@ class ServiceCore(Generic[S, PublishersT]):
         transport: str | None = None,
         send_reply: bool = True,
         redeliverable: bool = False,
+        in_span: bool = False,
     ) -> DispatchResult:
         """Route, validate and handle one message among the routes of `table`.
 
         The routes whose address matches are tried most specific first, and each of
         their messages in turn: the first that the payload is takes it. A message that
-        none takes is invalid, in the name of the most specific route.
+        none takes is invalid, in the name of the most specific route. When tracing,
+        all of it runs in a consumer span (`in_span` once it does).
 
         A failing handler is tried again, after a backoff, up to the operation's
         HANDLER_RETRIES times, unless `attempt` is given: then the broker redelivers
@@ -435,6 +507,23 @@ class ServiceCore(Generic[S, PublishersT]):
         `redeliverable` says that the broker delivers the message again unless it is
         acknowledged (QoS 1, JetStream): see `_dead_letter`.
         """
+        tracing = self.tracing
+        if tracing is not None and tracing.recording and not in_span:
+            return await self._dispatch_in_span(
+                tracing,
+                table,
+                address,
+                payload,
+                headers,
+                reply_to,
+                qos=qos,
+                retain=retain,
+                dead_letter_failures=dead_letter_failures,
+                attempt=attempt,
+                transport=transport,
+                send_reply=send_reply,
+                redeliverable=redeliverable,
+            )
         refused: tuple[Route, str] | None = None
         for route in table.candidates(address):
             try:
@@ -560,6 +649,8 @@ class ServiceCore(Generic[S, PublishersT]):
         """The handler failed for good: log it, answer a request with an error reply,
         dead-letter the message (unless the broker will redeliver it)."""
         self.stats[route.operation].failed += 1
+        if self.tracing is not None:
+            self.tracing.failed(exc)
         if self._log_throttle.allow(route.operation):
             self.logger.error(
                 "handler of %s failed on %s",
@@ -598,6 +689,26 @@ class ServiceCore(Generic[S, PublishersT]):
             self.logger.exception(
                 "could not send the error reply of %s", route.operation
             )
+
+    async def _dispatch_in_span(
+        self,
+        tracing: Tracing,
+        table: RouteTable,
+        address: str,
+        payload: bytes,
+        headers: dict[str, str] | None,
+        reply_to: str | None,
+        **options: Any,
+    ) -> DispatchResult:
+        """`_dispatch` in a consumer span, the current span while the handler runs."""
+        with tracing.processing(table, address, payload, headers) as processing:
+            result = await self._dispatch(
+                table, address, payload, headers, reply_to, **options, in_span=True
+            )
+            tracing.processed(
+                processing, result.operation, result.status, result.reason
+            )
+        return result
 
     async def _refuse(
         self,

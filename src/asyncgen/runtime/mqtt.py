@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol
 
 from pydantic import SecretStr
 
@@ -41,6 +41,9 @@ from .flow import Inbox
 from .outbox import Disconnected
 from .routing import Route as _Route
 from .spool import Spool
+
+if TYPE_CHECKING:
+    from opentelemetry.util.types import AttributeValue
 
 
 class MqttSettings(CoreSettings, Protocol):
@@ -407,6 +410,7 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
     """
 
     address_word = "topic"
+    messaging_system = "mqtt"
 
     def __init__(
         self,
@@ -447,6 +451,17 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
 
     def _dead_letter_address(self) -> str | None:
         return self.settings.mqtt_dead_letter_topic
+
+    def _carries_trace_context(self) -> bool:
+        # MQTT 3.1.1 has no user properties to carry it in.
+        return self.settings.mqtt_protocol == "5"
+
+    def _trace_attributes(self) -> dict[str, AttributeValue]:
+        return {
+            "server.address": self.settings.mqtt_host,
+            "server.port": self.settings.mqtt_port,
+            "messaging.client.id": self.settings.mqtt_client_id,
+        }
 
     async def _send(
         self,
@@ -494,13 +509,14 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         and goes out after the connection is back, in order (OUTGOING_BUFFER_SIZE,
         OUTGOING_BUFFER_TIMEOUT): raises `PublishBufferFull` or `PublishTimeout`.
         """
+        with self._publishing(topic, payload, headers) as carried:
 
-        def publishing() -> Awaitable[None]:
-            return self.transport.publish(
-                topic, payload, qos=qos, retain=retain, headers=headers
-            )
+            def publishing() -> Awaitable[None]:
+                return self.transport.publish(
+                    topic, payload, qos=qos, retain=retain, headers=carried
+                )
 
-        await self._publish_through_outbox(publishing)
+            await self._publish_through_outbox(publishing)
         self.service_stats.published += 1
 
     async def dispatch(

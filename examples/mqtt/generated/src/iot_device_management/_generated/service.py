@@ -32,6 +32,13 @@ class Service(MqttService[Publishers]):
     settings: Settings
     #: What the project's lifespan yielded (`lifespan.py`), while the service runs.
     state: State
+    #: Where each send operation publishes: traces name a publish by its operation and
+    #: address template.
+    sends = (
+        ("sendCommand", channels.DEVICE_COMMANDS),
+        ("sendCriticalAlert", channels.CRITICAL_ALERTS),
+        ("sendHeartbeat", channels.SYSTEM_HEARTBEAT),
+    )
 
     def __init__(
         self,

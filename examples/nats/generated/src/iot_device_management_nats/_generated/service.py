@@ -32,6 +32,13 @@ class Service(NatsService[Publishers]):
     settings: Settings
     #: What the project's lifespan yielded (`lifespan.py`), while the service runs.
     state: State
+    #: Where each send operation publishes: traces name a publish by its operation and
+    #: address template.
+    sends = (
+        ("sendDeviceCommand", channels.DEVICE_COMMANDS),
+        ("queryDeviceStatus", channels.DEVICE_STATUS_REQUESTS),
+        ("sendHighTemperatureAlert", channels.HIGH_TEMPERATURE_ALERTS),
+    )
 
     def __init__(
         self,

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     #: Log lines a minute about the rejected or failed messages of one operation; the
     #: lines beyond are counted instead. 0 logs every one.
     log_rejections_per_minute: int = Field(default=20, ge=0)
+    #: `auto`: OpenTelemetry spans when opentelemetry-api is installed (the `tracing`
+    #: extra); `off`: none, and OpenTelemetry is not imported.
+    tracing: Literal["auto", "off"] = "auto"
     #: `uvloop` runs the service on uvloop (the project's `uvloop` extra).
     event_loop: Literal["asyncio", "uvloop"] = "asyncio"
     #: The HTTP listener (health, readiness, metrics, POST /operations/...) listens on

@@ -14,7 +14,7 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol
 from urllib.parse import urlsplit
 
 import nats.errors
@@ -43,6 +43,9 @@ from .flow import Inbox
 from .outbox import Disconnected, PublishBufferFull, PublishTimeout
 from .routing import Route as _Route
 from .routing import RouteTable
+
+if TYPE_CHECKING:
+    from opentelemetry.util.types import AttributeValue
 
 __all__ = [
     "MessageContext",
@@ -159,7 +162,13 @@ class Transport(Protocol):
     ) -> None: ...
 
     async def request(
-        self, subject: str, payload: bytes, /, *, timeout: float
+        self,
+        subject: str,
+        payload: bytes,
+        /,
+        *,
+        timeout: float,
+        headers: dict[str, str] | None = None,
     ) -> bytes: ...
 
 
@@ -184,9 +193,15 @@ class MemoryTransport:
         self.published.append(PublishedMessage(subject, payload, headers))
 
     async def request(
-        self, subject: str, payload: bytes, /, *, timeout: float
+        self,
+        subject: str,
+        payload: bytes,
+        /,
+        *,
+        timeout: float,
+        headers: dict[str, str] | None = None,
     ) -> bytes:
-        self.published.append(PublishedMessage(subject, payload))
+        self.published.append(PublishedMessage(subject, payload, headers))
         if subject not in self.replies:
             raise NoResponders(subject)
         return self.replies[subject]
@@ -207,12 +222,20 @@ class NatsTransport:
             raise Disconnected(str(exc) or "the connection is closed") from exc
 
     async def request(
-        self, subject: str, payload: bytes, /, *, timeout: float
+        self,
+        subject: str,
+        payload: bytes,
+        /,
+        *,
+        timeout: float,
+        headers: dict[str, str] | None = None,
     ) -> bytes:
         """The reply's payload; raises `RequestRejected` when the reply is an error
         reply (the request was invalid, or its handler failed)."""
         try:
-            reply = await self._connection.request(subject, payload, timeout=timeout)
+            reply = await self._connection.request(
+                subject, payload, timeout=timeout, headers=headers
+            )
         except nats.errors.NoRespondersError as exc:
             raise NoResponders(subject) from exc
         except nats.errors.TimeoutError as exc:
@@ -310,6 +333,7 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
     """
 
     address_word = "subject"
+    messaging_system = "nats"
 
     def __init__(
         self,
@@ -353,6 +377,19 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
 
     def _dead_letter_address(self) -> str | None:
         return self.settings.nats_dead_letter_subject
+
+    def _trace_attributes(self) -> dict[str, AttributeValue]:
+        attributes: dict[str, AttributeValue] = {
+            "messaging.client.id": self.settings.nats_name
+        }
+        servers = connect_options(self.settings)["servers"]
+        if len(servers) == 1:
+            server = servers[0] if "://" in servers[0] else f"nats://{servers[0]}"
+            parts = urlsplit(server)
+            if parts.hostname:
+                attributes["server.address"] = parts.hostname
+                attributes["server.port"] = parts.port or 4222
+        return attributes
 
     async def _send(
         self,
@@ -453,15 +490,22 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
         and goes out after the connection is back, in order (OUTGOING_BUFFER_SIZE,
         OUTGOING_BUFFER_TIMEOUT): raises `PublishBufferFull` or `PublishTimeout`.
         """
+        with self._publishing(subject, payload, headers) as carried:
 
-        def publishing() -> Awaitable[None]:
-            return self.transport.publish(subject, payload, headers=headers)
+            def publishing() -> Awaitable[None]:
+                return self.transport.publish(subject, payload, headers=carried)
 
-        await self._publish_through_outbox(publishing)
+            await self._publish_through_outbox(publishing)
         self.service_stats.published += 1
 
     async def request(
-        self, subject: str, payload: bytes, /, *, timeout: float
+        self,
+        subject: str,
+        payload: bytes,
+        /,
+        *,
+        timeout: float,
+        headers: dict[str, str] | None = None,
     ) -> bytes:
         """Send a request and return its reply (the transport `Publishers` uses).
 
@@ -472,20 +516,29 @@ class NatsService(ServiceCore[NatsSettings, PublishersT]):
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        inbox = self._incoming
-        if inbox is None:
-            return await self._request(subject, payload, timeout, deadline)
-        async with inbox.lend():
-            return await self._request(subject, payload, timeout, deadline)
+        with self._publishing(subject, payload, headers) as carried:
+            inbox = self._incoming
+            if inbox is None:
+                return await self._request(subject, payload, timeout, deadline, carried)
+            async with inbox.lend():
+                return await self._request(subject, payload, timeout, deadline, carried)
 
     async def _request(
-        self, subject: str, payload: bytes, timeout: float, deadline: float
+        self,
+        subject: str,
+        payload: bytes,
+        timeout: float,
+        deadline: float,
+        headers: dict[str, str] | None,
     ) -> bytes:
         loop = asyncio.get_running_loop()
         if not await self._outbox.wait_up(deadline - loop.time()):
             raise RequestTimeout(subject, timeout)
         return await self.transport.request(
-            subject, payload, timeout=max(deadline - loop.time(), 0.001)
+            subject,
+            payload,
+            timeout=max(deadline - loop.time(), 0.001),
+            headers=headers,
         )
 
     async def dispatch(
