@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import json
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
 
 from asyncgen.plan import Expected
@@ -33,7 +31,8 @@ def _types(text: str | None) -> set[str]:
 def fitting_digest(content: bytes, expected: Expected) -> str:
     """What the manifest records of a handler module found fitting: a hash of its content
     and of the signature it was checked against, so that it stands for both."""
-    digest = hashlib.sha256(json.dumps(asdict(expected), sort_keys=True).encode())
+    fields = (expected.module, expected.message_type, expected.params_class, expected.reply_type)
+    digest = hashlib.sha256(repr(fields).encode())
     digest.update(b"\0")
     digest.update(content)
     return digest.hexdigest()
@@ -112,17 +111,15 @@ def check_handlers(
     known = fitting or {}
     for item in expected:
         path = folder / f"{item.module}.py"
-        if not path.is_file():
-            if missing:
+        try:
+            source = path.read_bytes()
+        except OSError:
+            if missing and not path.is_file():
                 problems.append(
                     f"{path}:1: missing: a receive operation needs this handler module "
                     "(asyncgen generate writes a stub)"
                 )
-            continue
-        try:
-            source = path.read_bytes()
-        except OSError:
-            continue  # unreadable: not ours to judge
+            continue  # else unreadable: not ours to judge
         digest = fitting_digest(source, item)
         found = [] if known.get(item.module) == digest else check_handler(path, item, source)
         if found:
