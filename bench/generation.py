@@ -1,15 +1,18 @@
 """How long `asyncgen generate` takes, as a whole process, beside the interpreter's start-up.
 
-    python bench/generation.py            # examples (5 runs each) + 10/100/1,000 channels
-    python bench/generation.py --quick    # 3 runs, 10/100 channels
-    python bench/generation.py --huge     # also 5,000 channels (several minutes)
+    python bench/generation.py            # the scale table: 1 (MQTT example), 100, 1,000
+                                          # and 3,000 channels, medians of 3
+    python bench/generation.py --quick    # 1 and 100 channels, one run
+    python bench/generation.py --examples # also both examples, every case, 5 runs
     python bench/generation.py --profile [mqtt|nats|N]   # cProfile of one in-process run
-    python bench/generation.py --peer     # also the official AsyncAPI generator (npm)
+    python bench/generation.py --peer     # install the peers when missing (npm, pip)
 
 Every case runs as its own process (`python -m asyncgen ...`), its wall time taken around
 spawn-to-exit and its peak RSS from os.wait4's rusage. The cases of one round run one after
 the other and the rounds are repeated, so that a noisy machine slows all cases alike and
 the ratios to `python -c pass` hold. Cold runs get a fresh empty `$ASYNCGEN_CACHE_DIR`.
+The official AsyncAPI generator and asyncapi-python run beside asyncgen in each round
+when they are installed.
 """
 
 from __future__ import annotations
@@ -166,6 +169,10 @@ BASE_ENV: dict[str, str] = {
     for key, value in os.environ.items()
     if key not in ("ASYNCGEN_NO_CACHE", "ASYNCGEN_CACHE_DIR", "PYTHONDONTWRITEBYTECODE")
 }
+# The asyncgen of this checkout, whichever one is installed.
+BASE_ENV["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO / "src"), *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])]
+)
 
 
 def env_with_cache(cache: Path) -> dict[str, str]:
@@ -318,112 +325,264 @@ def bench_examples(runs: int, work: Workspace) -> str:
     return "\n\n".join(out)
 
 
-def bench_peer(runs: int, work: Workspace, install: bool) -> str:
-    """asyncgen against the official AsyncAPI generator (python-paho-template), cold,
-    on AsyncAPI 2.6 documents: a synthetic one and streetlights-mqtt when ../shared/specs
-    has it."""
-    peer = peer_command(install)
-    if isinstance(peer, str):
-        return f"official AsyncAPI generator (peer): {peer}"
-    label, command = peer
-    specs: dict[str, Path] = {}
-    streetlights = REPO.parent / "shared" / "specs" / "2.6.0" / "streetlights-mqtt.yml"
-    if streetlights.is_file():
-        specs["streetlights-mqtt (2.6)"] = streetlights
-    for channels in (10, 100):
-        path = work.fresh("peer-spec").with_suffix(".yaml")
-        path.write_text(synthetic_spec_v2(channels), encoding="utf-8")
-        specs[f"synthetic {channels} channels (2.6)"] = path
-    results: dict[tuple[str, str], list[Run]] = defaultdict(list)
-    for spec in specs.values():  # untimed: npm's and Python's first-run caches
-        run_measured(command(spec, work.fresh("peer-out")), env=BASE_ENV, timeout=600)
-        generate(spec, work.fresh("out"), work.fresh("cache"))
-    for _ in range(runs):
-        for name, spec in specs.items():
-            output, cache = work.fresh("out"), work.fresh("cache-cold")
-            results[(name, "asyncgen")].append(generate(spec, output, cache))
-            peer_out = work.fresh("peer-out")
-            results[(name, "peer")].append(
-                run_measured(command(spec, peer_out), env=BASE_ENV, timeout=600)
+#: asyncapi-python's code generator, in a virtual environment of its own (it pins its own
+#: datamodel-code-generator and black); `--peer` creates it with pip.
+AAPY_HOME = PEER_HOME / "asyncapi-python-venv"
+
+
+def aapy_command(install: bool) -> tuple[str, Callable[[Path, Path], list[str]]] | str:
+    """asyncapi-python's generator command line, or why there is none."""
+    python = AAPY_HOME / "bin" / "python"
+    if not python.exists() and install:
+        print(f"installing asyncapi-python[codegen] into {AAPY_HOME} ...", flush=True)
+        made = subprocess.run([PYTHON, "-m", "venv", str(AAPY_HOME)], capture_output=True)
+        done = (
+            subprocess.run(
+                [str(python), "-m", "pip", "install", "-q", "asyncapi-python[codegen]"],
+                capture_output=True,
+                text=True,
+                timeout=900,
             )
-            for folder in (output, cache, peer_out):
-                shutil.rmtree(folder, ignore_errors=True)
-    rows = []
-    for name in specs:
-        ours, theirs = fmt_run(results[(name, "asyncgen")]), fmt_run(results[(name, "peer")])
-        ratio = (
-            f"{float(theirs[0]) / float(ours[0]):.1f}x"
-            if "FAILED" not in (ours[0], theirs[0])
-            else "-"
+            if made.returncode == 0
+            else None
         )
-        rows.append([name, ours[0], ours[2], theirs[0], theirs[2], ratio])
-    return table(
-        ["spec", "asyncgen s", "RSS MiB", "official s", "RSS MiB", "official / asyncgen"],
-        rows,
-        title=f"first generation, cold: asyncgen against the official generator ({label}); "
-        f"median of {runs}",
+        if done is None or done.returncode != 0:
+            shutil.rmtree(AAPY_HOME, ignore_errors=True)
+            return "pip install asyncapi-python[codegen] failed"
+    if not python.exists():
+        return f"not installed (python bench/generation.py --peer installs it into {AAPY_HOME})"
+    script = (
+        "import sys; from asyncapi_python_codegen.cli import main; "
+        "sys.argv[0] = 'asyncapi-python-codegen'; main()"
     )
+    return "asyncapi-python-codegen", lambda spec, out: [
+        str(python),
+        "-c",
+        script,
+        str(spec),
+        str(out),
+    ]
 
 
-def bench_synthetic(sizes: list[int], work: Workspace, runs_small: int) -> str:
-    baseline = median(
-        [run_measured([PYTHON, "-c", "pass"], env=BASE_ENV).seconds for _ in range(3)]
-    )
+def synthetic_spec_aapy(channels: int) -> str:
+    """The channels of `synthetic_spec` as asyncapi-python's generator takes them: it
+    wants an AMQP binding on a channel with parameters, each parameter's `location`, the
+    payload inline in the channel's message, and operations without `messages`."""
+    out: list[str] = [
+        f"asyncapi: 3.0.0\ninfo:\n  title: Synthetic {channels}\n  version: 1.0.0\nchannels:\n"
+    ]
+    # The payload of every channel: a Reading schema, four levels deeper.
+    payload = "".join("    " + line for line in reading_schemas(1)[0].splitlines(True)[1:])
+    for i in range(channels):
+        out.append(
+            f"  ch{i}:\n"
+            f"    address: things/{{thingId}}/ch{i}\n"
+            "    bindings:\n"
+            "      amqp:\n"
+            "        is: routingKey\n"
+            "    parameters:\n"
+            "      thingId:\n"
+            "        description: Id of the thing.\n"
+            "        location: $message.payload#/id\n"
+            "    messages:\n"
+            f"      m{i}:\n"
+            "        payload:\n" + payload
+        )
+    out.append("operations:\n")
+    for i in range(channels):
+        out.append(
+            f"  receiveCh{i}:\n    action: receive\n    channel:\n      $ref: '#/channels/ch{i}'\n"
+        )
+    return "".join(out)
+
+
+def one_channel_changed(spec_text: str, channels: int) -> str:
+    """The spec with one more payload property on one channel: the MQTT example's
+    telemetry (`channels` 0), else the middle channel's Reading schema."""
+    schema = "    TelemetryPayload:\n" if channels == 0 else f"    Reading{channels // 2}:\n"
+    head, found, tail = spec_text.partition(schema)
+    before, props, after = tail.partition("      properties:\n")
+    assert found and props, f"no {schema.strip()} with properties: update one_channel_changed()"
+    return head + schema + before + props + "        note:\n          type: string\n" + after
+
+
+class ChangeCase:
+    """A project generated from `spec`, its warm cache, and the same spec with one channel
+    changed: each run regenerates a fresh copy of both, so that every run finds the cache
+    as the first generation left it."""
+
+    def __init__(self, spec_text: str, changed_text: str, work: Workspace) -> None:
+        self.work = work
+        self.base = work.fresh("change-base")
+        self.base.mkdir(parents=True)
+        (self.base / "spec.yaml").write_text(spec_text, encoding="utf-8")
+        self.changed = changed_text
+        result = generate(self.base / "spec.yaml", self.base / "project", self.base / "cache")
+        if result.returncode != 0:
+            raise SystemExit("asyncgen generate failed on the spec to change")
+
+    def run(self) -> Run:
+        copy = self.work.fresh("change")
+        shutil.copytree(self.base, copy, symlinks=True)
+        (copy / "spec.yaml").write_text(self.changed, encoding="utf-8")
+        try:
+            return generate(copy / "spec.yaml", copy / "project", copy / "cache")
+        finally:
+            shutil.rmtree(copy, ignore_errors=True)
+
+
+def _med(runs: list[Run], cpu: bool = False) -> str:
+    ok = [run for run in runs if run.returncode == 0]
+    if not runs:
+        return "-"
+    if len(ok) < len(runs):
+        return "FAILED"
+    return f"{median([r.cpu_seconds if cpu else r.seconds for r in ok]):.2f}"
+
+
+def _peer_cell(runs: list[Run], once: bool) -> str:
+    text = _med(runs)
+    if text in ("-", "FAILED"):
+        return text
+    return f"{text}{' (1 run)' if once else ''}, {_rss(runs)} MiB"
+
+
+def _rss(runs: list[Run]) -> str:
+    ok = [run for run in runs if run.returncode == 0]
+    return f"{max(r.max_rss_mib for r in ok):.0f}" if ok and len(ok) == len(runs) else "-"
+
+
+def bench_scale(sizes: list[int], runs: int, work: Workspace, install: bool, aapy_max: int) -> str:
+    """asyncgen cold, warm, after a one-channel change and unchanged, beside the official
+    generator and asyncapi-python, at each size; medians of `runs`, one round at a time."""
+    peer = peer_command(install)
+    aapy = aapy_command(install)
+    notes = []
+    if isinstance(peer, str):
+        notes.append(f"official generator: {peer}")
+    if isinstance(aapy, str):
+        notes.append(f"asyncapi-python: {aapy}")
     rows = []
     for channels in sizes:
-        spec = work.fresh(f"spec{channels}").with_suffix(".yaml")
-        spec.write_text(synthetic_spec(channels))
+        if channels == 1:
+            spec_text = (EXAMPLES / "mqtt" / "asyncapi.yaml").read_text(encoding="utf-8")
+            label = "1 (MQTT example)"
+            changed = one_channel_changed(spec_text, 0)
+            streetlights = REPO.parent / "shared" / "specs" / "2.6.0" / "streetlights-mqtt.yml"
+            peer_spec = streetlights if streetlights.is_file() else None
+        else:
+            spec_text = synthetic_spec(channels)
+            label = f"{channels:,}"
+            changed = one_channel_changed(spec_text, channels)
+            peer_spec = work.fresh("peer-spec").with_suffix(".yaml")
+            peer_spec.write_text(synthetic_spec_v2(channels), encoding="utf-8")
+        aapy_spec = work.fresh("aapy-spec").with_suffix(".yaml")
+        aapy_spec.write_text(synthetic_spec_aapy(channels), encoding="utf-8")
+        spec = work.fresh("spec").with_suffix(".yaml")
+        spec.write_text(spec_text, encoding="utf-8")
         cases = SpecCases(spec, work)
-        repeat = runs_small if channels <= 100 else 1
+        cases.prepare()
+        change = ChangeCase(spec_text, changed, work)
         measured: dict[str, list[Run]] = defaultdict(list)
-        # The preparation is a cold generation into an empty folder: the first cold sample.
-        measured["cold"].append(cases.prepare())
-        for index in range(repeat):
-            for case in CASES:
-                if case == "cold" and index == repeat - 1:
+        # Each peer once untimed (npm's and Python's first-run caches); a peer slower than
+        # PEER_SLOW seconds runs once only, to keep the whole run bounded.
+        slow: set[str] = set()
+        peers = (("official", peer, peer_spec), ("aapy", aapy, aapy_spec))
+        for name, tool, path in peers:
+            if isinstance(tool, str) or path is None:
+                continue
+            if name == "aapy" and channels > aapy_max:
+                slow.add(name)
+                continue
+            first = run_measured(tool[1](path, work.fresh("peer-out")), env=BASE_ENV, timeout=600)
+            if first.seconds > PEER_SLOW or first.returncode != 0:
+                slow.add(name)
+                measured[name].append(first)
+        for _ in range(runs):
+            measured["cold"].append(cases.run("cold"))
+            measured["warm"].append(cases.run("warm"))
+            measured["change"].append(change.run())
+            measured["unchanged"].append(cases.run("regenerate"))
+            for name, tool, path in peers:
+                if isinstance(tool, str) or path is None or name in slow:
                     continue
-                measured[case].append(cases.run(case))
-        figures = {case: fmt_run(measured[case]) for case in CASES}
-        cold = figures["cold"][0]
-        per_channel = f"{float(cold) / channels * 1000:.2f}" if cold != "FAILED" else "-"
-        warm = figures["warm"][0]
-        warm_per = f"{float(warm) / channels * 1000:.2f}" if warm != "FAILED" else "-"
+                out = work.fresh("peer-out")
+                measured[name].append(run_measured(tool[1](path, out), env=BASE_ENV, timeout=600))
+                shutil.rmtree(out, ignore_errors=True)
+        cold = _med(measured["cold"])
+        official = _med(measured["official"])
+        ratio = (
+            f"{float(official) / float(cold):.1f}x"
+            if official not in ("-", "FAILED") and cold != "FAILED"
+            else "-"
+        )
+
         rows.append(
             [
-                f"{channels:,}",
-                f"{spec.stat().st_size / 1024:.0f}",
-                repeat,
+                label,
                 cold,
-                figures["cold"][3],
-                per_channel,
-                warm,
-                warm_per,
-                figures["regenerate"][0],
-                figures["check"][0],
-                figures["cold"][2],
+                _med(measured["cold"], cpu=True),
+                _med(measured["warm"]),
+                _med(measured["change"]),
+                _med(measured["change"], cpu=True),
+                _med(measured["unchanged"]),
+                _rss(measured["cold"]),
+                _peer_cell(measured["official"], "official" in slow),
+                ratio,
+                _peer_cell(measured["aapy"], "aapy" in slow),
             ]
         )
-        print(f"  ... {channels} channels done", file=sys.stderr, flush=True)
-    return table(
+        print(f"  ... {label} channels: {rows[-1][1:]}", file=sys.stderr, flush=True)
+    ratios = []
+    by_size = {row[0]: row for row in rows}
+    if (
+        "1,000" in by_size
+        and "3,000" in by_size
+        and "FAILED"
+        not in (
+            by_size["1,000"][1],
+            by_size["3,000"][1],
+        )
+    ):
+        wall = float(by_size["3,000"][1]) / float(by_size["1,000"][1])
+        cpu = float(by_size["3,000"][2]) / float(by_size["1,000"][2])
+        ratios.append(
+            f"3,000 / 1,000 channels, cold: {wall:.2f}x wall, {cpu:.2f}x CPU (target <= 3.3x)"
+        )
+    return "\n".join(
         [
-            "channels",
-            "spec KiB",
-            "runs",
-            "cold s",
-            "cold CPU s",
-            "cold ms/ch",
-            "warm s",
-            "warm ms/ch",
-            "regen s",
-            "check s",
-            "cold peak RSS MiB",
-        ],
-        rows,
-        title=(
-            "synthetic specs: AsyncAPI 3.0, one parameter, receive operation and object "
-            f"payload per channel (median; python -c pass = {baseline:.3f} s)"
-        ),
+            table(
+                [
+                    "channels",
+                    "cold s",
+                    "cold CPU s",
+                    "warm s",
+                    "1-channel change s",
+                    "change CPU s",
+                    "unchanged s",
+                    "cold peak RSS MiB",
+                    "official generator s, RSS",
+                    "official / cold",
+                    "asyncapi-python s, RSS",
+                ],
+                rows,
+                title=(
+                    f"asyncgen generate at scale (median of {runs}; CPU = user + system of "
+                    "the process and its child). Synthetic AsyncAPI 3.0 documents, one "
+                    "parameter, receive operation and object payload per channel; the "
+                    "official generator (python-paho) reads the same channels in 2.6 "
+                    "(streetlights-mqtt for the example row); asyncapi-python reads them "
+                    "with the AMQP bindings and inline payloads it requires"
+                ),
+            ),
+            *ratios,
+            *notes,
+        ]
     )
+
+
+#: A peer whose first run takes longer than this runs once only.
+PEER_SLOW = 30.0
 
 
 def profile(target: str, top: int) -> str:
@@ -471,10 +630,15 @@ def profile(target: str, top: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 runs; 10 and 100 channels")
-    parser.add_argument("--runs", type=int, help="runs per example case (default 5, quick 3)")
-    parser.add_argument("--huge", action="store_true", help="also 5,000 channels (slow)")
-    parser.add_argument("--no-synthetic", action="store_true", help="only the examples")
+    parser.add_argument("--quick", action="store_true", help="1 and 100 channels, 1 run")
+    parser.add_argument("--runs", type=int, help="runs per case (default 3; examples 5)")
+    parser.add_argument(
+        "--sizes",
+        default="1,100,1000,3000",
+        help="channel counts of the scale table, 1 meaning the MQTT example (default "
+        "1,100,1000,3000)",
+    )
+    parser.add_argument("--examples", action="store_true", help="also the examples table")
     parser.add_argument(
         "--profile",
         nargs="?",
@@ -486,29 +650,37 @@ def main() -> None:
     parser.add_argument(
         "--peer",
         action="store_true",
-        help="also time the official AsyncAPI generator (installs it with npm if needed)",
+        help="install the official AsyncAPI generator (npm) and asyncapi-python (pip, in a "
+        "virtual environment) when missing; without it they run only when present",
+    )
+    parser.add_argument(
+        "--aapy-max",
+        type=int,
+        default=1000,
+        help="asyncapi-python only up to this many channels (it took 170 s for 1,000)",
     )
     args = parser.parse_args()
 
     if args.profile:
         print(profile(args.profile, args.top))
         return
-    runs = args.runs or (3 if args.quick else 5)
-    sizes = [10, 100] if args.quick else [10, 100, 1000]
-    if args.huge:
-        sizes.append(5000)
+    sizes = [1, 100] if args.quick else [int(size) for size in args.sizes.split(",")]
+    runs = args.runs or (1 if args.quick else 3)
     print(run_header("bytecode cached"))
     started = time.perf_counter()
     work = Workspace()
     BASE_ENV["PYTHONPYCACHEPREFIX"] = str(work.root / "pycache")
     try:
-        print()
-        print(bench_examples(runs, work), flush=True)
-        print()
-        print(bench_peer(runs, work, install=args.peer), flush=True)
-        if not args.no_synthetic:
+        run_measured([PYTHON, "-c", "pass"], env=BASE_ENV)  # untimed: compile
+        baseline = median(
+            [run_measured([PYTHON, "-c", "pass"], env=BASE_ENV).seconds for _ in range(3)]
+        )
+        print(f"\npython -c pass: {baseline:.3f} s (median of 3)", flush=True)
+        if args.examples:
             print()
-            print(bench_synthetic(sizes, work, runs_small=3 if not args.quick else 1))
+            print(bench_examples(args.runs or 5, work), flush=True)
+        print()
+        print(bench_scale(sizes, runs, work, args.peer, args.aapy_max), flush=True)
     finally:
         work.close()
     print(f"\n(total {time.perf_counter() - started:.0f} s)")

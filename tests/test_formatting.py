@@ -1,13 +1,23 @@
 """Formatting only the statements that need it gives what black gives for the whole file,
-on source written in black's layout apart from its long lines (what templates produce)."""
+on source written in black's layout apart from its long lines (what templates produce);
+the models, formatted class by class, are what isort and black make of the whole module;
+the handler stubs, whose imports the template writes in isort's order, are too."""
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import black
 import pytest
 from black.mode import TargetVersion
 
-from asyncgen.render.formatting import _black_where_needed
+from asyncgen.render.formatting import (
+    _black_models,
+    _black_stable_field,
+    _black_where_needed,
+    format_python,
+)
+from asyncgen.render.project import environment
 
 LONG = "argument_number_one, argument_number_two, argument_number_three, and_four"
 
@@ -45,3 +55,135 @@ def test_the_same_as_black_over_the_whole_file(source: str) -> None:
 def test_source_without_wide_lines_is_left_as_it_is() -> None:
     source = "x = [1, 2, 3]\n"
     assert _black_where_needed(source) is source
+
+
+# -- the models: class by class ------------------------------------------------------
+
+MODEL_HEAD = (
+    "from __future__ import annotations\n"
+    "from typing import Annotated, Literal\n"
+    "from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel\n"
+    "from enum import Enum\n\n\n"
+)
+MODEL_CASES = {
+    "plain fields": (
+        "class A(BaseModel):\n    model_config = ConfigDict(\n        populate_by_name=True,\n"
+        "    )\n    id: str\n    at: AwareDatetime | None = None\n"
+        '    kind: Literal["a", "b"] = "a"\n'
+        '    n: Annotated[int | None, Field(alias="N", ge=-1, le=10)] = None\n'
+    ),
+    "class and attribute docstrings": (
+        'class A(BaseModel):\n    """\n    What A is.\n\n    More of it.\n    """\n'
+        '    x: int\n    """\n    The x.\n    """\n'
+    ),
+    "a class holding only its docstring": 'class A(BaseModel):\n    """\n    Only this.\n    """\n',
+    "single quotes": "class A(BaseModel):\n    x: Annotated[int, Field(alias='X')]\n",
+    "a line too wide": (
+        "class A(BaseModel):\n    a_rather_long_field_name: Annotated[str | None, "
+        'Field(alias="aRatherLongFieldName", description="and a long description")] = None\n'
+    ),
+    "a docstring with quotes and indentation": (
+        'class A(BaseModel):\n    x: int\n    """\n    Say "hi".\n        indented\n    """\n'
+    ),
+    "an enum": 'class Kind(Enum):\n    A = "a"\n    B = "b"\n',
+    "a root model": "class Ids(RootModel[list[str]]):\n    root: list[str]\n",
+    "a magic trailing comma": "class A(BaseModel):\n    x: dict[str, int,]\n",
+    "an empty config": "class A(BaseModel):\n    model_config = ConfigDict(\n    )\n    x: int\n",
+    "statements after the classes": "class A(BaseModel):\n    x: int\n\n\nA.model_rebuild()\n",
+    "a comment between classes": (
+        "class A(BaseModel):\n    x: int\n# between\nclass C(BaseModel):\n    y: int\n"
+    ),
+    "a decorated class": "@final\nclass A(BaseModel):\n    x: int\n",
+    "no blank line between classes": (
+        "class A(BaseModel):\n    x: int\nclass C(BaseModel):\n    y: int\n"
+    ),
+    "redundant parentheses": "class A(BaseModel):\n    x: int = (1)\n    y: float = 1E5\n",
+    "an import further down": "class A(BaseModel):\n    x: int\n\n\nimport os\n",
+}
+
+
+def _isort_and_black(source: str) -> str:
+    import isort
+
+    sorted_source = isort.code(source, profile="black", known_first_party=["pkg"])
+    return black.format_str(sorted_source, mode=black.Mode(target_versions={TargetVersion.PY311}))
+
+
+@pytest.mark.parametrize("body", MODEL_CASES.values(), ids=MODEL_CASES.keys())
+def test_models_class_by_class_as_isort_and_black_make_them(body: str) -> None:
+    # Each case sits between two plain models, so that it is cut off on both sides.
+    plain = "class P{}(BaseModel):\n    value: float\n"
+    source = MODEL_HEAD + plain.format(0) + "\n\n" + body + "\n\n" + plain.format(1)
+    assert _black_models(source, "pkg") == _isort_and_black(source)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "    x: int | None = None\n",
+        '    y: Annotated[str, Field(alias="y", ge=-1)] = "a"\n',
+        '    e: Literal["a", "b"] | None = None\n',
+        "    z: a.b.C\n",
+        "    a: Annotated[int, Field(alias='a')]\n",
+        "    b: int = (1)\n",
+        "    c: dict[str, int,]\n",
+        "    d: int =1\n",
+        "    f: float = 1E5\n",
+        "    g: list[ str ]\n",
+        "    h: int = 0x1F\n",
+        "    i: int = 1_000\n",
+        "    j: Annotated[int, Field(ge = 1)]\n",
+        "    k: Annotated[int, Field()]\n",
+        "    m: int = -1\n",
+        "    n: str = 'x'\n",
+        '    o: str = "a\\tb"\n',
+    ],
+)
+def test_a_field_claimed_stable_is_what_black_writes(line: str) -> None:
+    source = f"class A(BaseModel):\n{line}"
+    if _black_stable_field(line):
+        assert black.format_str(source, mode=black.Mode()) == source
+
+
+# -- the handler stubs: imports written in isort's order -----------------------------
+
+
+@pytest.mark.parametrize("package", ["pkg", "a_package_with_a_rather_long_name_" * 2, "logging"])
+@pytest.mark.parametrize("params", ["", "A_Params_Class_Name_That_Is_Long_Enough_To_Wrap"])
+def test_a_handler_stub_is_what_isort_and_black_make_of_it(package: str, params: str) -> None:
+    import isort
+
+    op = SimpleNamespace(
+        key="receiveIt",
+        summary="",
+        description="",
+        module="receive_it",
+        uses_models=True,
+        message_type="models.Reading",
+        reply_type=None,
+        reply_messages=[],
+        reply_example=None,
+        channel=SimpleNamespace(
+            address="things/{id}", params=[1] if params else [], params_class=params
+        ),
+    )
+    ctx = SimpleNamespace(package=package, address_word="topic")
+    source = environment().get_template("common/handler.py.jinja").render(ctx=ctx, op=op)
+    formatted = format_python("x.py", source, package, imports_sorted=True)
+    sorted_source = isort.code(formatted, profile="black", known_first_party=[package])
+    mode = black.Mode(target_versions={TargetVersion.PY311})
+    assert black.format_str(sorted_source, mode=mode) == formatted
+
+
+def test_models_in_black_layout_are_kept_without_black(monkeypatch: pytest.MonkeyPatch) -> None:
+    from asyncgen.render import formatting
+
+    source = MODEL_HEAD + "\n\n".join(MODEL_CASES[name] for name in ("plain fields", "an enum"))
+    expected = _isort_and_black(source)
+    calls: list[str] = []
+    real = formatting._black
+    monkeypatch.setattr(formatting, "_black", lambda text: calls.append(text) or real(text))
+    assert _black_models(source, "pkg") == expected
+    # Black sees the imports and the enum (not in the kept forms), not the plain model.
+    assert len(calls) == 2 and calls[0].startswith("from __future__")
+    assert calls[1].startswith("class Kind")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import EXAMPLES
 from typer.testing import CliRunner
 
 from asyncgen.cli import app
-from asyncgen.write.signatures import Expected, check_handler
+from asyncgen.write import manifest, signatures
+from asyncgen.write.signatures import Expected, check_handler, fitting_digest
 
 runner = CliRunner()
 
@@ -87,3 +89,53 @@ def test_missing_params_and_unexpected_reply_are_reported(tmp_path: Path) -> Non
     assert any("takes 2 arguments" in p for p in problems)
     assert any("has no reply now" in p for p in problems)
     assert all(p.startswith(f"{handler}:1:") for p in problems)
+
+
+def _generated_example(tmp_path: Path) -> tuple[Path, Path]:
+    spec = tmp_path / "asyncapi.yaml"
+    shutil.copyfile(EXAMPLES / "mqtt" / "asyncapi.yaml", spec)
+    project = tmp_path / "project"
+    assert runner.invoke(app, ["generate", str(spec), "-o", str(project)]).exit_code == 0
+    return spec, project / "src" / "iot_device_management" / "handlers"
+
+
+def test_every_stub_fits_the_signature_the_manifest_records(tmp_path: Path) -> None:
+    # The stubs are not parsed when written (they fit by construction): check that here.
+    _, handlers = _generated_example(tmp_path)
+    recorded = manifest.recorded_handlers(handlers.parents[2])
+    fitting = manifest.fitting_handlers(handlers.parents[2])
+    assert recorded and set(fitting) == {expected.module for expected in recorded}
+    for expected in recorded:
+        path = handlers / f"{expected.module}.py"
+        assert check_handler(path, expected) == []
+        assert fitting[expected.module] == fitting_digest(path.read_bytes(), expected)
+
+
+def test_only_handlers_changed_since_they_last_fitted_are_parsed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, handlers = _generated_example(tmp_path)
+    project = handlers.parents[2]
+    parsed: list[str] = []
+
+    def counting(path: Path, expected: Expected, source: bytes | None = None) -> list[str]:
+        parsed.append(path.name)
+        return check_handler(path, expected, source)
+
+    monkeypatch.setattr(signatures, "check_handler", counting)
+    check = ["generate", "--check", "-o", str(project)]
+    assert runner.invoke(app, check).exit_code == 0
+    assert parsed == []
+
+    # Edited but still fitting: parsed on every run (the fast path writes nothing).
+    telemetry = handlers / "receive_telemetry.py"
+    telemetry.write_text(telemetry.read_text() + "\n# edited\n")
+    for _ in range(2):
+        assert runner.invoke(app, check).exit_code == 0
+    assert parsed == ["receive_telemetry.py"] * 2
+
+    # No longer fitting: reported, though its old hash is in the manifest.
+    telemetry.write_text(telemetry.read_text().replace("TelemetryPayload", "DeviceStatus"))
+    result = runner.invoke(app, check)
+    assert result.exit_code == 1
+    assert "handle() takes message: models.DeviceStatus" in result.output

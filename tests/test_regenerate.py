@@ -551,12 +551,14 @@ def memoized_formatting() -> Iterator[None]:
     The property test regenerates and checks about a hundred times over sources that are
     mostly the same; this keeps it near half a minute without changing any output."""
     real = project_module.format_python
-    cache: dict[tuple[str, str, str, bool], str] = {}
+    cache: dict[tuple[str, str, str, bool, bool], str] = {}
 
-    def format_once(path: str, source: str, package: str, *, whole: bool = False) -> str:
-        key = (path, source, package, whole)
+    def format_once(
+        path: str, source: str, package: str, *, whole: bool = False, imports_sorted: bool = False
+    ) -> str:
+        key = (path, source, package, whole, imports_sorted)
         if key not in cache:
-            cache[key] = real(path, source, package, whole=whole)
+            cache[key] = real(path, source, package, whole=whole, imports_sorted=imports_sorted)
         return cache[key]
 
     with pytest.MonkeyPatch.context() as patched:

@@ -166,12 +166,17 @@ def generate(spec: Path, config: Config | None = None) -> Outcome:
             # The handlers are the user's, so they may have changed since: check them.
             from asyncgen.write.signatures import check_handlers
 
-            recorded = manifest.read(target).get("settings", {})
+            data = manifest.read(target)
+            recorded = data.get("settings", {})
             handlers = target / "src" / str(recorded.get("package")) / "handlers"
             return Outcome(
                 config.output,
                 up_to_date=True,
-                mismatches=check_handlers(handlers, manifest.recorded_handlers(target)),
+                mismatches=check_handlers(
+                    handlers,
+                    manifest.recorded_handlers(target, data),
+                    fitting=manifest.fitting_handlers(target, data),
+                ),
             )
 
     from asyncgen.render import background, models
@@ -194,11 +199,29 @@ def _write(
     config: Config, output: Path, generated: Generated, template_folders: list[Path]
 ) -> Outcome:
     from asyncgen.write import compare, write_plan
-    from asyncgen.write.signatures import check_handlers
+    from asyncgen.write.signatures import check_handlers, fitting_digest
 
     target = output.resolve()
     settings = _settings(config, target, generated.protocol, generated.package)
     inputs = manifest.Inputs.of(target, generated.inputs, generated.remote)
+    handler_dir = f"src/{generated.package}/handlers"
+    # The handlers are checked before writing, which leaves the existing ones alone. A
+    # module found fitting by an earlier generation (the same content and signature) is
+    # not parsed again; a stub about to be written fits by construction.
+    fitting: dict[str, str] = {}
+    mismatches = check_handlers(
+        output / handler_dir,
+        generated.handler_signatures,
+        missing=config.mode == "check",
+        fitting=manifest.fitting_handlers(target),
+        found_fitting=fitting,
+    )
+    if config.mode == "write":
+        stubs = {planned.path: planned.content for planned in generated.files if planned.content}
+        for expected in generated.handler_signatures:
+            stub = stubs.get(f"{handler_dir}/{expected.module}.py")
+            if stub is not None and expected.module not in fitting:
+                fitting[expected.module] = fitting_digest(stub.encode("utf-8"), expected)
     plan = [
         *generated.files,
         manifest.manifest_file(
@@ -208,9 +231,9 @@ def _write(
             inputs,
             settings,
             generated.handler_signatures,
+            fitting,
         ),
     ]
-    handler_dir = f"src/{generated.package}/handlers"
     report = compare(output, plan, handler_dir, generated.handler_modules)
     outcome = Outcome(
         target=output,
@@ -226,7 +249,5 @@ def _write(
         manifest.remember_generated(plan)
         outcome.written = True
     # A dry run would write the missing stubs: only the existing handlers can be wrong.
-    outcome.mismatches = check_handlers(
-        output / handler_dir, generated.handler_signatures, missing=config.mode != "dry-run"
-    )
+    outcome.mismatches = mismatches
     return outcome

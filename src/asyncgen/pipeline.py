@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from asyncgen import __version__
 from asyncgen.asyncapi import Protocol, server_protocol
@@ -16,8 +17,8 @@ from asyncgen.errors import Level, Problem, SpecError, UnsupportedError
 from asyncgen.load import Document, RefPolicy, load_document
 from asyncgen.model import Api, build_api
 from asyncgen.plan import Expected, PlannedFile
-from asyncgen.render.background import Background
-from asyncgen.render.context import build_context, package_name
+from asyncgen.render.background import Background, can_fork
+from asyncgen.render.context import ProjectContext, build_context, package_name
 from asyncgen.render.models import formatted_models, models_cached
 from asyncgen.render.project import plan_project
 from asyncgen.render.protocols import MqttClientName
@@ -44,6 +45,11 @@ class Options:
         )
 
 
+#: What the models are made of: the schemas, their class names, the classes that must
+#: exist and the package (see `formatted_models`).
+ModelsJob = tuple[dict[str, Any], dict[str, str], set[str], str]
+
+
 @dataclass
 class Modelled:
     """A checked document mapped into the model, with what generation decided from it."""
@@ -53,6 +59,8 @@ class Modelled:
     protocol: Protocol
     package: str
     warnings: list[Problem]
+    #: The models started before the document was validated, and what they were made of.
+    early: tuple[ModelsJob, Background[str]] | None = None
 
 
 @dataclass
@@ -73,11 +81,15 @@ class Generated:
 def load_and_validate(spec: Path, options: Options) -> tuple[Document, Checked]:
     """Load and validate; raises SpecError listing every error."""
     doc = load_document(spec, options.policy())
+    return doc, _checked(doc, options)
+
+
+def _checked(doc: Document, options: Options) -> Checked:
     checked = check_document(doc, options.protocol)
     errors = [p for p in checked.problems if p.level == Level.ERROR]
     if errors:
         raise SpecError(errors)
-    return doc, checked
+    return checked
 
 
 def choose_protocol(api: Api, requested: Protocol | None) -> Protocol:
@@ -93,12 +105,53 @@ def choose_protocol(api: Api, requested: Protocol | None) -> Protocol:
 
 
 def model(spec: Path, options: Options) -> Modelled:
-    """Load, validate and map the document; decide the protocol and the package name."""
-    doc, checked = load_and_validate(spec, options)
-    api, model_warnings = build_api(doc, checked.unfit_examples)
-    protocol = choose_protocol(api, options.protocol)
+    """Load, validate and map the document; decide the protocol and the package name.
+
+    With a second core, the models are started before validation (see `_early_models`).
+    """
+    doc = load_document(spec, options.policy())
+    early = _early_models(doc, options)
+    try:
+        checked = _checked(doc, options)
+        api, model_warnings = build_api(doc, checked.unfit_examples)
+        protocol = choose_protocol(api, options.protocol)
+    except BaseException:
+        if early is not None:
+            early[1].close()
+        raise
     package = options.package or package_name(api.title)
-    return Modelled(doc, api, protocol, package, [*checked.problems, *model_warnings])
+    return Modelled(doc, api, protocol, package, [*checked.problems, *model_warnings], early)
+
+
+def _models_job(api: Api, context: ProjectContext, package: str) -> ModelsJob:
+    used = {m.class_name for op in context.operations for m in [*op.messages, *op.reply_messages]}
+    return (api.schemas, context.class_names, used, package)
+
+
+def _early_models(doc: Document, options: Options) -> tuple[ModelsJob, Background[str]] | None:
+    """The models, started in the child process before the document is validated.
+
+    Validating a large document takes as long as making its models, and the models only
+    need the schemas and their class names: so these are read from the document as it
+    is, and the models made meanwhile. `render` uses them only when the validated
+    document asks for exactly the same models, and a document that fails validation
+    never gets further; anything unexpected here just means no head start. Not with
+    remote refs allowed: reading the document ahead of validation could fetch one that
+    a failed validation would never have fetched.
+    """
+    if options.allow_remote_refs or not can_fork():
+        return None
+    try:
+        api, _ = build_api(doc, set())
+        protocol = choose_protocol(api, options.protocol)
+        package = options.package or package_name(api.title)
+        context = build_context(api, protocol, package, "", __version__)
+        job = _models_job(api, context, package)
+        if models_cached(*job[:3]):
+            return None
+    except Exception:
+        return None
+    return job, Background(formatted_models, job)
 
 
 def render(spec: Path, modelled: Modelled, output: Path, options: Options) -> Generated:
@@ -120,12 +173,18 @@ def render(spec: Path, modelled: Modelled, output: Path, options: Options) -> Ge
         allow_remote_refs=options.allow_remote_refs,
         mqtt_client=options.mqtt_client,
     )
-    used = {m.class_name for op in context.operations for m in [*op.messages, *op.reply_messages]}
     # The models and the templates need nothing of each other: with a second core, the
-    # models are made in a child process meanwhile, unless the cache has them already.
-    job = (api.schemas, context.class_names, used, package)
-    cached = models_cached(api.schemas, context.class_names, used)
-    with Background(formatted_models, job, start=not cached) as models:
+    # models are made in a child process meanwhile (started early, when the early job is
+    # the same), unless the cache has them already.
+    job = _models_job(api, context, package)
+    if modelled.early is not None and modelled.early[0] == job:
+        models = modelled.early[1]
+    else:
+        if modelled.early is not None:
+            modelled.early[1].close()
+        models = Background(formatted_models, job, start=not models_cached(*job[:3]))
+    modelled.early = None
+    with models:
         files = plan_project(context, models.result, options.templates, output)
     return Generated(
         api=api,

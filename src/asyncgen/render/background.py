@@ -93,13 +93,17 @@ class Background(Generic[T]):
             return value  # type: ignore[no-any-return]
         raise value
 
+    def close(self) -> None:
+        """Stop the child if its result was never taken."""
+        if self._child is not None:
+            self._child.close()
+            self._child = None
+
     def __enter__(self) -> Background[T]:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._child is not None:
-            self._child.close()
-            self._child = None
+        self.close()
 
 
 class _Child:
@@ -132,6 +136,8 @@ class _Child:
             with os.fdopen(fd, "wb") as pipe:
                 pipe.write(pickle.dumps((work, args)))
         except OSError:  # BrokenPipeError: the child died before it read its job
+            return False
+        except (pickle.PicklingError, RecursionError):  # nested too deeply to send
             return False
         return True
 

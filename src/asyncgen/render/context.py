@@ -483,10 +483,16 @@ class _ContextBuilder:
     def warn_overlaps(self, receive: list[OperationView]) -> None:
         """Warn about receive operations on one address whose messages can be the same:
         the runtime gives such a message to the first of them in the document."""
-        for index, first in enumerate(receive):
-            for second in receive[index + 1 :]:
-                if first.channel.subscription != second.channel.subscription:
-                    continue
+        # Only operations on one subscription are compared: by subscription, in document
+        # order, so that thousands of channels cost no pairs of unrelated ones.
+        alike: dict[str, list[OperationView]] = {}
+        place: list[int] = []
+        for view in receive:
+            group = alike.setdefault(view.channel.subscription, [])
+            place.append(len(group))
+            group.append(view)
+        for first, index in zip(receive, place, strict=True):
+            for second in alike[first.channel.subscription][index + 1 :]:
                 clashes = self._clashes(first.messages, second.messages)
                 if clashes:
                     operation = self._operations.get(second.key)

@@ -178,10 +178,10 @@ def generate_models(
 def formatted_models(
     schemas: dict[str, Any], class_names: dict[str, str], required: set[str], package: str
 ) -> str:
-    """`generate_models`, formatted whole (datamodel-code-generator's code is not in
-    black's style)."""
+    """`generate_models`, formatted as isort and black would (datamodel-code-generator's
+    code is mostly, not always, in black's layout)."""
     source = generate_models(schemas, class_names, required)
-    return format_python(f"src/{package}/_generated/models.py", source, package, whole=True)
+    return format_python(f"src/{package}/_generated/models.py", source, package, models=True)
 
 
 def preload() -> None:

@@ -141,7 +141,9 @@ def plan_project(
             continue
         content = render(template, **extra)
         if path.endswith(".py") and content.strip():
-            content = format_python(path, content, package, whole=whole)
+            # The built-in handler stub writes its imports in isort's order.
+            stub = template == "common/handler.py.jinja" and not whole
+            content = format_python(path, content, package, whole=whole, imports_sorted=stub)
         planned[path] = PlannedFile(path, content, owner)
     source = models_source()
     models = render("common/_generated/models.py.jinja", models_source=source)

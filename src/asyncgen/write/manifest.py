@@ -159,9 +159,10 @@ def read(project: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def recorded_handlers(project: Path) -> list[Expected]:
-    """The handler signatures recorded at the last generation."""
-    found = read(project).get("handlers")
+def recorded_handlers(project: Path, data: dict[str, Any] | None = None) -> list[Expected]:
+    """The handler signatures recorded at the last generation (`data`: the manifest,
+    when already read)."""
+    found = (read(project) if data is None else data).get("handlers")
     result = []
     for item in found if isinstance(found, list) else []:
         try:
@@ -169,6 +170,13 @@ def recorded_handlers(project: Path) -> list[Expected]:
         except TypeError:
             return []  # written by another version: the next generation records them anew
     return result
+
+
+def fitting_handlers(project: Path, data: dict[str, Any] | None = None) -> dict[str, str]:
+    """The handler modules found fitting at the last generation, each with the hash of
+    its content and signature (see `signatures.fitting_digest`)."""
+    found = (read(project) if data is None else data).get("fitting_handlers")
+    return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
 
 def file_hashes(project: Path) -> dict[str, str]:
@@ -184,10 +192,12 @@ def manifest_file(
     inputs: Inputs,
     settings: Settings,
     handlers: list[Expected] | None = None,
+    fitting: dict[str, str] | None = None,
 ) -> PlannedFile:
-    """The manifest: hashes of the generated files, what they were generated from, and the
+    """The manifest: hashes of the generated files, what they were generated from, the
     `handle` signature each receive operation's module must have (checked on every run,
-    the fast path included)."""
+    the fast path included) and the modules found to have it, by the hash of their
+    content and signature, so that a later run parses only the ones changed since."""
     data: dict[str, Any] = {
         "asyncgen": tool_version,
         "files": {f.path: digest(f.content) for f in plan if f.owner == "generated"},
@@ -200,6 +210,8 @@ def manifest_file(
         data["remote"] = inputs.remote
     if handlers:
         data["handlers"] = [asdict(expected) for expected in handlers]
+    if fitting:
+        data["fitting_handlers"] = dict(sorted(fitting.items()))
     return PlannedFile(MANIFEST, json.dumps(data, indent=2, sort_keys=True) + "\n", "generated")
 
 

@@ -8,11 +8,13 @@ mypy would say so too, but this points at the line right after regeneration.
 from __future__ import annotations
 
 import ast
+import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 
 from asyncgen.plan import Expected
 
-__all__ = ["Expected", "check_handler", "check_handlers"]
+__all__ = ["Expected", "check_handler", "check_handlers", "fitting_digest"]
 
 
 def _annotation(node: ast.expr | None) -> str | None:
@@ -26,11 +28,22 @@ def _types(text: str | None) -> set[str]:
     return {part.strip().rsplit(".", 1)[-1] for part in text.split("|")}
 
 
-def check_handler(path: Path, expected: Expected) -> list[str]:
-    """Problems of one handler module, each as `file:line: sentence`."""
+def fitting_digest(content: bytes, expected: Expected) -> str:
+    """What the manifest records of a handler module found fitting: a hash of its content
+    and of the signature it was checked against, so that it stands for both."""
+    fields = (expected.module, expected.message_type, expected.params_class, expected.reply_type)
+    digest = hashlib.sha256(repr(fields).encode())
+    digest.update(b"\0")
+    digest.update(content)
+    return digest.hexdigest()
+
+
+def check_handler(path: Path, expected: Expected, source: bytes | None = None) -> list[str]:
+    """Problems of one handler module, each as `file:line: sentence` (`source`: its
+    content, when already read)."""
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError):
+        tree = ast.parse((path.read_bytes() if source is None else source).decode("utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError, ValueError):
         return []  # the user's code is not ours to judge beyond the signature
     handle = next(
         (
@@ -80,17 +93,37 @@ def check_handler(path: Path, expected: Expected) -> list[str]:
     return problems
 
 
-def check_handlers(folder: Path, expected: list[Expected], missing: bool = True) -> list[str]:
+def check_handlers(
+    folder: Path,
+    expected: list[Expected],
+    missing: bool = True,
+    fitting: Mapping[str, str] | None = None,
+    found_fitting: dict[str, str] | None = None,
+) -> list[str]:
     """Problems of every handler module under `folder` that a receive operation needs,
-    and (with `missing`) each such module that is not there."""
+    and (with `missing`) each such module that is not there.
+
+    `fitting` holds the `fitting_digest` of modules found fitting before, by module
+    name: a module whose content and expected signature still hash the same is not
+    parsed again. Each module found fitting now is added to `found_fitting`.
+    """
     problems: list[str] = []
+    known = fitting or {}
     for item in expected:
         path = folder / f"{item.module}.py"
-        if path.is_file():
-            problems.extend(check_handler(path, item))
-        elif missing:
-            problems.append(
-                f"{path}:1: missing: a receive operation needs this handler module "
-                "(asyncgen generate writes a stub)"
-            )
+        try:
+            source = path.read_bytes()
+        except OSError:
+            if missing and not path.is_file():
+                problems.append(
+                    f"{path}:1: missing: a receive operation needs this handler module "
+                    "(asyncgen generate writes a stub)"
+                )
+            continue  # else unreadable: not ours to judge
+        digest = fitting_digest(source, item)
+        found = [] if known.get(item.module) == digest else check_handler(path, item, source)
+        if found:
+            problems.extend(found)
+        elif found_fitting is not None:
+            found_fitting[item.module] = digest
     return problems
