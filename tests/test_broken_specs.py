@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -54,20 +53,20 @@ CASES: dict[str, str | None] = {
 VALID_BUT_UNSUPPORTED = {"kafka_only.yaml", "protobuf_payload.yaml"}
 #: Broken documents that `validate` does not catch yet (and why).
 NOT_VALIDATED: dict[str, str] = {}
-#: The generous bound on each run: refusing a document is quick or it is a bug.
-MAX_SECONDS = 5.0
+#: A run that has not ended by then hangs (a deeply nested or self-referencing document
+#: that the loader follows forever): `subprocess.TimeoutExpired` fails the test. How fast
+#: refusals are is measured in bench/, not asserted here.
+HANG_SECONDS = 60
 
 
-def asyncgen(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    """Run the command as a user would, in its own process; returns it and its wall time."""
-    start = time.monotonic()
-    result = subprocess.run(
+def asyncgen(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the command as a user would, in its own process."""
+    return subprocess.run(
         [sys.executable, "-m", "asyncgen", *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_SECONDS,
     )
-    return result, time.monotonic() - start
 
 
 def placeholders(text: str, tmp_path: Path) -> str:
@@ -77,9 +76,7 @@ def placeholders(text: str, tmp_path: Path) -> str:
     return re.sub(r"errors\.pydantic\.dev/[0-9.]+/", "errors.pydantic.dev/<version>/", text)
 
 
-def assert_refused(
-    result: subprocess.CompletedProcess[str], seconds: float, spec: Path, where: str | None
-) -> None:
+def assert_refused(result: subprocess.CompletedProcess[str], spec: Path, where: str | None) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert "Traceback" not in output, output
@@ -87,7 +84,6 @@ def assert_refused(
         assert str(spec) in output, output
     else:
         assert re.search(rf"{re.escape(str(spec))}:{where} ", output), output
-    assert seconds < MAX_SECONDS, f"took {seconds:.2f} s"
 
 
 def test_every_broken_document_has_a_case() -> None:
@@ -104,8 +100,8 @@ def test_generate_refuses_with_a_located_message_and_writes_nothing(
 ) -> None:
     spec = BROKEN / name
     output = tmp_path / "out"
-    result, seconds = asyncgen("generate", str(spec), "-o", str(output))
-    assert_refused(result, seconds, spec, CASES[name])
+    result = asyncgen("generate", str(spec), "-o", str(output))
+    assert_refused(result, spec, CASES[name])
     assert "nothing written" in result.stderr
     assert not output.exists()
     assert sorted(tmp_path.iterdir()) == []
@@ -128,8 +124,8 @@ def test_validate_refuses_with_a_located_message(
     name: str, tmp_path: Path, snapshot: SnapshotAssertion
 ) -> None:
     spec = BROKEN / name
-    result, seconds = asyncgen("validate", str(spec))
-    assert_refused(result, seconds, spec, CASES[name])
+    result = asyncgen("validate", str(spec))
+    assert_refused(result, spec, CASES[name])
     assert {
         "stdout": placeholders(result.stdout, tmp_path),
         "stderr": placeholders(result.stderr, tmp_path),
@@ -138,6 +134,5 @@ def test_validate_refuses_with_a_located_message(
 
 @pytest.mark.parametrize("name", sorted(VALID_BUT_UNSUPPORTED))
 def test_validate_accepts_valid_documents_that_generate_refuses(name: str) -> None:
-    result, seconds = asyncgen("validate", str(BROKEN / name))
+    result = asyncgen("validate", str(BROKEN / name))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert seconds < MAX_SECONDS

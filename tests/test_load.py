@@ -285,11 +285,10 @@ def test_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
         aliases = ", ".join([f"*a{level - 1}"] * 10)
         lines.append(f"a{level}: &a{level} [{aliases}]")
     path = write(tmp_path, "bomb.yaml", "\n".join(lines) + "\n")
-    started = time.monotonic()
+    # Expanded, the document would hold 10**9 strings: refused before, or it never ends
+    # (pytest-timeout fails it then).
     with pytest.raises(SpecError) as error:
         read_source(path)
-    elapsed = time.monotonic() - started
-    assert elapsed < 5
     line, _column, message = only_problem(error)
     assert "aliases" in message
     assert 1 < line <= 10
