@@ -15,7 +15,15 @@ from runtime_fakes import Settings
 
 from asyncgen.runtime.aiomqtt_client import AiomqttClient
 from asyncgen.runtime.gmqtt_client import GmqttClient
-from asyncgen.runtime.mqtt import ConnectionLost, Delivery, MqttClient, MqttSettings, client_for
+from asyncgen.runtime.mqtt import (
+    ConnectionLost,
+    Delivery,
+    MqttClient,
+    MqttSettings,
+    SessionTerms,
+    client_for,
+    session_terms,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -155,3 +163,13 @@ def test_a_missing_client_library_is_one_line_at_start(
     monkeypatch.delitem(sys.modules, "asyncgen.runtime.gmqtt_client", raising=False)
     with pytest.raises(SystemExit, match=r"MQTT_CLIENT=gmqtt needs the gmqtt package.*\[gmqtt\]"):
         client_for(dataclasses.replace(Settings(), mqtt_client="gmqtt"))
+
+
+def test_session_terms_follow_the_settings_unless_a_session_is_asked_for() -> None:
+    clean = Settings(mqtt_clean_session=True, max_pending_messages=0)
+    assert session_terms(clean) == SessionTerms(True, None, 1)
+    kept = Settings(mqtt_clean_session=False, mqtt_session_expiry=60)
+    assert session_terms(kept) == SessionTerms(False, 60, 1000)
+    # The dead-letter session: persistent whatever the settings, for as long as asked.
+    assert session_terms(clean, 3600) == SessionTerms(False, 3600, 1)
+    assert session_terms(Settings(max_pending_messages=10**6)).receive_maximum == 65535

@@ -37,7 +37,7 @@ from gmqtt.storage import (  # type: ignore[import-untyped, import-not-found, un
     PersistentStorage,
 )
 
-from .mqtt import ConnectionLost, Delivery, MqttSettings, tls_context
+from .mqtt import ConnectionLost, Delivery, MqttSettings, session_terms, tls_context
 
 #: Seconds to wait for a CONNACK, a SUBACK or the PUBACK of a publish (aiomqtt's
 #: default timeout).
@@ -103,21 +103,12 @@ class GmqttClient:
             )
         self._settings = settings
         version5 = self._version5 = settings.mqtt_protocol == "5"
-        clean = settings.mqtt_clean_session and session_expiry is None
+        terms = session_terms(settings, session_expiry)
         properties: dict[str, Any] = {}
         if version5:
-            # The broker sends at most this many QoS 1 and 2 messages before it sees
-            # their acks, which wait for the handlers: the service's backpressure.
-            properties["receive_maximum"] = min(
-                max(settings.max_pending_messages, 1), 65535
-            )
-            if not clean:
-                # MQTT 5 keeps a session only when asked to, for as long as it is told.
-                properties["session_expiry_interval"] = (
-                    settings.mqtt_session_expiry
-                    if session_expiry is None
-                    else session_expiry
-                )
+            properties["receive_maximum"] = terms.receive_maximum
+            if terms.expiry is not None:
+                properties["session_expiry_interval"] = terms.expiry
         library_logger = logging.getLogger("gmqtt")
         if library_logger.level == logging.NOTSET:
             # gmqtt logs every lost connection with a traceback; the service logs
@@ -127,7 +118,7 @@ class GmqttClient:
         self._client = _Client(
             client_id or settings.mqtt_client_id,
             # MQTT 5: clean start. Either way False resumes the stored session.
-            clean_session=clean,
+            clean_session=terms.clean,
             optimistic_acknowledgement=False,
             persistent_storage=self._outbox,
             **properties,

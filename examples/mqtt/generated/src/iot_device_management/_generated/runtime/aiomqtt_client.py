@@ -15,7 +15,7 @@ from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY, MQTT_ERR_NO_CONN
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from .mqtt import ConnectionLost, Delivery, MqttSettings, tls_context
+from .mqtt import ConnectionLost, Delivery, MqttSettings, session_terms, tls_context
 
 
 class AiomqttClient:
@@ -30,7 +30,7 @@ class AiomqttClient:
         """`client_id` replaces MQTT_CLIENT_ID; `session_expiry` asks for a persistent
         session kept that long (MQTT 5), whatever the settings say."""
         version5 = self._version5 = settings.mqtt_protocol == "5"
-        clean = settings.mqtt_clean_session and session_expiry is None
+        terms = session_terms(settings, session_expiry)
         password = (
             settings.mqtt_password.get_secret_value()
             if settings.mqtt_password
@@ -39,19 +39,9 @@ class AiomqttClient:
         properties: Properties | None = None
         if version5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            # The broker sends at most this many QoS 1 and 2 messages before it sees
-            # their acks, which wait for the handlers: the service's backpressure.
-            # (MQTT 3.1.1 has no such field; the broker's own limit applies, such as
-            # mosquitto's max_inflight_messages.)
-            properties.ReceiveMaximum = min(
-                max(settings.max_pending_messages, 1), 65535
-            )
-            if not clean:
-                properties.SessionExpiryInterval = (
-                    settings.mqtt_session_expiry
-                    if session_expiry is None
-                    else session_expiry
-                )
+            properties.ReceiveMaximum = terms.receive_maximum
+            if terms.expiry is not None:
+                properties.SessionExpiryInterval = terms.expiry
         self._client = aiomqtt.Client(
             hostname=settings.mqtt_host,
             port=settings.mqtt_port,
@@ -61,9 +51,9 @@ class AiomqttClient:
             protocol=(
                 aiomqtt.ProtocolVersion.V5 if version5 else aiomqtt.ProtocolVersion.V311
             ),
-            clean_session=None if version5 else clean,
+            clean_session=None if version5 else terms.clean,
             # MQTT 5 keeps a session only when asked to, for as long as it is told.
-            clean_start=(clean if version5 else MQTT_CLEAN_START_FIRST_ONLY),
+            clean_start=(terms.clean if version5 else MQTT_CLEAN_START_FIRST_ONLY),
             properties=properties,
             keepalive=settings.mqtt_keepalive,
             transport=settings.mqtt_transport,

@@ -238,6 +238,37 @@ def client_for(
     return client
 
 
+@dataclass(frozen=True)
+class SessionTerms:
+    """What a client asks of the broker when it connects, whatever its library."""
+
+    #: Start without the stored session (MQTT 3.1.1 clean session, MQTT 5 clean start).
+    clean: bool
+    #: MQTT 5: how long the broker keeps the session after a disconnect (None: clean).
+    expiry: int | None
+    #: MQTT 5 Receive Maximum: the broker sends at most this many QoS 1 and 2 messages
+    #: before it sees their acks, which wait for the handlers: the service's
+    #: backpressure. (MQTT 3.1.1 has no such field; the broker's own limit applies, such
+    #: as mosquitto's max_inflight_messages.)
+    receive_maximum: int
+
+
+def session_terms(
+    settings: MqttSettings, session_expiry: int | None = None
+) -> SessionTerms:
+    """The settings' session terms; `session_expiry` asks for a persistent session kept
+    that long (MQTT 5), whatever the settings say."""
+    clean = settings.mqtt_clean_session and session_expiry is None
+    expiry = None
+    if not clean:
+        expiry = (
+            settings.mqtt_session_expiry if session_expiry is None else session_expiry
+        )
+    return SessionTerms(
+        clean, expiry, min(max(settings.max_pending_messages, 1), 65535)
+    )
+
+
 def tls_context(settings: MqttSettings) -> ssl.SSLContext | None:
     """The TLS context the settings ask for, or None for a plain connection."""
     if not settings.mqtt_tls and settings.mqtt_tls_ca_file is None:
