@@ -339,8 +339,8 @@ class ServiceCore(Generic[S, PublishersT]):
         self._outbox = Outbox(
             settings.outgoing_buffer_size, settings.outgoing_buffer_timeout
         )
-        #: Posted (HTTP) messages hold one while handled: MAX_CONCURRENCY bounds them as
-        #: it bounds the broker's.
+        #: Posted (HTTP) messages hold one while handled: at most MAX_CONCURRENCY of
+        #: them at once, beside the inbox's workers for the broker's.
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         #: What the lifespan yielded (None until it ran): `context.state`.
         self.state: Any = None

@@ -189,7 +189,7 @@ class HttpListener:
         address = self._address(route, request)
         if isinstance(address, web.Response):
             return address
-        # Posted messages count against MAX_CONCURRENCY as the broker's do.
+        # At most MAX_CONCURRENCY posted messages at once (the broker's have their own).
         async with service._slots:
             result = await service._dispatch(
                 self._tables[operation],
