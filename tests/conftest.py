@@ -372,7 +372,9 @@ def read_records(path: Path, count: int, timeout: float = 15.0) -> list[dict[str
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists():
-            lines = [json.loads(line) for line in path.read_text().splitlines() if line]
+            # Only whole lines: a handler may be writing the last one right now.
+            text = path.read_text()
+            lines = [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()]
             if len(lines) >= count:
                 return lines
         time.sleep(0.05)
