@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -202,6 +203,8 @@ class FakeClient:
     acked: list[int] = field(default_factory=list)
     queue: asyncio.Queue[Delivery | Exception] = field(default_factory=asyncio.Queue)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
+    received: Callable[[Delivery], None] | None = None
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def connect(self) -> None:
         self.connects += 1
@@ -240,8 +243,29 @@ class FakeClient:
     def ack(self, mid: int, qos: int) -> None:
         self.acked.append(mid)
 
+    def listen(self, received: Callable[[Delivery], None] | None) -> None:
+        self.received = received
+        while received is not None and not self.queue.empty():
+            item = self.queue.get_nowait()
+            if isinstance(item, Exception):
+                self.gone.set()
+                break
+            received(item)
+
+    async def lost(self) -> None:
+        await self.gone.wait()
+        self.gone.clear()
+        raise ConnectionLost("connection lost")
+
     def deliver(self, topic: str, payload: bytes, mid: int = 0, qos: int = 1) -> None:
-        self.queue.put_nowait(Delivery(topic, payload, qos, False, mid))
+        delivery = Delivery(topic, payload, qos, False, mid)
+        if self.received is not None:
+            self.received(delivery)
+        else:
+            self.queue.put_nowait(delivery)
 
     def lose(self) -> None:
-        self.queue.put_nowait(ConnectionLost("connection lost"))
+        if self.received is not None:
+            self.gone.set()
+        else:
+            self.queue.put_nowait(ConnectionLost("connection lost"))

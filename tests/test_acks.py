@@ -4,6 +4,8 @@ queue that does not empty."""
 
 from __future__ import annotations
 
+import asyncio
+
 from asyncgen.runtime.mqtt import Acks, Delivery
 
 
@@ -79,3 +81,38 @@ def test_a_closed_connection_acks_nothing_more() -> None:
 def test_qos0_messages_need_no_ack() -> None:
     acks = acks_of(Client())
     assert acks.expect(message(9, qos=0)) is None
+
+
+def test_with_a_loop_an_idle_ack_waits_one_read_and_goes_out_with_what_came_meanwhile() -> None:
+    async def scenario() -> list[list[int]]:
+        client = Client()
+        acks = Acks(client, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
+        seen = []
+        first = acks.expect(message(1))
+        acks.done(first)  # nothing queued: checked again after the loop's next read
+        seen.append(list(client.acked))
+        # The next turn reads a message from the socket: not idle after all.
+        client.waiting = 1
+        second = acks.expect(message(2))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        seen.append(list(client.acked))
+        client.waiting = 0
+        acks.done(second)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        seen.append(list(client.acked))
+        return seen
+
+    assert asyncio.run(scenario()) == [[], [], [1, 2]]
+
+
+def test_with_a_loop_a_full_batch_goes_out_at_once() -> None:
+    async def scenario() -> list[int]:
+        client = Client()
+        acks = Acks(client, loop=asyncio.get_running_loop())  # type: ignore[arg-type]
+        for mid in range(1, acks.BATCH + 1):
+            acks.done(acks.expect(message(mid)))
+        return list(client.acked)
+
+    assert asyncio.run(scenario()) == list(range(1, Acks.BATCH + 1))

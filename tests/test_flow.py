@@ -23,7 +23,7 @@ from runtime_fakes import (
 
 from asyncgen.runtime.core import STATUS_HEADER, RequestRejected, error_reply, rejected
 from asyncgen.runtime.flow import Inbox
-from asyncgen.runtime.mqtt import Delivery, MemoryTransport
+from asyncgen.runtime.mqtt import MemoryTransport
 from asyncgen.runtime.nats import MemoryTransport as NatsMemoryTransport
 from asyncgen.runtime.nats import Route as NatsRoute
 from asyncgen.runtime.outbox import Disconnected, Outbox, PublishBufferFull, PublishTimeout
@@ -319,7 +319,7 @@ def test_qos0_messages_beyond_max_pending_are_dropped_and_counted_qos1_are_all_k
         running = asyncio.create_task(service.run())
         await service.connected.wait()
         for _ in range(50):
-            client.queue.put_nowait(Delivery("readings", VALID, 0))
+            client.deliver("readings", VALID, qos=0)
         for mid in range(1, 11):
             client.deliver("readings", VALID, mid=mid, qos=1)
         await until(lambda: len(client.acked) == 10)

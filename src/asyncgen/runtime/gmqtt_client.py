@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import gmqtt  # type: ignore[import-untyped, import-not-found, unused-ignore]
@@ -140,6 +141,7 @@ class GmqttClient:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._queue: deque[Delivery] = deque()
+        self._received: Callable[[Delivery], None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._subacks: dict[int, asyncio.Future[None]] = {}
         #: Why the connection is gone; None while it is up.
@@ -180,17 +182,13 @@ class GmqttClient:
                     response_topic = response_topics[0]
         else:
             payload = raw[end:]
-        self._queue.append(
-            Delivery(
-                topic,
-                payload,
-                qos,
-                bool(cmd & 0x01),
-                mid,
-                headers,
-                response_topic,
-            )
+        delivery = Delivery(
+            topic, payload, qos, bool(cmd & 0x01), mid, headers, response_topic
         )
+        if self._received is not None:
+            self._received(delivery)
+            return
+        self._queue.append(delivery)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -315,6 +313,22 @@ class GmqttClient:
 
     def queued(self) -> int:
         return len(self._queue)
+
+    def listen(self, received: Callable[[Delivery], None] | None) -> None:
+        self._received = received
+        if received is not None:
+            queue = self._queue
+            while queue:
+                received(queue.popleft())
+
+    async def lost(self) -> None:
+        while self._lost is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        raise ConnectionLost(self._lost)
 
     def ack(self, mid: int, qos: int) -> None:
         acks = self._acks

@@ -6,8 +6,10 @@ by every `asyncgen generate`: do not edit the copy.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
@@ -76,6 +78,7 @@ class AiomqttClient:
         self._paho.manual_ack_set(True)
         self._messages = self._client.messages
         self._queue = self._client._queue
+        self._aiomqtt_on_message = self._paho.on_message
         #: The largest packet the broker takes, when its MQTT 5 CONNACK says.
         self.max_packet_size: int | None = None
         # aiomqtt keeps the CONNACK's properties to itself: read them on the way.
@@ -139,29 +142,73 @@ class AiomqttClient:
             # wait per message, slower than paho fills the queue under a flood, and
             # the queue (unbounded) would grow while the service's own inbox drops.
             message = self._queue.get_nowait()
-        payload = message.payload
-        if not isinstance(payload, bytes):
-            payload = b"" if payload is None else str(payload).encode()
-        headers: dict[str, str] | None = None
-        response_topic: str | None = None
-        if message.properties is not None:
-            headers = {
-                str(key): str(value)
-                for key, value in getattr(message.properties, "UserProperty", [])
-            }
-            response_topic = getattr(message.properties, "ResponseTopic", None)
-        return Delivery(
-            message.topic.value,
-            payload,
-            message.qos,
-            message.retain,
-            message.mid,
-            headers,
-            response_topic,
-        )
+        return _from_aiomqtt(message)
 
     def queued(self) -> int:
         return len(self._messages)
 
+    def listen(self, received: Callable[[Delivery], None] | None) -> None:
+        if received is None:
+            self._paho.on_message = self._aiomqtt_on_message
+            return
+        while not self._queue.empty():
+            received(_from_aiomqtt(self._queue.get_nowait()))
+
+        # paho's messages go straight to `received`, past aiomqtt's queue and its
+        # iterator (a task and a wait per message).
+        def on_message(client: object, userdata: object, message: Any) -> None:
+            received(
+                _delivery(
+                    message.topic,
+                    message.payload,
+                    message.qos,
+                    message.retain,
+                    message.mid,
+                    message.properties,
+                )
+            )
+
+        self._paho.on_message = on_message
+
+    async def lost(self) -> None:
+        disconnected = self._client._disconnected
+        # Shielded: aiomqtt's own future must outlive this wait when it is cancelled.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(disconnected)
+        cause = disconnected.exception() if disconnected.done() else None
+        raise ConnectionLost(str(cause) if cause else "disconnected")
+
     def ack(self, mid: int, qos: int) -> None:
         self._paho.ack(mid, qos)
+
+
+def _from_aiomqtt(message: aiomqtt.Message) -> Delivery:
+    return _delivery(
+        message.topic.value,
+        message.payload,
+        message.qos,
+        message.retain,
+        message.mid,
+        message.properties,
+    )
+
+
+def _delivery(
+    topic: str,
+    payload: object,
+    qos: int,
+    retain: bool,
+    mid: int,
+    properties: Any,
+) -> Delivery:
+    if not isinstance(payload, bytes):
+        payload = b"" if payload is None else str(payload).encode()
+    headers: dict[str, str] | None = None
+    response_topic: str | None = None
+    if properties is not None:
+        headers = {
+            str(key): str(value)
+            for key, value in getattr(properties, "UserProperty", [])
+        }
+        response_topic = getattr(properties, "ResponseTopic", None)
+    return Delivery(topic, payload, qos, retain, mid, headers, response_topic)

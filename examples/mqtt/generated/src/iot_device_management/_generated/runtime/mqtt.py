@@ -343,6 +343,18 @@ class MqttClient(Transport, Protocol):
         """How many received messages wait to be taken."""
         ...
 
+    def listen(self, received: Callable[[Delivery], None] | None) -> None:
+        """Hand each message to `received` as it arrives, those already queued first,
+        instead of queueing it for `receive()`; None queues them again.
+
+        `received` runs inside the client's read callback: it must not block or raise.
+        """
+        ...
+
+    async def lost(self) -> None:
+        """Wait until the connection is gone, then raise `ConnectionLost`."""
+        ...
+
     def ack(self, mid: int, qos: int) -> None: ...
 
 
@@ -379,14 +391,20 @@ class Acks:
     BATCH = 32
 
     def __init__(
-        self, client: MqttClient, queued: Callable[[], int] | None = None
+        self,
+        client: MqttClient,
+        queued: Callable[[], int] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        """With `loop`, acks found with nothing queued wait for the loop's next read."""
         self._client = client
         #: How many received messages wait to be handled.
         self._queued = queued or client.queued
+        self._loop = loop
         self._order: deque[_PendingAck] = deque()
         self._ready = 0
         self._settled = 0  # messages settled since the last flush
+        self._idle_check = False
         self._closed = False
 
     def expect(self, delivery: Delivery) -> _PendingAck | None:
@@ -414,7 +432,24 @@ class Acks:
             pending.state = state
             self._ready += 1
         self._settled += 1
-        if self._ready and (self._settled >= self.BATCH or not self._queued()):
+        if not self._ready:
+            return
+        if self._settled >= self.BATCH:
+            self.flush()
+        elif not self._queued():
+            if self._loop is None:
+                self.flush()
+            elif not self._idle_check:
+                # Nothing queued may only mean the socket was not read since: check
+                # again after the loop's next turn has read it. Flushing at once would
+                # ack each message alone, and the broker answer each ack with a single
+                # message: twice the reads and writes per message.
+                self._idle_check = True
+                self._loop.call_soon(self._loop.call_soon, self._flush_if_idle)
+
+    def _flush_if_idle(self) -> None:
+        self._idle_check = False
+        if self._ready and not self._queued():
             self.flush()
 
     def flush(self) -> None:
@@ -721,7 +756,9 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
     async def _serve(self, client: MqttClient, inbox: Inbox[Delivery]) -> None:
         """Read messages into the inbox until stopped or the connection is lost; the
         inbox's workers handle them meanwhile."""
-        acks = Acks(client, lambda: client.queued() + len(inbox))
+        acks = Acks(
+            client, lambda: client.queued() + len(inbox), asyncio.get_running_loop()
+        )
         reader = asyncio.create_task(self._read(client, acks, inbox))
         stopper = asyncio.create_task(self._stopping.wait())
         self._link_up()
@@ -762,21 +799,28 @@ class MqttService(ServiceCore[MqttSettings, PublishersT]):
         """
         dead_letter_topic = self.settings.mqtt_dead_letter_topic
         below_dead_letter_topic = dead_letter_topic + "/"
-        receive = client.receive
-        while True:
-            delivery = await receive()
+
+        def received(delivery: Delivery) -> None:
             topic = delivery.topic
             if topic == dead_letter_topic or topic.startswith(below_dead_letter_topic):
                 # The service's own dead letters, should its filters take them in.
                 acks.done(acks.expect(delivery))
-                continue
+                return
             delivery.acks = acks
             if delivery.qos == 0:
                 if not inbox.offer(delivery, droppable=True):
-                    self._dropped(delivery.topic)
-                continue
+                    self._dropped(topic)
+                return
             delivery.pending = acks.expect(delivery)
             inbox.offer(delivery, droppable=False)
+
+        # Taken in the client's own read callback: no task, queue or wait between the
+        # socket and the inbox.
+        client.listen(received)
+        try:
+            await client.lost()
+        finally:
+            client.listen(None)
 
     async def _handle(self, delivery: Delivery) -> None:
         acks, pending = delivery.acks, delivery.pending
