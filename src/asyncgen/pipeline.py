@@ -64,6 +64,16 @@ class Modelled:
 
 
 @dataclass
+class Early:
+    """What was read from the document before it was validated (see `_early_models`)."""
+
+    #: `build_api`'s result, assuming no unfit examples.
+    built: tuple[Api, list[Problem]]
+    #: The models started meanwhile, and what they are made of; None when cached.
+    models: tuple[ModelsJob, Background[str]] | None
+
+
+@dataclass
 class Generated:
     api: Api
     protocol: Protocol
@@ -113,14 +123,25 @@ def model(spec: Path, options: Options) -> Modelled:
     early = _early_models(doc, options)
     try:
         checked = _checked(doc, options)
-        api, model_warnings = build_api(doc, checked.unfit_examples)
+        if early is not None and not checked.unfit_examples:
+            # Mapped already, from the same document and the same (no) unfit examples.
+            api, model_warnings = early.built
+        else:
+            api, model_warnings = build_api(doc, checked.unfit_examples)
         protocol = choose_protocol(api, options.protocol)
     except BaseException:
-        if early is not None:
-            early[1].close()
+        if early is not None and early.models is not None:
+            early.models[1].close()
         raise
     package = options.package or package_name(api.title)
-    return Modelled(doc, api, protocol, package, [*checked.problems, *model_warnings], early)
+    return Modelled(
+        doc,
+        api,
+        protocol,
+        package,
+        [*checked.problems, *model_warnings],
+        early.models if early is not None else None,
+    )
 
 
 def _models_job(api: Api, context: ProjectContext, package: str) -> ModelsJob:
@@ -128,8 +149,9 @@ def _models_job(api: Api, context: ProjectContext, package: str) -> ModelsJob:
     return (api.schemas, context.class_names, used, package)
 
 
-def _early_models(doc: Document, options: Options) -> tuple[ModelsJob, Background[str]] | None:
-    """The models, started in the child process before the document is validated.
+def _early_models(doc: Document, options: Options) -> Early | None:
+    """The document mapped, and its models started in the child process, before the
+    document is validated.
 
     Validating a large document takes as long as making its models, and the models only
     need the schemas and their class names: so these are read from the document as it
@@ -142,16 +164,17 @@ def _early_models(doc: Document, options: Options) -> tuple[ModelsJob, Backgroun
     if options.allow_remote_refs or not can_fork():
         return None
     try:
-        api, _ = build_api(doc, set())
+        built = build_api(doc, set())
+        api = built[0]
         protocol = choose_protocol(api, options.protocol)
         package = options.package or package_name(api.title)
         context = build_context(api, protocol, package, "", __version__)
         job = _models_job(api, context, package)
         if models_cached(*job[:3]):
-            return None
+            return Early(built, None)
     except Exception:
         return None
-    return job, Background(formatted_models, job)
+    return Early(built, (job, Background(formatted_models, job)))
 
 
 def render(spec: Path, modelled: Modelled, output: Path, options: Options) -> Generated:
