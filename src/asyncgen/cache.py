@@ -12,7 +12,9 @@ cannot be written is no error.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import tempfile
 from functools import cache
@@ -102,3 +104,51 @@ def put_remote(url: str, content: bytes) -> None:
     path = _remote_entry(url)
     if path is not None:
         _write(path, content)
+
+
+class Sound:
+    """Hashes of inputs a check found nothing wrong with, so that a later run skips the
+    check of any input it has seen: a document changed in one place is checked in that
+    place only. One file per `kind`, keyed also by asyncgen's version (the checks are
+    asyncgen's); best effort like the rest of the cache, and cleared when it grows past
+    MAX_ENTRIES."""
+
+    MAX_ENTRIES = 200_000
+
+    def __init__(self, kind: str, *versions: str) -> None:
+        folder = cache_dir()
+        entry = key("sound", kind, *versions)
+        self._path = None if folder is None else folder / "sound" / entry[:2] / entry
+        self._known: set[str] = set()
+        self._added = False
+        if self._path is not None:
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                self._known = set(self._path.read_text(encoding="ascii").split())
+
+    @staticmethod
+    def canonical(value: object) -> str:
+        """`value` (parsed JSON or YAML) as one text, the same for equal values."""
+        return json.dumps(value, sort_keys=True, default=repr, ensure_ascii=False)
+
+    @staticmethod
+    def digest(*parts: str) -> str:
+        digest = hashlib.blake2b(digest_size=16)
+        for part in parts:
+            digest.update(part.encode("utf-8", "surrogatepass"))
+            digest.update(b"\0")
+        return digest.hexdigest()
+
+    def __contains__(self, digest: str) -> bool:
+        return digest in self._known
+
+    def add(self, digest: str) -> None:
+        if digest not in self._known:
+            self._known.add(digest)
+            self._added = True
+
+    def save(self) -> None:
+        if self._path is None or not self._added:
+            return
+        known = self._known if len(self._known) <= self.MAX_ENTRIES else set()
+        _write(self._path, "\n".join(sorted(known)).encode("ascii"))
+        self._added = False

@@ -471,7 +471,16 @@ def read_remote_source(path: Path, raw: bytes, url: str) -> SourceFile:
 
 
 def _checked(source: SourceFile) -> SourceFile:
-    bad = _lone_surrogate(source.data)
+    try:
+        # A lone surrogate is what UTF-8 cannot encode: one pass in C finds whether
+        # there is any, and only then is the document searched for where.
+        json.dumps(source.data, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        bad = _lone_surrogate(source.data)
+    except (TypeError, ValueError, RecursionError):
+        bad = _lone_surrogate(source.data)
+    else:
+        return source
     if bad is not None:
         raise SpecError(
             [

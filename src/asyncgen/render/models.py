@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import re
 import sys
@@ -162,7 +163,9 @@ def generate_models(
 
     `required` are the class names other modules use (message payloads and headers):
     they must exist. Other schemas may be inlined into the fields that use them.
-    Results are cached by the schemas, names and tool versions.
+    Results are cached by the schemas, names and tool versions: the whole module, and
+    each of its parts (see `_parts`), so that changing one schema of many remakes only
+    its part.
     """
     if not schemas:
         return "from __future__ import annotations\n"
@@ -170,7 +173,11 @@ def generate_models(
     cached = cache.get("models", entry)
     if cached is not None:
         return cached
-    source = _generate_checked(document, needed)
+    parts = _parts(schemas, class_names)
+    if len(parts) == 1:
+        source = _generate_checked(document, needed)
+    else:
+        source = _joined(_parts_generated(parts, schemas, class_names, needed))
     cache.put("models", entry, source)
     return source
 
@@ -218,23 +225,156 @@ def _entry(
 def _generate_checked(document: dict[str, Any], needed: set[str]) -> str:
     collapse = True
     source = _generate(document, collapse=collapse)
-    if needed - _classes(source):
+    tree = _parsed(source)
+    if needed - _classes(tree):
         # Collapsing inlines root models that fields refer to; when a message payload is
         # one of them, generate without collapsing so that the payload keeps its class.
         collapse = False
         source = _generate(document, collapse=collapse)
-    if crowded := _protected_namespace_classes(source):
+        tree = _parsed(source)
+    if crowded := _protected_namespace_classes(tree):
         # A payload property named like `model_dump` becomes the field `model_dump_`,
         # which pydantic warns about on import (its protected `model_` namespace): those
         # classes opt out of the namespace, as pydantic's warning suggests.
         source = _generate(document, collapse=collapse, unprotected=crowded)
-    model_dependencies(source)  # refuses imports of modules nobody allowed
-    missing = sorted(needed - _classes(source))
+        tree = _parsed(source)
+    _dependencies(tree)  # refuses imports of modules nobody allowed
+    missing = sorted(needed - _classes(tree))
     if missing:
         raise UnsupportedError(
             f"unsupported: model generation did not produce classes {', '.join(missing)}"
         )
     return source
+
+
+#: Documents with more schemas than this are made in parts (see `_parts`).
+PART_THRESHOLD = 64
+#: A part ends after a unit whose hash is 0 modulo this: parts of about this many units.
+PART_UNITS = 64
+#: ... and after this many schemas at most.
+PART_MAX_SCHEMAS = 512
+
+
+def _parts(schemas: dict[str, Any], class_names: dict[str, str]) -> list[list[str]]:
+    """The schemas in parts that can be made separately, in document order.
+
+    A unit is a set of schemas connected by `$ref`s; a part is a run of units, cut
+    where a unit's name hashes to 0 modulo PART_UNITS. The cuts depend only on the units
+    beside them, so adding, changing or removing a schema changes one part, and the
+    other parts come from the cache. datamodel-code-generator costs about 2 ms a call
+    beside about 1 ms a schema, hence parts of many units rather than one call each.
+    """
+    names = list(schemas)
+    if len(names) <= PART_THRESHOLD:
+        return [names]
+    by_class = {class_names[name]: name for name in names}
+    parent = {name: name for name in names}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    for name, schema in schemas.items():
+        for _, item, _ in walk(schema):
+            ref = item.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                target = ref[len("#/$defs/") :]
+                target = target if target in parent else by_class.get(target, "")
+                if target in parent:
+                    parent[root(target)] = root(name)
+    units: dict[str, list[str]] = {}
+    for name in names:
+        units.setdefault(root(name), []).append(name)
+    parts: list[list[str]] = [[]]
+    for unit in units.values():
+        parts[-1].extend(unit)
+        digest = hashlib.sha256(unit[0].encode("utf-8", "surrogatepass")).digest()
+        if int.from_bytes(digest[:4], "big") % PART_UNITS == 0 or (
+            len(parts[-1]) >= PART_MAX_SCHEMAS
+        ):
+            parts.append([])
+    return [part for part in parts if part]
+
+
+def _parts_generated(
+    parts: list[list[str]],
+    schemas: dict[str, Any],
+    class_names: dict[str, str],
+    needed: set[str],
+) -> list[str]:
+    """The source of each part, each cached. Parts whose models would share a name (two
+    inlined `Type` enums, say) are made again together, so that the generator names
+    them apart as it does within one module."""
+    made: dict[tuple[str, ...], str] = {}
+    while True:
+        sources = []
+        for part in parts:
+            key = tuple(part)
+            if key not in made:
+                made[key] = _part_source(part, schemas, class_names, needed)
+            sources.append(made[key])
+        owners: dict[str, int] = {}
+        merged: dict[int, int] = {}
+        for index, source in enumerate(sources):
+            for name in _top_level_names(_parsed(source)):
+                first = owners.setdefault(name, index)
+                if first != index:
+                    merged[index] = merged.get(first, first)
+        if not merged:
+            return sources
+        groups: dict[int, list[str]] = {}
+        for index, part in enumerate(parts):
+            groups.setdefault(merged.get(index, index), []).extend(part)
+        parts = list(groups.values())
+
+
+def _part_source(
+    part: list[str], schemas: dict[str, Any], class_names: dict[str, str], needed: set[str]
+) -> str:
+    chunk = {name: schemas[name] for name in part}
+    part_needed = needed & {class_names[name] for name in part}
+    document, _, entry = _entry(chunk, class_names, part_needed)
+    cached = cache.get("models-part", entry)
+    if cached is not None:
+        return cached
+    source = _generate_checked(document, part_needed)
+    cache.put("models-part", entry, source)
+    return source
+
+
+def _joined(sources: list[str]) -> str:
+    """One module of the parts' modules: their imports merged, then their code in order."""
+    imported: dict[str, set[str]] = {}
+    modules: set[str] = set()
+    bodies: list[str] = []
+    for source in sources:
+        tree = _parsed(source)
+        end = 0
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = {
+                    alias.name if alias.asname is None else f"{alias.name} as {alias.asname}"
+                    for alias in node.names
+                }
+                imported.setdefault(node.module, set()).update(names)
+            elif isinstance(node, ast.Import):
+                modules.update(alias.name for alias in node.names if alias.asname is None)
+            else:
+                break
+            end = node.end_lineno or end
+        body = "\n".join(source.split("\n")[end:]).strip("\n")
+        if body:
+            bodies.append(body)
+    future = imported.pop("__future__", set())
+    lines = [f"from __future__ import {', '.join(sorted(future))}", ""] if future else []
+    lines += [f"import {module}" for module in sorted(modules)]
+    lines += [
+        f"from {module} import {', '.join(sorted(names))}"
+        for module, names in sorted(imported.items())
+    ]
+    return "\n".join(lines) + "\n\n\n" + "\n\n\n".join(bodies) + "\n"
 
 
 #: What the models may import beyond the standard library, and what each needs installed
@@ -255,8 +395,18 @@ def model_dependencies(source: str) -> list[str]:
     A module outside the standard library and the known few is refused: nothing in a
     spec may choose what generated code imports.
     """
+    # The imports come first: only they are parsed.
+    header = source.split("\nclass ", 1)[0]
+    try:
+        tree = ast.parse(header)
+    except SyntaxError:
+        tree = _parsed(source)
+    return _dependencies(tree)
+
+
+def _dependencies(tree: ast.Module) -> list[str]:
     needed: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found = [(alias.name, "*") for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -278,9 +428,9 @@ def model_dependencies(source: str) -> list[str]:
     return sorted(needed)
 
 
-def _classes(source: str) -> set[str]:
+def _parsed(source: str) -> ast.Module:
     try:
-        tree = ast.parse(source)
+        return ast.parse(source)
     except SyntaxError as exc:
         # Not expected (spec text reaches the models as escaped literals), but never a
         # traceback.
@@ -288,14 +438,30 @@ def _classes(source: str) -> set[str]:
             f"unsupported: the models generated from the payload schemas are not valid "
             f"Python ({exc.msg} at line {exc.lineno})"
         ) from exc
+
+
+def _classes(tree: ast.Module) -> set[str]:
     return {node.name for node in tree.body if isinstance(node, ast.ClassDef)}
 
 
-def _protected_namespace_classes(source: str) -> set[str]:
+def _top_level_names(tree: ast.Module) -> set[str]:
+    """The names a module's classes, functions and assignments define."""
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def _protected_namespace_classes(tree: ast.Module) -> set[str]:
     """Classes with a field in pydantic's protected `model_` namespace."""
     return {
         node.name
-        for node in ast.parse(source).body
+        for node in tree.body
         if isinstance(node, ast.ClassDef)
         and any(
             isinstance(item, ast.AnnAssign)

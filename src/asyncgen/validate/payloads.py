@@ -21,6 +21,7 @@ from typing import Any
 from jsonschema import Draft7Validator, FormatChecker  # type: ignore[import-untyped, unused-ignore]
 
 from asyncgen.asyncapi import regex_engine
+from asyncgen.cache import Sound, tool_version
 from asyncgen.errors import Level, Problem, SpecError
 from asyncgen.load import Document, Ref
 from asyncgen.load.source import escape_token
@@ -90,6 +91,8 @@ def check_payload_schemas(doc: Document) -> list[Problem]:
             continue  # reported by the check of references
     queue = list(json_schemas)
     seen: set[Ref] = set()
+    # A schema found sound once is not checked again (its `$ref`s still are followed).
+    sound = Sound("payload-schemas", _RULES, tool_version("jsonschema"))
     while queue:
         at, dialect = queue.pop()
         try:
@@ -99,13 +102,23 @@ def check_payload_schemas(doc: Document) -> list[Problem]:
         if at in seen:
             continue
         seen.add(at)
-        for problem in _schema_problems(doc, schema, at, dialect):
-            problems.setdefault((str(problem.location), problem.message), problem)
+        digest = sound.digest(dialect, sound.canonical(schema))
+        if digest not in sound:
+            found = list(_schema_problems(doc, schema, at, dialect))
+            for problem in found:
+                problems.setdefault((str(problem.location), problem.message), problem)
+            if not found:
+                sound.add(digest)
         queue.extend((target, dialect) for target in _references(doc, schema, at))
+    sound.save()
     return sorted(
         problems.values(),
         key=lambda p: (str(p.location.file), p.location.line, p.location.column, p.message),
     )
+
+
+#: Bumped whenever the checks of `_schema_problems` change.
+_RULES = "1"
 
 
 def _schema_problems(doc: Document, schema: Any, at: Ref, dialect: Dialect) -> Iterator[Problem]:
