@@ -6,6 +6,7 @@ validity again.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,8 @@ class Modelled:
     warnings: list[Problem]
     #: The models started before the document was validated, and what they were made of.
     early: tuple[ModelsJob, Background[str]] | None = None
+    #: The context built then for `api`, `protocol` and `package`, if any.
+    early_context: ProjectContext | None = None
 
 
 @dataclass
@@ -69,6 +72,8 @@ class Early:
 
     #: `build_api`'s result, assuming no unfit examples.
     built: tuple[Api, list[Problem]]
+    #: The context of that `Api`, with no paths or options set.
+    context: ProjectContext
     #: The models started meanwhile, and what they are made of; None when cached.
     models: tuple[ModelsJob, Background[str]] | None
 
@@ -134,6 +139,7 @@ def model(spec: Path, options: Options) -> Modelled:
             early.models[1].close()
         raise
     package = options.package or package_name(api.title)
+    reused = early is not None and early.built[0] is api
     return Modelled(
         doc,
         api,
@@ -141,6 +147,7 @@ def model(spec: Path, options: Options) -> Modelled:
         package,
         [*checked.problems, *model_warnings],
         early.models if early is not None else None,
+        early.context if early is not None and reused else None,
     )
 
 
@@ -171,10 +178,10 @@ def _early_models(doc: Document, options: Options) -> Early | None:
         context = build_context(api, protocol, package, "", __version__)
         job = _models_job(api, context, package)
         if models_cached(*job[:3]):
-            return Early(built, None)
+            return Early(built, context, None)
     except Exception:
         return None
-    return Early(built, (job, Background(formatted_models, job)))
+    return Early(built, context, (job, Background(formatted_models, job)))
 
 
 def render(spec: Path, modelled: Modelled, output: Path, options: Options) -> Generated:
@@ -184,18 +191,23 @@ def render(spec: Path, modelled: Modelled, output: Path, options: Options) -> Ge
     def relative(path: Path) -> str:
         return Path(os.path.relpath(path.resolve(), output.resolve())).as_posix()
 
-    context = build_context(
-        api,
-        protocol,
-        package,
-        relative(spec),
-        __version__,
-        templates_path=relative(options.templates) if options.templates else None,
-        refs_root_path=relative(options.refs_root) if options.refs_root else None,
-        allow_outside_refs=options.allow_outside_refs,
-        allow_remote_refs=options.allow_remote_refs,
-        mqtt_client=options.mqtt_client,
-    )
+    paths_and_options: dict[str, Any] = {
+        "templates_path": relative(options.templates) if options.templates else None,
+        "refs_root_path": relative(options.refs_root) if options.refs_root else None,
+        "allow_outside_refs": options.allow_outside_refs,
+        "allow_remote_refs": options.allow_remote_refs,
+        "mqtt_client": options.mqtt_client,
+    }
+    early = modelled.early_context
+    if early is not None and (early.protocol, early.package) == (protocol, package):
+        # Built before validation from the same `Api`: only the paths and options differ.
+        context = dataclasses.replace(
+            early, spec_path=relative(spec), tool_version=__version__, **paths_and_options
+        )
+    else:
+        context = build_context(
+            api, protocol, package, relative(spec), __version__, **paths_and_options
+        )
     # The models and the templates need nothing of each other: with a second core, the
     # models are made in a child process meanwhile (started early, when the early job is
     # the same), unless the cache has them already.

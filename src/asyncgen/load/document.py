@@ -34,6 +34,8 @@ class Ref:
     pointer: str = ""
 
     def child(self, *tokens: str | int) -> Ref:
+        if len(tokens) == 1:  # most calls: one token, spared the join
+            return Ref(self.file, f"{self.pointer}/{escape_token(str(tokens[0]))}")
         suffix = "".join(f"/{escape_token(str(token))}" for token in tokens)
         return Ref(self.file, self.pointer + suffix)
 

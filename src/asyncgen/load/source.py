@@ -62,6 +62,8 @@ class SourceFile:
 
 def escape_token(token: str) -> str:
     """Escape one JSON pointer reference token (RFC 6901)."""
+    if "~" not in token and "/" not in token:
+        return token
     return token.replace("~", "~0").replace("/", "~1")
 
 
@@ -332,8 +334,11 @@ class _Builder:
             result[key] = self.build(value_node, child, depth + 1)
         return result
 
-    def run(self, node: yaml.Node) -> Any:
-        self.check_size(node)
+    def run(self, node: yaml.Node, anchors: bool = True) -> Any:
+        """The data of `node`. Without `anchors` in the text there are no aliases: every
+        node is built once, and `build` itself counts them and bounds their depth."""
+        if anchors:
+            self.check_size(node)
         return self.build(node)
 
 
@@ -537,5 +542,5 @@ def _parse(path: Path, raw: bytes) -> SourceFile:
     if node is None:
         raise SpecError([Problem(Location(path, "", 1, 1), "the file is empty")])
     builder = _Builder(path)
-    data = builder.run(node)
+    data = builder.run(node, anchors="&" in text)
     return SourceFile(path, data, builder.positions, builder.key_positions)

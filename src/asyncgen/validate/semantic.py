@@ -7,6 +7,7 @@ together with the structure check, so that every problem is reported in one run.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from asyncgen.asyncapi import (
@@ -18,7 +19,7 @@ from asyncgen.asyncapi import (
 )
 from asyncgen.errors import Level, Problem, SpecError
 from asyncgen.load import Document, Ref
-from asyncgen.load.source import unescape_token
+from asyncgen.load.source import escape_token, unescape_token
 
 # Keywords whose values are literal data: a `$ref` key in there is not a reference.
 _DATA_KEYS = {"enum", "const", "default", "examples", "example"}
@@ -27,25 +28,30 @@ _DATA_KEYS = {"enum", "const", "default", "examples", "example"}
 def _walk_refs(doc: Document, problems: list[Problem]) -> None:
     """Every `$ref` reachable from the root resolves (across files, cycle-safe)."""
     seen: set[Ref] = set()
-    stack: list[tuple[Any, Ref]] = [(doc.data, Ref(doc.root.path))]
+    # Places as (file, pointer): a `Ref` is made only where a `$ref` is found.
+    stack: list[tuple[Any, Path, str]] = [(doc.data, doc.root.path, "")]
     while stack:
-        value, at = stack.pop()
+        value, file, pointer = stack.pop()
         if isinstance(value, dict):
             if isinstance(value.get("$ref"), str):
                 try:
-                    target, target_at = doc.resolve(value, at)
+                    target, target_at = doc.resolve(value, Ref(file, pointer))
                 except SpecError as exc:
                     problems.extend(exc.problems)
                     continue
                 if target_at not in seen:
                     seen.add(target_at)
-                    stack.append((target, target_at))
+                    stack.append((target, target_at.file, target_at.pointer))
                 continue
             for key, item in value.items():
-                if key not in _DATA_KEYS:
-                    stack.append((item, at.child(key)))
+                if key not in _DATA_KEYS and isinstance(item, dict | list):
+                    stack.append((item, file, f"{pointer}/{escape_token(key)}"))
         elif isinstance(value, list):
-            stack.extend((item, at.child(index)) for index, item in enumerate(value))
+            stack.extend(
+                (item, file, f"{pointer}/{index}")
+                for index, item in enumerate(value)
+                if isinstance(item, dict | list)
+            )
 
 
 def _declared(doc: Document, channel: dict[str, Any], at: Ref) -> set[str] | None:
@@ -286,19 +292,24 @@ def _check_operations_v2(doc: Document, problems: list[Problem]) -> None:
 
 def _check_tags(doc: Document, problems: list[Problem]) -> None:
     """No tag name is listed twice in one `tags` list."""
-    stack: list[tuple[Any, Ref]] = [(doc.data, Ref(doc.root.path))]
+    file = doc.root.path
+    stack: list[tuple[Any, str]] = [(doc.data, "")]
     while stack:
-        value, at = stack.pop()
+        value, pointer = stack.pop()
         if isinstance(value, dict):
             for key, item in value.items():
                 if key in _DATA_KEYS or key in ("payload", "headers", "schema"):
                     continue
                 if key == "tags" and isinstance(item, list):
-                    _check_tag_list(doc, problems, item, at.child(key))
-                else:
-                    stack.append((item, at.child(key)))
+                    _check_tag_list(doc, problems, item, Ref(file, pointer).child(key))
+                elif isinstance(item, dict | list):
+                    stack.append((item, f"{pointer}/{escape_token(key)}"))
         elif isinstance(value, list):
-            stack.extend((item, at.child(index)) for index, item in enumerate(value))
+            stack.extend(
+                (item, f"{pointer}/{index}")
+                for index, item in enumerate(value)
+                if isinstance(item, dict | list)
+            )
 
 
 def _check_tag_list(doc: Document, problems: list[Problem], tags: list[Any], at: Ref) -> None:
