@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -434,7 +436,29 @@ def diff(
 def main() -> None:  # pragma: no cover - for `python -m asyncgen`
     # A run allocates hundreds of thousands of small objects (the document's nodes, the
     # schemas, the rendered text) and frees few before it exits, and the cyclic collector
-    # walks them all again at every full collection: a sixth of a 3,000-channel
-    # generation. Collected more rarely, the same run takes no more memory.
-    gc.set_threshold(50_000, 10, 10)
-    sys.exit(app())
+    # walks them all again at every collection: a tenth of a one-channel change in a
+    # 1,000-channel document, even collected rarely. This process runs without it (the
+    # models' child process keeps it, see `render.background`): a 3,000-channel
+    # generation peaks a few MiB higher.
+    gc.disable()
+    try:
+        app()
+        status = 0
+    except SystemExit as exc:
+        status = _exit_status(exc.code)
+    # Everything is written and closed by now: leave without freeing the run's objects
+    # one by one on the way out (a twentieth of a large generation).
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
+
+
+def _exit_status(code: object) -> int:
+    """What `sys.exit(code)` would exit with, printing a message as it does."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1

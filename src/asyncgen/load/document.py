@@ -175,6 +175,9 @@ class Document:
             raise SpecError([self.problem(at, "$ref must be a string")])
         if "\x00" in unquote(ref_value):
             raise SpecError([self.problem(at, "$ref holds a NUL character")])
+        if ref_value[:1] == "#" and ref_value.isprintable() and ref_value == ref_value.strip():
+            # A pointer into the same file, with nothing urlsplit would strip: most refs.
+            return self._pointer(Ref(at.file), ref_value[1:], ref_value, at)
         parts = urlsplit(ref_value)
         if fetching.is_remote(ref_value) or (at.file in self._urls and parts.path):
             return self._remote_target(ref_value, at)

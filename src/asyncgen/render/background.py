@@ -18,6 +18,7 @@ its result is asked for. The result is the same either way.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import signal
@@ -169,6 +170,10 @@ class _Child:
 
 
 def _serve(warm_up: Callable[[], None] | None, jobs: int, results: int) -> None:
+    # The models make and drop many cyclic objects: collect them here, though rarely
+    # (the parent, short-lived and keeping what it makes, runs without the collector).
+    gc.set_threshold(50_000, 10, 10)
+    gc.enable()
     # The caller's output must not wait for this process to end: no inherited streams.
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
