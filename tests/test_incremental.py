@@ -40,7 +40,8 @@ def classes(source: str) -> list[str]:
 
 
 def counting_generate(monkeypatch: pytest.MonkeyPatch) -> list[set[str]]:
-    """Record the `$defs` of each call of datamodel-code-generator."""
+    """Record the `$defs` of each call of datamodel-code-generator (all in this process)."""
+    monkeypatch.setenv("ASYNCGEN_JOBS", "1")
     calls: list[set[str]] = []
     real = models._generate
 
@@ -82,6 +83,27 @@ def test_changing_one_schema_of_many_remakes_only_its_part(
     assert len(calls[0]) < 300
     assert "note: str | None = None" in after and "note:" not in before
     assert classes(after) == classes(before)
+
+
+def test_parts_made_by_two_processes_give_what_one_process_gives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    schemas = many_schemas(400)
+    names = {name: name for name in schemas}
+    monkeypatch.setenv("ASYNCGEN_NO_CACHE", "1")
+    spawned: list[int] = []
+    real = models.Background.__init__
+
+    def background(self: Any, *args: Any, **kwargs: Any) -> None:
+        spawned.append(1)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(models.Background, "__init__", background)
+    two = models.generate_models(schemas, names, set(names))
+    assert spawned, "400 uncached schemas are made by two processes"
+    monkeypatch.setenv("ASYNCGEN_JOBS", "1")
+    one = models.generate_models(schemas, names, set(names))
+    assert two == one
 
 
 def test_parts_whose_models_would_share_a_name_are_made_together() -> None:

@@ -105,6 +105,8 @@ def _isort_config(package: str) -> isort.Config:
 
 def _width(line: str) -> int:
     """An upper bound of the width black measures: a wide character counts two."""
+    if line.isascii():
+        return len(line)
     return len(line) + sum(1 for ch in line if not ch.isascii())
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from asyncgen import cache
 from asyncgen.errors import UnsupportedError
 from asyncgen.model.keywords import walk, without_generator_keywords
+from asyncgen.render.background import Background
 from asyncgen.render.formatting import format_python
 
 #: Names the models module imports or that would read badly as a model name.
@@ -307,7 +308,7 @@ def _parts_generated(
     """The source of each part, each cached. Parts whose models would share a name (two
     inlined `Type` enums, say) are made again together, so that the generator names
     them apart as it does within one module."""
-    made: dict[tuple[str, ...], str] = {}
+    made = _made_in_two(parts, schemas, class_names, needed)
     while True:
         sources = []
         for part in parts:
@@ -330,12 +331,62 @@ def _parts_generated(
         parts = list(groups.values())
 
 
+#: Parts not in the cache holding at least this many schemas are made by two processes.
+PARALLEL_SCHEMAS = 200
+
+
+def _made_in_two(
+    parts: list[list[str]],
+    schemas: dict[str, Any],
+    class_names: dict[str, str],
+    needed: set[str],
+) -> dict[tuple[str, ...], str]:
+    """The parts the cache does not hold, made half here and half in a forked child
+    (which inherits the generator already imported), when there are enough of them."""
+    todo = [part for part in parts if _part_cached(part, schemas, class_names, needed) is None]
+    total = sum(len(part) for part in todo)
+    if len(todo) < 2 or total < PARALLEL_SCHEMAS:
+        return {}
+    # Split where half the schemas are done, leaving each side at least one part.
+    done, split = 0, 0
+    while split < len(todo) - 1 and (done + len(todo[split])) * 2 <= total:
+        done += len(todo[split])
+        split += 1
+    split = max(split, 1)
+    theirs = todo[split:]
+    subset = {name: schemas[name] for part in theirs for name in part}
+    with Background(_made_parts, (theirs, subset, class_names, needed)) as other:
+        made = _made_parts(todo[:split], schemas, class_names, needed)
+        made.update(other.result())
+    return made
+
+
+def _made_parts(
+    parts: list[list[str]],
+    schemas: dict[str, Any],
+    class_names: dict[str, str],
+    needed: set[str],
+) -> dict[tuple[str, ...], str]:
+    return {tuple(part): _part_source(part, schemas, class_names, needed) for part in parts}
+
+
+def _part_entry(
+    part: list[str], schemas: dict[str, Any], class_names: dict[str, str], needed: set[str]
+) -> tuple[dict[str, Any], set[str], str]:
+    chunk = {name: schemas[name] for name in part}
+    return _entry(chunk, class_names, needed & {class_names[name] for name in part})
+
+
+def _part_cached(
+    part: list[str], schemas: dict[str, Any], class_names: dict[str, str], needed: set[str]
+) -> str | None:
+    return cache.get("models-part", _part_entry(part, schemas, class_names, needed)[2])
+
+
 def _part_source(
     part: list[str], schemas: dict[str, Any], class_names: dict[str, str], needed: set[str]
 ) -> str:
-    chunk = {name: schemas[name] for name in part}
-    part_needed = needed & {class_names[name] for name in part}
-    document, _, entry = _entry(chunk, class_names, part_needed)
+    document, part_needed, entry = _part_entry(part, schemas, class_names, needed)
     cached = cache.get("models-part", entry)
     if cached is not None:
         return cached
