@@ -69,6 +69,8 @@ def escape_token(token: str) -> str:
 
 def unescape_token(token: str) -> str:
     """Undo `escape_token`."""
+    if "~" not in token:
+        return token
     return token.replace("~1", "/").replace("~0", "~")
 
 

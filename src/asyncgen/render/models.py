@@ -304,22 +304,25 @@ def _parts_generated(
     schemas: dict[str, Any],
     class_names: dict[str, str],
     needed: set[str],
-) -> list[str]:
-    """The source of each part, each cached. Parts whose models would share a name (two
-    inlined `Type` enums, say) are made again together, so that the generator names
-    them apart as it does within one module."""
+) -> list[tuple[str, ast.Module]]:
+    """The source of each part, each cached, with its syntax tree. Parts whose models
+    would share a name (two inlined `Type` enums, say) are made again together, so that
+    the generator names them apart as it does within one module."""
     made = _made_in_two(parts, schemas, class_names, needed)
+    trees: dict[tuple[str, ...], ast.Module] = {}
     while True:
         sources = []
         for part in parts:
             key = tuple(part)
             if key not in made:
                 made[key] = _part_source(part, schemas, class_names, needed)
-            sources.append(made[key])
+            if key not in trees:
+                trees[key] = _parsed(made[key])
+            sources.append((made[key], trees[key]))
         owners: dict[str, int] = {}
         merged: dict[int, int] = {}
-        for index, source in enumerate(sources):
-            for name in _top_level_names(_parsed(source)):
+        for index, (_, tree) in enumerate(sources):
+            for name in _top_level_names(tree):
                 first = owners.setdefault(name, index)
                 if first != index:
                     merged[index] = merged.get(first, first)
@@ -341,33 +344,44 @@ def _made_in_two(
     class_names: dict[str, str],
     needed: set[str],
 ) -> dict[tuple[str, ...], str]:
-    """The parts the cache does not hold, made half here and half in a forked child
-    (which inherits the generator already imported), when there are enough of them."""
-    todo = [part for part in parts if _part_cached(part, schemas, class_names, needed) is None]
-    total = sum(len(part) for part in todo)
+    """The source of every part: from the cache, else made, half here and half in a
+    forked child (which inherits the generator already imported) when there are many."""
+    made: dict[tuple[str, ...], str] = {}
+    todo: list[_Job] = []
+    for part in parts:
+        document, part_needed, entry = _part_entry(part, schemas, class_names, needed)
+        cached = cache.get("models-part", entry)
+        if cached is not None:
+            made[tuple(part)] = cached
+        else:
+            todo.append((tuple(part), document, part_needed, entry))
+    total = sum(len(job[0]) for job in todo)
     if len(todo) < 2 or total < PARALLEL_SCHEMAS:
-        return {}
+        made.update(_made_parts(todo))
+        return made
     # Split where half the schemas are done, leaving each side at least one part.
     done, split = 0, 0
-    while split < len(todo) - 1 and (done + len(todo[split])) * 2 <= total:
-        done += len(todo[split])
+    while split < len(todo) - 1 and (done + len(todo[split][0])) * 2 <= total:
+        done += len(todo[split][0])
         split += 1
     split = max(split, 1)
-    theirs = todo[split:]
-    subset = {name: schemas[name] for part in theirs for name in part}
-    with Background(_made_parts, (theirs, subset, class_names, needed)) as other:
-        made = _made_parts(todo[:split], schemas, class_names, needed)
+    with Background(_made_parts, (todo[split:],)) as other:
+        made.update(_made_parts(todo[:split]))
         made.update(other.result())
     return made
 
 
-def _made_parts(
-    parts: list[list[str]],
-    schemas: dict[str, Any],
-    class_names: dict[str, str],
-    needed: set[str],
-) -> dict[tuple[str, ...], str]:
-    return {tuple(part): _part_source(part, schemas, class_names, needed) for part in parts}
+#: A part to make: its schema names, its bundled document, the classes it must give and
+#: its cache key.
+_Job = tuple[tuple[str, ...], dict[str, Any], set[str], str]
+
+
+def _made_parts(jobs: list[_Job]) -> dict[tuple[str, ...], str]:
+    made = {}
+    for key, document, part_needed, entry in jobs:
+        made[key] = _generate_checked(document, part_needed)
+        cache.put("models-part", entry, made[key])
+    return made
 
 
 def _part_entry(
@@ -375,12 +389,6 @@ def _part_entry(
 ) -> tuple[dict[str, Any], set[str], str]:
     chunk = {name: schemas[name] for name in part}
     return _entry(chunk, class_names, needed & {class_names[name] for name in part})
-
-
-def _part_cached(
-    part: list[str], schemas: dict[str, Any], class_names: dict[str, str], needed: set[str]
-) -> str | None:
-    return cache.get("models-part", _part_entry(part, schemas, class_names, needed)[2])
 
 
 def _part_source(
@@ -395,13 +403,13 @@ def _part_source(
     return source
 
 
-def _joined(sources: list[str]) -> str:
-    """One module of the parts' modules: their imports merged, then their code in order."""
+def _joined(sources: list[tuple[str, ast.Module]]) -> str:
+    """One module of the parts' modules (each with its syntax tree): their imports
+    merged, then their code in order."""
     imported: dict[str, set[str]] = {}
     modules: set[str] = set()
     bodies: list[str] = []
-    for source in sources:
-        tree = _parsed(source)
+    for source, tree in sources:
         end = 0
         for node in tree.body:
             if isinstance(node, ast.ImportFrom) and node.module and not node.level:
