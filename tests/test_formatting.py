@@ -187,3 +187,31 @@ def test_models_in_black_layout_are_kept_without_black(monkeypatch: pytest.Monke
     # Black sees the imports and the enum (not in the kept forms), not the plain model.
     assert len(calls) == 2 and calls[0].startswith("from __future__")
     assert calls[1].startswith("class Kind")
+
+
+_HEADS = [
+    # docstring, unsorted imports, a comment, then code
+    '"""Doc.\n\nMore.\n"""\n\nimport sys\nfrom b import y, x\nimport os\n# about C\nclass C:\n    pass\n',
+    # parenthesised import, one blank line, a function
+    "from z import (\n    b,\n    a,\n)\nfrom __future__ import annotations\n\ndef f() -> None:\n    pass\n",
+    # an import further down: the whole module is sorted
+    "import sys\nimport os\n\nX = 1\nif X:\n    import json, abc\n",
+    # no code after the imports, and no imports at all
+    "import sys\nimport os\n",
+    "X = 1\n",
+    # the first statement an assignment after a single-line docstring
+    '"""One line."""\nfrom typing import TypeAlias, Any\nfrom . import b, a\nN: TypeAlias = int\n\n\nclass D:\n    pass\n',
+]
+
+
+@pytest.mark.parametrize("source", _HEADS)
+def test_sorting_only_the_import_head_gives_what_isort_gives_for_the_whole_module(
+    source: str,
+) -> None:
+    import isort
+
+    from asyncgen.render.formatting import _isort, _isort_config
+
+    body = "".join(f"\n\ndef f{i}() -> int:\n    return {i}\n" for i in range(50))
+    for text in (source, source + body):
+        assert _isort(text, "pkg") == isort.code(text, config=_isort_config("pkg"))

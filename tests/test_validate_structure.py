@@ -492,3 +492,53 @@ def test_version_3_1_passes_over_unknown_bindings_and_takes_examples_of_any_type
     refused = {p.location.pointer for p in check_text(tmp_path, text.format(version="3.0.0"))}
     assert "/channels/a/messages/m/examples/0/headers" in refused
     assert "/operations/recv/bindings/ros2" in refused
+
+
+# -- the fast path ------------------------------------------------------------------------
+
+_SHARED = Path(__file__).resolve().parents[2] / "shared" / "specs"
+_BROKEN = Path(__file__).resolve().parent / "broken"
+
+
+def _documents() -> list[Path]:
+    found = sorted(_BROKEN.glob("*.y*ml")) + sorted(_BROKEN.glob("*.json"))
+    if _SHARED.is_dir():
+        found += sorted(p for p in _SHARED.rglob("*") if p.suffix in (".yaml", ".yml", ".json"))
+    return found
+
+
+def test_jsonschema_rs_finds_valid_exactly_the_documents_jsonschema_finds_valid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fast path (jsonschema-rs) may only skip documents the full check passes, and
+    must not send valid ones to it either: compared on every document at hand, and on
+    each of them broken in a few ways."""
+    from asyncgen.errors import SpecError
+    from asyncgen.validate import structure
+
+    if structure._fast_validator("3.0.0") is None:
+        pytest.skip("jsonschema-rs is not installed")
+    compared = 0
+    for path in _documents():
+        try:
+            doc = load_document(path)
+        except SpecError:
+            continue
+        data = doc.data
+        if not isinstance(data, dict) or data.get("asyncapi") not in SUPPORTED_VERSIONS:
+            continue
+        variants = [
+            data,
+            {**data, "info": {"title": 1}},
+            {**data, "channels": {"x": {"bogus": 1}}},
+            {**data, "components": {"schemas": {"a b": {}}}},
+        ]
+        for variant in variants:
+            fast = structure._fast_valid(data["asyncapi"], variant)
+            monkeypatch.setattr(structure, "_fast_valid", lambda version, value: False)
+            doc.root.data = variant
+            slow = check_structure(doc)
+            monkeypatch.undo()
+            assert fast == (slow == []), (path, [p.message for p in slow][:3])
+            compared += 1
+    assert compared >= 20

@@ -90,9 +90,64 @@ def format_python(
 
 
 def _isort(source: str, package: str) -> str:
+    """`source` with its imports sorted.
+
+    isort's time grows with every line it reads, import or not, and a generated module
+    of a large document has thousands of lines after a dozen imports: so only its head
+    goes through isort, down to the first statement after the top-level imports (which
+    goes along, so that isort sets the blank lines before it). A module with an import
+    further down is sorted whole.
+    """
     import isort
 
-    return isort.code(source, config=_isort_config(package))
+    config = _isort_config(package)
+    split = _import_head(source)
+    if split is None:
+        return isort.code(source, config=config)
+    head, first, rest = split
+    done = isort.code(f"{head}{first}\n", config=config)
+    if not done.endswith(f"\n{first}\n"):  # not expected: sort it all
+        return isort.code(source, config=config)
+    return done[: -len(first) - 1] + first + rest
+
+
+#: A line that starts an import statement, at any indentation.
+_IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+\S+[ \t]+import|import)[ \t(\\]", re.MULTILINE)
+
+
+def _import_head(source: str) -> tuple[str, str, str] | None:
+    """(everything before the first statement after the top-level imports, that
+    statement's first line, the rest from its line end); None when there is no such
+    statement, no import before it, or an import after it."""
+    lines = source.split("\n")
+    open_parens = 0
+    continued = False
+    docstring: str | None = None
+    imports = False
+    for index, line in enumerate(lines):
+        stripped = line.strip()
+        if docstring is not None:
+            if docstring in stripped:
+                docstring = None
+        elif open_parens or continued:
+            open_parens += line.count("(") - line.count(")")
+            continued = stripped.endswith("\\")
+        elif not stripped or stripped.startswith("#"):
+            pass
+        elif not imports and stripped[:3] in ('"""', "'''"):
+            if stripped.count(stripped[:3]) == 1:
+                docstring = stripped[:3]
+        elif _IMPORT.match(line) and not line[0].isspace():
+            imports = True
+            open_parens = line.count("(") - line.count(")")
+            continued = stripped.endswith("\\")
+        else:
+            rest = "\n" + "\n".join(lines[index + 1 :])
+            if not imports or line[0].isspace() or _IMPORT.search(rest):
+                return None
+            head = "\n".join(lines[:index])
+            return (f"{head}\n" if index else ""), line, rest
+    return None
 
 
 @functools.cache

@@ -65,6 +65,10 @@ def check_structure(doc: Document) -> list[Problem]:
         pointer = "/asyncapi" if "asyncapi" in data else ""
         return [Problem(doc.root.location(pointer), version_problem)]
 
+    version = data["asyncapi"]
+    if _fast_valid(version, data):
+        return []
+
     problems: dict[tuple[str, str], Problem] = {}
 
     def report(error: ValidationError, prefix: tuple[str, ...] = ()) -> None:
@@ -74,7 +78,6 @@ def check_structure(doc: Document) -> list[Problem]:
     # The document's large maps (channels, operations, components) are checked entry by
     # entry, each entry once for all runs: a document changed in one channel is checked
     # in that channel and in what lies outside the maps.
-    version = data["asyncapi"]
     skeleton, maps = _split_validators(version)
     for error in skeleton.iter_errors(data):
         report(error)
@@ -116,6 +119,31 @@ def _check_version(data: dict[str, Any]) -> str | None:
 
 #: Bumped whenever the structure's schemas or their checks change.
 _RULES = "1"
+
+
+def _fast_valid(version: str, data: dict[str, Any]) -> bool:
+    """Whether jsonschema-rs, when installed, finds `data` valid against the same schema:
+    about a hundred times faster than walking it in Python, which is left for documents
+    with problems to explain (or values jsonschema-rs does not take, such as NaN)."""
+    validator = _fast_validator(version)
+    if validator is None:
+        return False
+    try:
+        return bool(validator.is_valid(data))
+    except Exception:  # a value it cannot convert: the full check decides
+        return False
+
+
+@cache
+def _fast_validator(version: str) -> Any:
+    try:
+        import jsonschema_rs
+    except ImportError:
+        return None
+    try:
+        return jsonschema_rs.Draft202012Validator(schema_for(version), validate_formats=False)
+    except Exception:  # a schema it does not take: the full check decides
+        return None
 
 
 @cache
