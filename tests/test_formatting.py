@@ -191,16 +191,19 @@ def test_models_in_black_layout_are_kept_without_black(monkeypatch: pytest.Monke
 
 _HEADS = [
     # docstring, unsorted imports, a comment, then code
-    '"""Doc.\n\nMore.\n"""\n\nimport sys\nfrom b import y, x\nimport os\n# about C\nclass C:\n    pass\n',
+    '"""Doc.\n\nMore.\n"""\n\nimport sys\nfrom b import y, x\nimport os\n'
+    "# about C\nclass C:\n    pass\n",
     # parenthesised import, one blank line, a function
-    "from z import (\n    b,\n    a,\n)\nfrom __future__ import annotations\n\ndef f() -> None:\n    pass\n",
+    "from z import (\n    b,\n    a,\n)\nfrom __future__ import annotations\n"
+    "\ndef f() -> None:\n    pass\n",
     # an import further down: the whole module is sorted
     "import sys\nimport os\n\nX = 1\nif X:\n    import json, abc\n",
     # no code after the imports, and no imports at all
     "import sys\nimport os\n",
     "X = 1\n",
     # the first statement an assignment after a single-line docstring
-    '"""One line."""\nfrom typing import TypeAlias, Any\nfrom . import b, a\nN: TypeAlias = int\n\n\nclass D:\n    pass\n',
+    '"""One line."""\nfrom typing import TypeAlias, Any\nfrom . import b, a\n'
+    "N: TypeAlias = int\n\n\nclass D:\n    pass\n",
 ]
 
 
