@@ -433,7 +433,7 @@ def diff(
         raise typer.Exit(EXIT_INVALID)
 
 
-def main() -> None:  # pragma: no cover - for `python -m asyncgen`
+def main() -> None:  # pragma: no cover - `python -m asyncgen` and the `asyncgen` command
     # A run allocates hundreds of thousands of small objects (the document's nodes, the
     # schemas, the rendered text) and frees few before it exits, and the cyclic collector
     # walks them all again at every collection: a tenth of a one-channel change in a
