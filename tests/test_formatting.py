@@ -218,3 +218,26 @@ def test_sorting_only_the_import_head_gives_what_isort_gives_for_the_whole_modul
     body = "".join(f"\n\ndef f{i}() -> int:\n    return {i}\n" for i in range(50))
     for text in (source, source + body):
         assert _isort(text, "pkg") == isort.code(text, config=_isort_config("pkg"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["isort: skip_file", "isort:skip_file", "isort: off", "isort: dont-add-imports"],
+)
+def test_isort_directives_in_spec_text_neither_stop_the_sorting_nor_change_the_text(
+    text: str,
+) -> None:
+    import isort
+
+    from asyncgen.render.formatting import _isort, _isort_config
+
+    def module(words: str) -> str:
+        return (
+            f'"""{words}"""\n\nimport sys\nimport os\n# {words}\n\n\nX = "{words}"\n'
+            f"\n\ndef f() -> None:\n    # {words}\n    pass\n"
+        )
+
+    plain = "a description"
+    expected = isort.code(module(plain), config=_isort_config("pkg")).replace(plain, text)
+    assert "import os\nimport sys\n" in expected
+    assert _isort(module(text), "pkg") == expected

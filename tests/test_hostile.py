@@ -866,3 +866,56 @@ def test_regenerating_with_a_new_email_field_warns_that_pyproject_lacks_it(
     pyproject = output / "pyproject.toml"
     assert f"{pyproject} #/: warning: the models need 'email-validator>=2'" in again.output
     assert "email-validator" not in pyproject.read_text()
+
+
+def test_isort_directives_in_spec_text_neither_break_generation_nor_the_import_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """isort obeys `isort: skip_file` wherever the text stands, a docstring included: a
+    description saying so once made generation fail with isort's exception."""
+    monkeypatch.setenv("ASYNCGEN_CACHE_DIR", str(tmp_path / "cache"))  # isort runs
+    directives = "isort: skip_file; isort:skip_file; isort: off"
+    document = {
+        "asyncapi": "3.0.0",
+        "info": {"title": "Directives", "version": "1.0.0", "description": directives},
+        "channels": {
+            "readings": {
+                "address": "readings",
+                "description": directives,
+                "messages": {
+                    "reading": {
+                        "description": directives,
+                        "payload": {
+                            "type": "object",
+                            "description": directives,
+                            "properties": {"value": {"type": "number", "description": directives}},
+                        },
+                    }
+                },
+            }
+        },
+        "operations": {
+            "receiveReading": {
+                "action": "receive",
+                "description": directives,
+                "channel": {"$ref": "#/channels/readings"},
+            }
+        },
+    }
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(document), encoding="utf-8")
+    output = tmp_path / "out"
+    result = generate(spec, output)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    models = (output / "src" / "directives" / "_generated" / "models.py").read_text()
+    assert "isort: skip_file" in models, "the text is kept as written"
+    ruff = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", "--select", "I", "."],
+        cwd=output,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ruff.returncode == 0, ruff.stdout + ruff.stderr
+    assert not_black_formatted(output, "directives") == []

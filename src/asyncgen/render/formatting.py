@@ -100,15 +100,37 @@ def _isort(source: str, package: str) -> str:
     """
     import isort
 
+    # Spec text in a docstring or comment may spell isort's own directives (a
+    # description reading "isort: skip_file" makes isort refuse the file): isort never
+    # sees them.
+    source, marker = _hide_directives(source)
     config = _isort_config(package)
     split = _import_head(source)
     if split is None:
-        return isort.code(source, config=config)
-    head, first, rest = split
-    done = isort.code(f"{head}{first}\n", config=config)
-    if not done.endswith(f"\n{first}\n"):  # not expected: sort it all
-        return isort.code(source, config=config)
-    return done[: -len(first) - 1] + first + rest
+        done = isort.code(source, config=config)
+    else:
+        head, first, rest = split
+        done = isort.code(f"{head}{first}\n", config=config)
+        if done.endswith(f"\n{first}\n"):
+            done = done[: -len(first) - 1] + first + rest
+        else:  # not expected: sort it all
+            done = isort.code(source, config=config)
+    return done if marker is None else done.replace(marker, _DIRECTIVE)
+
+
+#: What starts every isort directive (`isort: skip_file`, `isort:skip`, `isort: off`).
+_DIRECTIVE = "isort:"
+
+
+def _hide_directives(source: str) -> tuple[str, str | None]:
+    """`source` with each `isort:` replaced by a marker that occurs nowhere in it, and
+    the marker (None when there was nothing to hide)."""
+    if _DIRECTIVE not in source:
+        return source, None
+    marker = next(
+        f"{chr(code)}sort:" for code in range(0xE000, 0xF900) if chr(code) not in source
+    )
+    return source.replace(_DIRECTIVE, marker), marker
 
 
 #: A line that starts an import statement, at any indentation.
