@@ -4,7 +4,9 @@ of each error, and leaves schemas of other formats alone."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from asyncgen.cli import app
@@ -115,3 +117,58 @@ components:
     assert code == 1, output
     assert "#/components/schemas/Other/properties/x/type" in output
     assert "#/components/schemas/Reading" not in output
+
+
+# -- the fast path ------------------------------------------------------------------------
+
+
+def _corpus_schemas() -> list[tuple[Any, str]]:
+    """Every payload and header schema of the documents at hand, with its dialect."""
+    from asyncgen.errors import SpecError
+    from asyncgen.load import load_document
+    from asyncgen.validate.payloads import _schemas_of_messages
+
+    shared = Path(__file__).resolve().parents[2] / "shared" / "specs"
+    paths = sorted((Path(__file__).resolve().parent / "broken").glob("*.y*ml"))
+    if shared.is_dir():
+        paths += sorted(p for p in shared.rglob("*") if p.suffix in (".yaml", ".yml", ".json"))
+    found: list[tuple[Any, str]] = []
+    for path in paths:
+        try:
+            doc = load_document(path)
+            places, _ = _schemas_of_messages(doc)
+            for place, dialect in places:
+                schema, _ = doc.resolve_at(place)
+                found.append((schema, dialect))
+        except SpecError:  # unreadable documents say nothing here
+            continue
+    return found
+
+
+def test_jsonschema_rs_never_passes_a_payload_schema_jsonschema_refuses() -> None:
+    """The fast path may send a sound schema to the full check, never the reverse:
+    compared on every payload schema at hand and on broken variants of each."""
+    from asyncgen.validate import payloads
+
+    if payloads._fast_meta_validator("jsonschema") is None:
+        pytest.skip("jsonschema-rs is not installed")
+    schemas = _corpus_schemas()
+    assert len(schemas) >= 20
+    agreed = 0
+    for schema, dialect in schemas:
+        if not isinstance(schema, dict):
+            continue
+        variants = [
+            schema,
+            {**schema, "type": "numeric"},
+            {**schema, "properties": {"a": {"type": "string", "pattern": "(unclosed"}}},
+            {**schema, "minimum": "low"},
+            {**schema, "required": "id"},
+        ]
+        for variant in variants:
+            fast = payloads._fast_sound(variant, dialect)  # type: ignore[arg-type]
+            slow = list(payloads._meta_validator(dialect).iter_errors(variant))  # type: ignore[arg-type]
+            assert not (fast and slow), (variant, [e.message for e in slow][:3])
+            agreed += fast == (not slow)
+    # Nearly always the same answer: the fast path is worth having.
+    assert agreed >= 0.95 * sum(5 for s, _ in schemas if isinstance(s, dict))

@@ -77,6 +77,54 @@ def _meta_validator(dialect: Dialect = "jsonschema") -> Any:
     return Draft7Validator(meta, format_checker=checker)
 
 
+def _fast_sound(schema: Any, dialect: Dialect) -> bool:
+    """Whether jsonschema-rs, when installed, finds `schema` valid against the same
+    meta-schema, and every text that may be a `pattern` compiles as the models will
+    compile it (the one format the full check asks for). False sends the schema to the
+    full check, which says what is wrong: so erring towards False costs only time."""
+    validator = _fast_meta_validator(dialect)
+    if validator is None:
+        return False
+    try:
+        if not validator.is_valid(schema):
+            return False
+    except Exception:  # a value it cannot convert: the full check decides
+        return False
+    return all(regex_engine(pattern)[0] is not None for pattern in _patterns(schema))
+
+
+def _patterns(value: Any) -> Iterator[str]:
+    """Every `pattern` string and `patternProperties` key anywhere in `value`, data
+    included (more than the meta-schema checks; never less)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            pattern = item.get("pattern")
+            if isinstance(pattern, str):
+                yield pattern
+            properties = item.get("patternProperties")
+            if isinstance(properties, dict):
+                yield from (key for key in properties if isinstance(key, str))
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+@cache
+def _fast_meta_validator(dialect: Dialect) -> Any:
+    try:
+        import jsonschema_rs
+    except ImportError:
+        return None
+    try:
+        return jsonschema_rs.Draft7Validator(
+            _meta_validator(dialect).schema, validate_formats=False
+        )
+    except Exception:  # a schema it does not take: the full check decides
+        return None
+
+
 def check_payload_schemas(doc: Document) -> list[Problem]:
     problems: dict[tuple[str, str], Problem] = {}
     json_schemas, avro_schemas = _schemas_of_messages(doc)
@@ -133,7 +181,11 @@ def _schema_problems(doc: Document, schema: Any, at: Ref, dialect: Dialect) -> I
         )
         return
     try:
-        errors = list(_meta_validator(dialect).iter_errors(schema))
+        errors = (
+            []
+            if _fast_sound(schema, dialect)
+            else list(_meta_validator(dialect).iter_errors(schema))
+        )
     except RecursionError:
         yield doc.problem(place(()), "the schema is nested too deeply to be checked")
         return
