@@ -482,9 +482,7 @@ def _checked(source: SourceFile) -> SourceFile:
         # A lone surrogate is what UTF-8 cannot encode: one pass in C finds whether
         # there is any, and only then is the document searched for where.
         json.dumps(source.data, ensure_ascii=False, default=str).encode("utf-8")
-    except UnicodeEncodeError:
-        bad = _lone_surrogate(source.data)
-    except (TypeError, ValueError, RecursionError):
+    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError among them
         bad = _lone_surrogate(source.data)
     else:
         return source

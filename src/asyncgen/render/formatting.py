@@ -352,8 +352,8 @@ def _black_models(source: str, package: str) -> str:
     nothing else) between them. The part before the first cut (the imports) goes through
     isort and black; each later part is kept as it is when every line of it is in a form
     black leaves alone (`_kept_as_is`), else formatted by black on its own. Anything
-    unusual (imports or isort directives further down, a comment right above the first
-    class) formats the whole module instead.
+    unusual (imports further down, a comment right above the first class) formats the
+    whole module instead.
     """
     lines = source.split("\n")
     lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
@@ -374,7 +374,7 @@ def _black_models(source: str, package: str) -> str:
         not cuts
         or first_class is None
         or first_class.decorator_list
-        or _IMPORT_OR_DIRECTIVE.search(rest)
+        or _IMPORT.search(rest)
     ):
         return _black(_isort(source, package))
     parts = [_black(_isort("".join(lines[:head_end]), package))]
@@ -387,9 +387,6 @@ def _black_models(source: str, package: str) -> str:
         parts.append(kept if kept is not None else _black("".join(chunk)))
     return "\n\n".join(parts)
 
-
-#: Where isort would act beyond the imports at the top.
-_IMPORT_OR_DIRECTIVE = re.compile(r"^\s*(import|from)\s|isort", re.MULTILINE)
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _CLASS_LINE = re.compile(rf"class {_NAME}\({_NAME}(\[{_NAME}(\.{_NAME})*\])?\):\n")

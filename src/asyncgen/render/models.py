@@ -308,14 +308,14 @@ def _parts_generated(
     """The source of each part, each cached, with its syntax tree. Parts whose models
     would share a name (two inlined `Type` enums, say) are made again together, so that
     the generator names them apart as it does within one module."""
-    made = _made_in_two(parts, schemas, class_names, needed)
+    made: dict[tuple[str, ...], str] = {}
     trees: dict[tuple[str, ...], ast.Module] = {}
     while True:
+        missing = [part for part in parts if tuple(part) not in made]
+        made.update(_made_in_two(missing, schemas, class_names, needed))
         sources = []
         for part in parts:
             key = tuple(part)
-            if key not in made:
-                made[key] = _part_source(part, schemas, class_names, needed)
             if key not in trees:
                 trees[key] = _parsed(made[key])
             sources.append((made[key], trees[key]))
@@ -389,18 +389,6 @@ def _part_entry(
 ) -> tuple[dict[str, Any], set[str], str]:
     chunk = {name: schemas[name] for name in part}
     return _entry(chunk, class_names, needed & {class_names[name] for name in part})
-
-
-def _part_source(
-    part: list[str], schemas: dict[str, Any], class_names: dict[str, str], needed: set[str]
-) -> str:
-    document, part_needed, entry = _part_entry(part, schemas, class_names, needed)
-    cached = cache.get("models-part", entry)
-    if cached is not None:
-        return cached
-    source = _generate_checked(document, part_needed)
-    cache.put("models-part", entry, source)
-    return source
 
 
 def _joined(sources: list[tuple[str, ast.Module]]) -> str:

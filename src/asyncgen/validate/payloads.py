@@ -33,6 +33,7 @@ from asyncgen.model.keywords import (
     too_deep,
     walk,
 )
+from asyncgen.validate.quick import quick_validator, quickly_valid
 from asyncgen.validate.structure import TYPE_NAMES
 
 # Keywords whose values are data, not schemas: a `$ref` key in there is not a reference.
@@ -78,19 +79,12 @@ def _meta_validator(dialect: Dialect = "jsonschema") -> Any:
 
 
 def _fast_sound(schema: Any, dialect: Dialect) -> bool:
-    """Whether jsonschema-rs, when installed, finds `schema` valid against the same
-    meta-schema, and every text that may be a `pattern` compiles as the models will
-    compile it (the one format the full check asks for). False sends the schema to the
-    full check, which says what is wrong: so erring towards False costs only time."""
-    validator = _fast_meta_validator(dialect)
-    if validator is None:
-        return False
-    try:
-        if not validator.is_valid(schema):
-            return False
-    except Exception:  # a value it cannot convert: the full check decides
-        return False
-    return all(regex_engine(pattern)[0] is not None for pattern in _patterns(schema))
+    """Whether jsonschema-rs finds `schema` valid against the same meta-schema (see
+    `quick`), and every text that may be a `pattern` compiles as the models will compile
+    it (the one format the full check asks for)."""
+    return quickly_valid(_fast_meta_validator(dialect), schema) and all(
+        regex_engine(pattern)[0] is not None for pattern in _patterns(schema)
+    )
 
 
 def _patterns(value: Any) -> Iterator[str]:
@@ -113,16 +107,7 @@ def _patterns(value: Any) -> Iterator[str]:
 
 @cache
 def _fast_meta_validator(dialect: Dialect) -> Any:
-    try:
-        import jsonschema_rs
-    except ImportError:
-        return None
-    try:
-        return jsonschema_rs.Draft7Validator(
-            _meta_validator(dialect).schema, validate_formats=False
-        )
-    except Exception:  # a schema it does not take: the full check decides
-        return None
+    return quick_validator(_meta_validator(dialect).schema, 7)
 
 
 def check_payload_schemas(doc: Document) -> list[Problem]:

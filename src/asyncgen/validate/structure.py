@@ -7,7 +7,6 @@ pointer of the offending value. The schemas themselves are in `schemas.py`.
 
 from __future__ import annotations
 
-import copy
 import difflib
 import re
 from collections.abc import Iterable, Iterator
@@ -20,10 +19,10 @@ from jsonschema.exceptions import (  # type: ignore[import-untyped, unused-ignor
     best_match,
 )
 
-from asyncgen import cache as results
 from asyncgen.errors import Problem
 from asyncgen.load import Document
 from asyncgen.load.source import escape_token
+from asyncgen.validate.quick import quick_validator, quickly_valid
 from asyncgen.validate.schemas import SUPPORTED_VERSIONS, Schema, schema_for
 
 #: Longest excerpt of a value quoted in a message.
@@ -68,35 +67,10 @@ def check_structure(doc: Document) -> list[Problem]:
     version = data["asyncapi"]
     if _fast_valid(version, data):
         return []
-
     problems: dict[tuple[str, str], Problem] = {}
-
-    def report(error: ValidationError, prefix: tuple[str, ...] = ()) -> None:
-        for pointer, message in explain(error, prefix):
+    for error in _validator(version).iter_errors(data):
+        for pointer, message in explain(error):
             problems.setdefault((pointer, message), Problem(doc.root.location(pointer), message))
-
-    # The document's large maps (channels, operations, components) are checked entry by
-    # entry, each entry once for all runs: a document changed in one channel is checked
-    # in that channel and in what lies outside the maps.
-    skeleton, maps = _split_validators(version)
-    for error in skeleton.iter_errors(data):
-        report(error)
-    sound = results.Sound("structure", version, _RULES)
-    for path, validator in maps:
-        entries = _at(data, path)
-        if not isinstance(entries, dict):
-            continue  # the skeleton's check reports it
-        where = "/".join(path)
-        for name, entry in entries.items():
-            digest = sound.digest(where, sound.canonical(entry))
-            if digest in sound:
-                continue
-            errors = list(validator.iter_errors(entry))
-            for error in errors:
-                report(error, (*path, name))
-            if not errors:
-                sound.add(digest)
-    sound.save()
     return sorted(
         problems.values(),
         key=lambda p: (p.location.line, p.location.column, p.location.pointer, p.message),
@@ -117,78 +91,20 @@ def _check_version(data: dict[str, Any]) -> str | None:
     return None
 
 
-#: Bumped whenever the structure's schemas or their checks change.
-_RULES = "1"
-
-
 def _fast_valid(version: str, data: dict[str, Any]) -> bool:
-    """Whether jsonschema-rs, when installed, finds `data` valid against the same schema:
-    about a hundred times faster than walking it in Python, which is left for documents
-    with problems to explain (or values jsonschema-rs does not take, such as NaN)."""
-    validator = _fast_validator(version)
-    if validator is None:
-        return False
-    try:
-        return bool(validator.is_valid(data))
-    except Exception:  # a value it cannot convert: the full check decides
-        return False
+    """Whether jsonschema-rs finds `data` valid against the same schema: about a hundred
+    times faster than jsonschema, which is left to explain the problems (see `quick`)."""
+    return quickly_valid(_fast_validator(version), data)
 
 
 @cache
 def _fast_validator(version: str) -> Any:
-    try:
-        import jsonschema_rs
-    except ImportError:
-        return None
-    try:
-        return jsonschema_rs.Draft202012Validator(schema_for(version), validate_formats=False)
-    except Exception:  # a schema it does not take: the full check decides
-        return None
+    return quick_validator(schema_for(version), 2020)
 
 
 @cache
-def _split_validators(version: str) -> tuple[Any, list[tuple[tuple[str, ...], Any]]]:
-    """A validator of the document without the entries of its maps, and one validator
-    per map (its path in the document) for each of its entries.
-
-    A map is an object schema whose entries are all checked by `additionalProperties`
-    (channels, operations, each kind of component): the first validator takes any
-    entry there, and the second checks an entry against that schema, resolving its
-    `$ref`s in the whole schema. Together they report what the whole schema does.
-    """
-    schema = copy.deepcopy(schema_for(version))
-    whole = Draft202012Validator(schema_for(version))
-    maps: list[tuple[tuple[str, ...], Any]] = []
-
-    def split(at: dict[str, Any], path: tuple[str, ...]) -> None:
-        entry = at.get("additionalProperties")
-        if (
-            isinstance(entry, dict)
-            and entry
-            and "properties" not in at
-            and "patternProperties" not in at
-        ):
-            maps.append((path, whole.evolve(schema=entry)))
-            at["additionalProperties"] = True
-
-    properties = schema.get("properties", {})
-    for name in ("channels", "operations"):
-        if isinstance(properties.get(name), dict):
-            split(properties[name], (name,))
-    components = properties.get("components")
-    if isinstance(components, dict):
-        for name, kind in components.get("properties", {}).items():
-            if isinstance(kind, dict):
-                split(kind, ("components", name))
-    return Draft202012Validator(schema), maps
-
-
-def _at(data: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(data, dict):
-            return None
-        data = data.get(key)
-    return data
+def _validator(version: str) -> Any:
+    return Draft202012Validator(schema_for(version))
 
 
 def explain(error: ValidationError, prefix: tuple[str, ...] = ()) -> list[tuple[str, str]]:
