@@ -31,7 +31,9 @@ from typer.testing import CliRunner, Result
 
 import asyncgen.render.project as project_module
 import asyncgen.write
+from asyncgen import pipeline
 from asyncgen.cli import app
+from asyncgen.errors import UnsupportedError
 from asyncgen.render.project import builtin_templates
 from asyncgen.write import MANIFEST
 
@@ -297,6 +299,24 @@ def test_a_hand_edited_generated_file_stops_regeneration_until_forced(work: Path
     succeed("generate", "--check", "-o", str(project))
 
 
+def test_every_file_edited_by_hand_is_named_whether_or_not_it_depends_on_the_models(
+    work: Path,
+) -> None:
+    # service.py is staged while the models are made, models.py after them: both are
+    # named, and nothing is written.
+    project = work / "svc"
+    append_line(project / GENERATED / "service.py", "# a quick fix by hand")
+    append_line(project / GENERATED / "models.py", "# another one")
+    edit_spec(work / "asyncapi.yaml", lambda doc: add_receive(doc, "doorbell"))
+    before = tree(work)
+    stopped = invoke("generate", "-o", str(project))
+    assert stopped.exit_code == 1, explain(stopped)
+    assert f"{GENERATED}/service.py" in stopped.stderr
+    assert f"{GENERATED}/models.py" in stopped.stderr
+    assert tree(work) == before
+    assert leftovers(work) == []
+
+
 def test_dry_run_names_generated_files_edited_by_hand(work: Path) -> None:
     project = work / "svc"
     append_line(project / GENERATED / "service.py", "# a quick fix by hand")
@@ -397,6 +417,31 @@ def test_a_first_generation_that_fails_leaves_no_output_folder(
     result = invoke("generate", str(work / "asyncapi.yaml"), "-o", str(output))
     assert isinstance(result.exception, Injected), explain(result)
     assert not (work / "new").exists()
+
+
+@pytest.mark.parametrize("first", [False, True], ids=["regeneration", "first generation"])
+def test_models_that_fail_after_the_other_files_were_staged_leave_nothing_behind(
+    work: Path, monkeypatch: pytest.MonkeyPatch, first: bool
+) -> None:
+    # The files that do not depend on the models are staged while the models are made
+    # (here in this process, and failing): none of them may stay.
+    project = work / "new" / "svc" if first else work / "svc"
+    edit_spec(work / "asyncapi.yaml", lambda doc: add_receive(doc, "doorbell"))
+    before = tree(work)
+    staged_meanwhile: list[str] = []
+
+    def failing_models(*args: object) -> str:
+        staged_meanwhile.extend(leftovers(project))
+        raise UnsupportedError("unsupported: the models failed (injected)")
+
+    monkeypatch.setenv("ASYNCGEN_JOBS", "1")
+    monkeypatch.setattr(pipeline, "formatted_models", failing_models)
+    result = invoke("generate", str(work / "asyncapi.yaml"), "-o", str(project))
+    assert result.exit_code == 1, explain(result)
+    assert "the models failed (injected)" in result.stderr
+    assert any(name.startswith(".service.py.") for name in staged_meanwhile), staged_meanwhile
+    assert tree(work) == before
+    assert leftovers(work) == []
 
 
 def test_written_files_get_ordinary_permissions_and_updates_keep_them(work: Path) -> None:

@@ -25,6 +25,7 @@ from asyncgen.write import manifest
 
 if TYPE_CHECKING:
     from asyncgen.pipeline import Generated, Options
+    from asyncgen.plan import PlannedFile
     from asyncgen.write import Report
 
 Mode = Literal["write", "check", "dry-run"]
@@ -186,19 +187,54 @@ def generate(spec: Path, config: Config | None = None) -> Outcome:
     from asyncgen import pipeline
 
     options = _options(config)
+    early: _EarlyWrite | None = None
     try:
-        modelled = pipeline.model(spec, options)
-        output = config.output or Path.cwd() / modelled.package
-        generated = pipeline.render(spec, modelled, output, options)
-    finally:
-        background.discard_prepared()
-    return _write(config, output, generated, template_folders)
+        try:
+            modelled = pipeline.model(spec, options)
+            output = config.output or Path.cwd() / modelled.package
+            if config.mode == "write":
+                early = _EarlyWrite(output, config.force)
+            generated = pipeline.render(spec, modelled, output, options, early)
+        finally:
+            background.discard_prepared()
+        return _write(config, output, generated, template_folders, early)
+    except BaseException:
+        if early is not None:
+            early.staging.discard()
+        raise
+
+
+class _EarlyWrite:
+    """Compares and stages the files that do not depend on the models while the models
+    are made (see `plan_project`); `_write` stages the rest and puts all in place. Files
+    edited by hand are not staged here: `_write` names them with the others."""
+
+    def __init__(self, output: Path, force: bool) -> None:
+        from asyncgen.write import Staging
+
+        self.staging = Staging(output)
+        self.force = force
+        #: What writing the files given to it would do; None until it has them.
+        self.report: Report | None = None
+        self.staged = False
+
+    def __call__(self, files: list[PlannedFile]) -> None:
+        from asyncgen.write import compare
+
+        self.report = compare(self.staging.root, files)
+        if not self.report.edited or self.force:
+            self.staging.stage(files, self.report, force=self.force)
+            self.staged = True
 
 
 def _write(
-    config: Config, output: Path, generated: Generated, template_folders: list[Path]
+    config: Config,
+    output: Path,
+    generated: Generated,
+    template_folders: list[Path],
+    early: _EarlyWrite | None = None,
 ) -> Outcome:
-    from asyncgen.write import compare, write_plan
+    from asyncgen.write import Staging, compare
     from asyncgen.write.signatures import check_handlers, fitting_digest
 
     target = output.resolve()
@@ -234,7 +270,23 @@ def _write(
             fitting,
         ),
     ]
-    report = compare(output, plan, handler_dir, generated.handler_modules)
+    # The files compared (and staged) while the models were made are not compared again.
+    compared = early.report if early is not None else None
+    done = (
+        set()
+        if compared is None
+        else {
+            *compared.created,
+            *compared.updated,
+            *compared.unchanged,
+            *compared.kept,
+            *compared.edited,
+        }
+    )
+    rest = [planned for planned in plan if planned.path not in done]
+    report = compare(output, rest, handler_dir, generated.handler_modules)
+    if compared is not None:
+        report = compared.joined(report, [planned.path for planned in plan])
     outcome = Outcome(
         target=output,
         up_to_date=False,
@@ -245,7 +297,10 @@ def _write(
         stale=[path for path in report.stale if path != manifest.MANIFEST],
     )
     if config.mode == "write":
-        write_plan(output, plan, report, force=config.force)
+        staging = early.staging if early is not None else Staging(output)
+        staged = done if early is not None and early.staged else set()
+        staging.stage([p for p in plan if p.path not in staged], report, force=config.force)
+        staging.commit()
         manifest.remember_generated(plan)
         outcome.written = True
     # A dry run would write the missing stubs: only the existing handlers can be wrong.

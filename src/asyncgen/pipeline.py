@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,8 +185,15 @@ def _early_models(doc: Document, options: Options) -> Early | None:
     return Early(built, context, (job, Background(formatted_models, job)))
 
 
-def render(spec: Path, modelled: Modelled, output: Path, options: Options) -> Generated:
-    """Plan every file of the project that goes into `output`."""
+def render(
+    spec: Path,
+    modelled: Modelled,
+    output: Path,
+    options: Options,
+    meanwhile: Callable[[list[PlannedFile]], None] | None = None,
+) -> Generated:
+    """Plan every file of the project that goes into `output`; the files that do not
+    depend on the models go to `meanwhile` while those are made (see `plan_project`)."""
     api, protocol, package = modelled.api, modelled.protocol, modelled.package
 
     def relative(path: Path) -> str:
@@ -220,7 +228,7 @@ def render(spec: Path, modelled: Modelled, output: Path, options: Options) -> Ge
         models = Background(formatted_models, job, start=not models_cached(*job[:3]))
     modelled.early = None
     with models:
-        files = plan_project(context, models.result, options.templates, output)
+        files = plan_project(context, models.result, options.templates, output, meanwhile)
     return Generated(
         api=api,
         protocol=protocol,

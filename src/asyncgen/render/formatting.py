@@ -127,9 +127,7 @@ def _hide_directives(source: str) -> tuple[str, str | None]:
     the marker (None when there was nothing to hide)."""
     if _DIRECTIVE not in source:
         return source, None
-    marker = next(
-        f"{chr(code)}sort:" for code in range(0xE000, 0xF900) if chr(code) not in source
-    )
+    marker = next(f"{chr(code)}sort:" for code in range(0xE000, 0xF900) if chr(code) not in source)
     return source.replace(_DIRECTIVE, marker), marker
 
 
@@ -370,12 +368,7 @@ def _black_models(source: str, package: str) -> str:
     first_class = next((node for node in body if isinstance(node, ast.ClassDef)), None)
     head_end = cuts[0] - 1 if cuts else len(lines)
     rest = "".join(lines[head_end:])
-    if (
-        not cuts
-        or first_class is None
-        or first_class.decorator_list
-        or _IMPORT.search(rest)
-    ):
+    if not cuts or first_class is None or first_class.decorator_list or _IMPORT.search(rest):
         return _black(_isort(source, package))
     parts = [_black(_isort("".join(lines[:head_end]), package))]
     bounds = [*cuts, len(lines) + 1]

@@ -76,11 +76,14 @@ def plan_project(
     models_source: Callable[[], str],
     custom_templates: Path | None = None,
     output: Path | None = None,
+    meanwhile: Callable[[list[PlannedFile]], None] | None = None,
 ) -> list[PlannedFile]:
     """Render every file of the project; nothing is written here.
 
     `models_source()` gives the formatted models module; it is asked for last, so that
-    it can be produced meanwhile elsewhere (see `background`).
+    it can be produced meanwhile elsewhere (see `background`). Just before, the files
+    that do not depend on it (all but the models and a new pyproject.toml), in the order
+    of the result, go to `meanwhile`, which can start writing them.
     User files that already exist under `output` are planned as kept and not rendered:
     they will not be written anyway.
     """
@@ -145,6 +148,10 @@ def plan_project(
             stub = template == "common/handler.py.jinja" and not whole
             content = format_python(path, content, package, whole=whole, imports_sorted=stub)
         planned[path] = PlannedFile(path, content, owner)
+    runtime = [path for path in planned if path.startswith(f"{gen}/runtime/")]
+    order = [*runtime, *(path for path, *_ in files)]
+    if meanwhile is not None:
+        meanwhile([planned[path] for path in order if path in planned])
     source = models_source()
     models = render("common/_generated/models.py.jinja", models_source=source)
     if whole:
@@ -157,8 +164,7 @@ def plan_project(
         planned["pyproject.toml"] = PlannedFile("pyproject.toml", pyproject, "user")
     elif output is not None:
         _missing_requirements(context, output / "pyproject.toml", requirements)
-    runtime = [path for path in planned if path.startswith(f"{gen}/runtime/")]
-    return [planned[path] for path in runtime] + [planned[path] for path, *_ in files]
+    return [planned[path] for path in order]
 
 
 def _missing_requirements(

@@ -16,7 +16,7 @@ import os
 import shutil
 import stat
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from asyncgen.plan import PlannedFile
@@ -28,7 +28,7 @@ from asyncgen.write.manifest import (
     syntax_digest,
 )
 
-__all__ = ["MANIFEST", "EditedFilesError", "Report", "compare", "write_plan"]
+__all__ = ["MANIFEST", "EditedFilesError", "Report", "Staging", "compare", "write_plan"]
 
 
 @dataclass
@@ -53,6 +53,20 @@ class Report:
         """Generated files that differ from what the spec produces."""
         changed = set(self.updated) - set(self.reformatted)
         return sorted((set(self.created) - set(self.kept_new_user)) | changed)
+
+    def joined(self, other: Report, order: list[str]) -> Report:
+        """This report and `other`, made of other files, as one; the paths of each list
+        in the order of `order` (paths it lacks, such as orphaned modules, after them)."""
+        rank = {path: index for index, path in enumerate(order)}
+        lists = {
+            item.name: sorted(
+                [*getattr(self, item.name), *getattr(other, item.name)],
+                key=lambda path: rank.get(path, len(rank)),
+            )
+            for item in fields(self)
+            if item.name != "diffs"
+        }
+        return Report(**lists, diffs={**self.diffs, **other.diffs})
 
     def summary(self) -> str:
         lines = []
@@ -157,39 +171,68 @@ class _Step:
 
 
 def write_plan(root: Path, plan: list[PlannedFile], report: Report, force: bool = False) -> None:
-    """Write what `report` says needs writing; all files or none.
+    """Write what `report` says needs writing; all files or none (see `Staging`)."""
+    staging = Staging(root)
+    staging.stage(plan, report, force=force)
+    staging.commit()
 
-    Three phases: stage every file under a temporary name beside its target (creating
-    missing folders), hard-link (or copy) every target that is about to be replaced to a
-    backup name, then rename the staged files into place. A failure in any phase undoes
-    what was done: renamed targets get their backups back, new files are removed,
-    temporary files are deleted, and folders this call created are removed again.
+
+class Staging:
+    """Files on their way into a project, all of them or none.
+
+    Three phases: `stage` writes each file that needs writing under a temporary name
+    beside its target (creating missing folders), and may be called several times;
+    `commit` hard-links (or copies) every target about to be replaced to a backup name,
+    then renames the staged files into place. A failure in any phase, or `discard`,
+    undoes what was done: renamed targets get their backups back, new files are removed,
+    temporary files are deleted, and folders this staging created are removed again.
     """
-    if report.edited and not force:
-        raise EditedFilesError(report.edited, root)
-    wanted = set(report.updated) | set(report.created)
-    to_write = [planned for planned in plan if planned.path in wanted]
-    new_file_mode = _new_file_mode()
-    created_dirs: list[Path] = []
-    steps: list[_Step] = []
-    try:
-        for planned in to_write:
-            target = root / planned.path
-            _make_dirs(target.parent, created_dirs)
-            steps.append(_stage(target, planned.content, new_file_mode))
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._steps: list[_Step] = []
+        self._created_dirs: list[Path] = []
+        self._new_file_mode = _new_file_mode()
+
+    def stage(self, plan: list[PlannedFile], report: Report, force: bool = False) -> None:
+        """Stage the files of `plan` that `report` says are created or updated; refuses
+        (raising EditedFilesError, staging nothing) when it names files edited by hand."""
+        if report.edited and not force:
+            raise EditedFilesError(report.edited, self.root)
+        wanted = set(report.updated) | set(report.created)
+        try:
+            for planned in plan:
+                if planned.path in wanted:
+                    target = self.root / planned.path
+                    _make_dirs(target.parent, self._created_dirs)
+                    self._steps.append(_stage(target, planned.content, self._new_file_mode))
+        except BaseException:
+            self.discard()
+            raise
+
+    def commit(self) -> None:
+        """Put every staged file in place."""
+        steps = self._steps
+        try:
+            for step in steps:
+                if step.target.exists():
+                    step.backup = _backup(step.target, step.temp)
+            for step in steps:
+                os.replace(step.temp, step.target)
+                step.committed = True
+        except BaseException:
+            self.discard()
+            raise
         for step in steps:
-            if step.target.exists():
-                step.backup = _backup(step.target, step.temp)
-        for step in steps:
-            os.replace(step.temp, step.target)
-            step.committed = True
-    except BaseException:
-        _roll_back(steps, created_dirs)
-        raise
-    for step in steps:
-        if step.backup is not None:
-            with contextlib.suppress(OSError):
-                step.backup.unlink()
+            if step.backup is not None:
+                with contextlib.suppress(OSError):
+                    step.backup.unlink()
+        self._steps, self._created_dirs = [], []
+
+    def discard(self) -> None:
+        """Undo everything staged or committed so far."""
+        _roll_back(self._steps, self._created_dirs)
+        self._steps, self._created_dirs = [], []
 
 
 def _make_dirs(folder: Path, created: list[Path]) -> None:
