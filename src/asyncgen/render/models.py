@@ -154,7 +154,7 @@ def bundle(schemas: dict[str, Any], class_names: dict[str, str]) -> dict[str, An
 
 
 # Bumped whenever the way models are generated changes, so cached models of older rules miss.
-_RULES = "5"
+_RULES = "6"
 
 
 def generate_models(
@@ -170,13 +170,13 @@ def generate_models(
     """
     if not schemas:
         return "from __future__ import annotations\n"
-    document, needed, entry = _entry(schemas, class_names, required)
+    needed, entry = _entry(schemas, class_names, required)
     cached = cache.get("models", entry)
     if cached is not None:
         return cached
     parts = _parts(schemas, class_names)
     if len(parts) == 1:
-        source = _generate_checked(document, needed)
+        source = _generate_checked(bundle(schemas, class_names), needed)[0]
     else:
         source = _joined(_parts_generated(parts, schemas, class_names, needed))
     cache.put("models", entry, source)
@@ -204,26 +204,33 @@ def models_cached(
     schemas: dict[str, Any], class_names: dict[str, str], required: set[str] | None = None
 ) -> bool:
     """Whether `generate_models` will answer from the cache (or has nothing to do)."""
-    return not schemas or cache.get("models", _entry(schemas, class_names, required)[2]) is not None
+    return not schemas or cache.get("models", _entry(schemas, class_names, required)[1]) is not None
 
 
 def _entry(
     schemas: dict[str, Any], class_names: dict[str, str], required: set[str] | None
-) -> tuple[dict[str, Any], set[str], str]:
-    """The bundled document, the classes it must produce and its cache key."""
+) -> tuple[set[str], str]:
+    """The classes the models of `schemas` must include, and their cache key.
+
+    The key is made of what `bundle` makes the generator's document from (the schemas
+    and their class names, which a schema's `$ref`s name too: they stay within its
+    part), so that the cache is asked without bundling.
+    """
     needed = set(class_names.values()) if required is None else required
-    document = bundle(schemas, class_names)
     entry = cache.key(
         "models",
         _RULES,
         cache.tool_version("datamodel-code-generator"),
-        json.dumps(document, sort_keys=True),
+        json.dumps(schemas, sort_keys=True),
+        json.dumps({name: class_names[name] for name in schemas}, sort_keys=True),
         json.dumps(sorted(needed)),
     )
-    return document, needed, entry
+    return needed, entry
 
 
-def _generate_checked(document: dict[str, Any], needed: set[str]) -> str:
+def _generate_checked(document: dict[str, Any], needed: set[str]) -> tuple[str, ast.Module]:
+    """The models module of `document` (which must define the classes `needed`) and its
+    syntax tree."""
     collapse = True
     source = _generate(document, collapse=collapse)
     tree = _parsed(source)
@@ -245,7 +252,7 @@ def _generate_checked(document: dict[str, Any], needed: set[str]) -> str:
         raise UnsupportedError(
             f"unsupported: model generation did not produce classes {', '.join(missing)}"
         )
-    return source
+    return source, tree
 
 
 #: Documents with more schemas than this are made in parts (see `_parts`).
@@ -304,34 +311,31 @@ def _parts_generated(
     schemas: dict[str, Any],
     class_names: dict[str, str],
     needed: set[str],
-) -> list[tuple[str, ast.Module]]:
-    """The source of each part, each cached, with its syntax tree. Parts whose models
-    would share a name (two inlined `Type` enums, say) are made again together, so that
-    the generator names them apart as it does within one module."""
-    made: dict[tuple[str, ...], str] = {}
-    trees: dict[tuple[str, ...], ast.Module] = {}
+) -> list[str]:
+    """The source of each part, each cached. Parts whose models would share a name (two
+    inlined `Type` enums, say) are made again together, so that the generator names
+    them apart as it does within one module."""
+    made: dict[tuple[str, ...], _Part] = {}
     while True:
         missing = [part for part in parts if tuple(part) not in made]
         made.update(_made_in_two(missing, schemas, class_names, needed))
-        sources = []
-        for part in parts:
-            key = tuple(part)
-            if key not in trees:
-                trees[key] = _parsed(made[key])
-            sources.append((made[key], trees[key]))
         owners: dict[str, int] = {}
         merged: dict[int, int] = {}
-        for index, (_, tree) in enumerate(sources):
-            for name in _top_level_names(tree):
+        for index, part in enumerate(parts):
+            for name in made[tuple(part)][1]:
                 first = owners.setdefault(name, index)
                 if first != index:
                     merged[index] = merged.get(first, first)
         if not merged:
-            return sources
+            return [made[tuple(part)][0] for part in parts]
         groups: dict[int, list[str]] = {}
         for index, part in enumerate(parts):
             groups.setdefault(merged.get(index, index), []).extend(part)
         parts = list(groups.values())
+
+
+#: A part's models: their source and the names its module defines at the top level.
+_Part = tuple[str, list[str]]
 
 
 #: Parts not in the cache holding at least this many schemas are made by two processes.
@@ -343,21 +347,23 @@ def _made_in_two(
     schemas: dict[str, Any],
     class_names: dict[str, str],
     needed: set[str],
-) -> dict[tuple[str, ...], str]:
-    """The source of every part: from the cache, else made, half here and half in a
-    forked child (which inherits the generator already imported) when there are many."""
-    made: dict[tuple[str, ...], str] = {}
+) -> dict[tuple[str, ...], _Part]:
+    """Every part's models: from the cache, else made, half here and half in a forked
+    child (which inherits the generator already imported) when there are many."""
+    made: dict[tuple[str, ...], _Part] = {}
     todo: list[_Job] = []
     for part in parts:
-        document, part_needed, entry = _part_entry(part, schemas, class_names, needed)
+        chunk = {name: schemas[name] for name in part}
+        part_needed, entry = _entry(chunk, class_names, needed & {class_names[n] for n in part})
         cached = cache.get("models-part", entry)
         if cached is not None:
-            made[tuple(part)] = cached
+            source, names = json.loads(cached)
+            made[tuple(part)] = (source, names)
         else:
-            todo.append((tuple(part), document, part_needed, entry))
+            todo.append((chunk, part_needed, entry))
     total = sum(len(job[0]) for job in todo)
     if len(todo) < 2 or total < PARALLEL_SCHEMAS:
-        made.update(_made_parts(todo))
+        made.update(_made_parts(todo, class_names))
         return made
     # Split where half the schemas are done, leaving each side at least one part.
     done, split = 0, 0
@@ -365,41 +371,33 @@ def _made_in_two(
         done += len(todo[split][0])
         split += 1
     split = max(split, 1)
-    with Background(_made_parts, (todo[split:],)) as other:
-        made.update(_made_parts(todo[:split]))
+    with Background(_made_parts, (todo[split:], class_names)) as other:
+        made.update(_made_parts(todo[:split], class_names))
         made.update(other.result())
     return made
 
 
-#: A part to make: its schema names, its bundled document, the classes it must give and
-#: its cache key.
-_Job = tuple[tuple[str, ...], dict[str, Any], set[str], str]
+#: A part to make: its schemas, the classes it must give and its cache key.
+_Job = tuple[dict[str, Any], set[str], str]
 
 
-def _made_parts(jobs: list[_Job]) -> dict[tuple[str, ...], str]:
+def _made_parts(jobs: list[_Job], class_names: dict[str, str]) -> dict[tuple[str, ...], _Part]:
     made = {}
-    for key, document, part_needed, entry in jobs:
-        made[key] = _generate_checked(document, part_needed)
-        cache.put("models-part", entry, made[key])
+    for chunk, part_needed, entry in jobs:
+        source, tree = _generate_checked(bundle(chunk, class_names), part_needed)
+        made[tuple(chunk)] = (source, sorted(_top_level_names(tree)))
+        cache.put("models-part", entry, json.dumps(made[tuple(chunk)]))
     return made
 
 
-def _part_entry(
-    part: list[str], schemas: dict[str, Any], class_names: dict[str, str], needed: set[str]
-) -> tuple[dict[str, Any], set[str], str]:
-    chunk = {name: schemas[name] for name in part}
-    return _entry(chunk, class_names, needed & {class_names[name] for name in part})
-
-
-def _joined(sources: list[tuple[str, ast.Module]]) -> str:
-    """One module of the parts' modules (each with its syntax tree): their imports
-    merged, then their code in order."""
+def _joined(sources: list[str]) -> str:
+    """One module of the parts' modules: their imports merged, then their code in order."""
     imported: dict[str, set[str]] = {}
     modules: set[str] = set()
     bodies: list[str] = []
-    for source, tree in sources:
+    for source in sources:
         end = 0
-        for node in tree.body:
+        for node in _head(source).body:
             if isinstance(node, ast.ImportFrom) and node.module and not node.level:
                 names = {
                     alias.name if alias.asname is None else f"{alias.name} as {alias.asname}"
@@ -442,13 +440,16 @@ def model_dependencies(source: str) -> list[str]:
     A module outside the standard library and the known few is refused: nothing in a
     spec may choose what generated code imports.
     """
-    # The imports come first: only they are parsed.
-    header = source.split("\nclass ", 1)[0]
+    return _dependencies(_head(source))
+
+
+def _head(source: str) -> ast.Module:
+    """The syntax tree of a models module's imports and what else comes before its first
+    class (the whole module's when that part does not parse on its own)."""
     try:
-        tree = ast.parse(header)
+        return ast.parse(source.split("\nclass ", 1)[0])
     except SyntaxError:
-        tree = _parsed(source)
-    return _dependencies(tree)
+        return _parsed(source)
 
 
 def _dependencies(tree: ast.Module) -> list[str]:

@@ -13,8 +13,6 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
-
 from asyncgen.errors import Problem, SpecError
 from asyncgen.load import Document, Ref
 from asyncgen.load.source import unescape_token
@@ -99,6 +97,8 @@ _JETSTREAM: Schema = {
 
 @cache
 def _validator(protocol: str, kind: str, version: str) -> Any:
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+
     versions = _FIELDS[(protocol, kind)]
     title = f"the {protocol} binding of {'an' if kind == 'operation' else 'a'} {kind}"
     return Draft202012Validator(_binding(title, sorted(versions), versions[version]))
@@ -106,6 +106,8 @@ def _validator(protocol: str, kind: str, version: str) -> Any:
 
 @cache
 def _jetstream_validator() -> Any:
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+
     return Draft202012Validator(_JETSTREAM)
 
 

@@ -18,8 +18,6 @@ from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
-from jsonschema import Draft7Validator, FormatChecker  # type: ignore[import-untyped, unused-ignore]
-
 from asyncgen.asyncapi import regex_engine
 from asyncgen.cache import Sound, tool_version
 from asyncgen.errors import Level, Problem, SpecError
@@ -60,6 +58,8 @@ _OPENAPI_KEYWORDS: dict[str, Any] = {
 def _meta_validator(dialect: Dialect = "jsonschema") -> Any:
     # A `pattern` is checked the way the generated models will use it: with pydantic's
     # Rust engine, else Python's (the generated code then asks for "python-re").
+    from jsonschema import Draft7Validator, FormatChecker  # type: ignore[import-untyped, unused-ignore]
+
     checker = FormatChecker(formats=[])
 
     @checker.checks("regex", raises=ValueError)

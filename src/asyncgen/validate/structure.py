@@ -11,19 +11,17 @@ import difflib
 import re
 from collections.abc import Iterable, Iterator
 from functools import cache
-from typing import Any
-
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
-from jsonschema.exceptions import (  # type: ignore[import-untyped, unused-ignore]
-    ValidationError,
-    best_match,
-)
+from typing import TYPE_CHECKING, Any
 
 from asyncgen.errors import Problem
 from asyncgen.load import Document
 from asyncgen.load.source import escape_token
 from asyncgen.validate.quick import quick_validator, quickly_valid
 from asyncgen.validate.schemas import SUPPORTED_VERSIONS, Schema, schema_for
+
+if TYPE_CHECKING:
+    # jsonschema is imported only to explain problems: a valid document never needs it.
+    from jsonschema.exceptions import ValidationError  # type: ignore[import-untyped, unused-ignore]
 
 #: Longest excerpt of a value quoted in a message.
 MAX_QUOTE = 60
@@ -104,6 +102,8 @@ def _fast_validator(version: str) -> Any:
 
 @cache
 def _validator(version: str) -> Any:
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+
     return Draft202012Validator(schema_for(version))
 
 
@@ -156,6 +156,8 @@ def explain(error: ValidationError, prefix: tuple[str, ...] = ()) -> list[tuple[
 
 def _most_relevant(error: ValidationError) -> ValidationError:
     """For `anyOf`/`oneOf` failures, the sub-error that best explains what went wrong."""
+    from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
+
     while error.validator in ("anyOf", "oneOf") and error.context:
         if _missing_alternatives(error):
             return error
