@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import jinja2
+import jinja2.bccache
 
 from asyncgen import cache
 from asyncgen.errors import Level, Location, Problem, UsageError
@@ -46,15 +49,10 @@ def environment(custom: Path | None = None) -> jinja2.Environment:
     loaders: list[jinja2.BaseLoader] = []
     if custom is not None:
         loaders.append(jinja2.FileSystemLoader(str(custom)))
-    loaders.append(jinja2.FileSystemLoader(str(builtin_templates())))
+    builtin = builtin_templates()
+    loaders.append(jinja2.FileSystemLoader(str(builtin)))
     folder = cache.cache_dir()
-    bytecode: jinja2.BytecodeCache | None = None
-    if folder is not None:
-        try:
-            (folder / "jinja").mkdir(parents=True, exist_ok=True)
-            bytecode = jinja2.FileSystemBytecodeCache(str(folder / "jinja"))
-        except OSError:
-            bytecode = None
+    bytecode = TemplateBytecode(builtin, folder / "jinja" if folder is not None else None)
     env = jinja2.Environment(
         loader=jinja2.ChoiceLoader(loaders),
         bytecode_cache=bytecode,
@@ -69,6 +67,70 @@ def environment(custom: Path | None = None) -> jinja2.Environment:
     env.filters["comment"] = comment
     env.filters["summary"] = summary_line
     return env
+
+
+class TemplateBytecode(jinja2.BytecodeCache):
+    """Where compiled templates are kept.
+
+    The built-in templates are part of the installation, so their compiled form is kept
+    the way Python keeps a module's bytecode: under `sys.pycache_prefix` when it is set,
+    else in a `__pycache__` folder of the templates folder, and written only where
+    Python would write bytecode (not with PYTHONDONTWRITEBYTECODE, not where the
+    installation is read-only). Custom templates, and built-in ones that cannot be kept
+    there, are kept in asyncgen's cache. Every entry carries its template's checksum and
+    Jinja's and Python's versions, so an edited template is compiled again.
+    """
+
+    def __init__(self, builtin: Path, user: Path | None) -> None:
+        self._builtin = str(builtin.resolve())
+        prefix = sys.pycache_prefix
+        beside = (
+            Path(prefix, *builtin.resolve().parts[1:]) if prefix else builtin / "__pycache__"
+        ) / "jinja"
+        self._installed = _FolderBytecode(beside, writable=not sys.dont_write_bytecode)
+        self._user = _FolderBytecode(user, writable=True) if user is not None else None
+        self._builtin_keys: set[str] = set()
+
+    def get_cache_key(self, name: str, filename: str | None = None) -> str:
+        key = super().get_cache_key(name, filename)
+        if filename is not None and os.path.dirname(filename).startswith(self._builtin):
+            self._builtin_keys.add(key)
+        return key
+
+    def _places(self, bucket: jinja2.bccache.Bucket) -> list[_FolderBytecode]:
+        first = [self._installed] if bucket.key in self._builtin_keys else []
+        return [*first, *([self._user] if self._user is not None else [])]
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        for place in self._places(bucket):
+            place.load_bytecode(bucket)
+            if bucket.code is not None:
+                return
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        for place in self._places(bucket):
+            if place.dumped(bucket):
+                return
+
+
+class _FolderBytecode(jinja2.FileSystemBytecodeCache):
+    """Jinja's folder of compiled templates, made when first written to."""
+
+    def __init__(self, folder: Path, writable: bool) -> None:
+        super().__init__(str(folder))
+        self._folder = folder
+        self._writable = writable
+
+    def dumped(self, bucket: jinja2.bccache.Bucket) -> bool:
+        """Whether `bucket` could be written here."""
+        if not self._writable:
+            return False
+        try:
+            self._folder.mkdir(parents=True, exist_ok=True)
+            self.dump_bytecode(bucket)
+        except OSError:
+            return False
+        return os.path.exists(self._get_cache_filename(bucket))
 
 
 def plan_project(
