@@ -172,3 +172,59 @@ def test_jsonschema_rs_never_passes_a_payload_schema_jsonschema_refuses() -> Non
             agreed += fast == (not slow)
     # Nearly always the same answer: the fast path is worth having.
     assert agreed >= 0.95 * sum(5 for s, _ in schemas if isinstance(s, dict))
+
+
+def test_the_meta_schema_read_without_jsonschema_is_jsonschemas_own() -> None:
+    from jsonschema import Draft7Validator
+
+    from asyncgen.validate.payloads import _draft7_meta_schema
+
+    assert _draft7_meta_schema() == Draft7Validator.META_SCHEMA
+
+
+def test_a_sound_document_is_validated_without_importing_jsonschema(tmp_path: Path) -> None:
+    # jsonschema explains problems (and checks examples); jsonschema-rs answers for a
+    # sound document without examples alone: its structure, bindings and payload schemas.
+    import os
+    import subprocess
+    import sys
+
+    spec = tmp_path / "asyncapi.yaml"
+    spec.write_text(
+        "asyncapi: 3.0.0\n"
+        "info: {title: Sound, version: 1.0.0}\n"
+        "servers:\n"
+        "  broker:\n"
+        "    host: localhost:1883\n"
+        "    protocol: mqtt\n"
+        "    bindings: {mqtt: {clientId: sound, keepAlive: 60, bindingVersion: 0.2.0}}\n"
+        "channels:\n"
+        "  readings:\n"
+        "    address: readings/{id}\n"
+        "    parameters: {id: {}}\n"
+        "    messages:\n"
+        "      reading:\n"
+        "        payload:\n"
+        "          type: object\n"
+        "          properties: {value: {type: number}, unit: {type: string, pattern: '^[a-z]+$'}}\n"
+        "operations:\n"
+        "  receiveReading:\n"
+        "    action: receive\n"
+        "    channel: {$ref: '#/channels/readings'}\n"
+        "    bindings: {mqtt: {qos: 1, bindingVersion: 0.2.0}}\n",
+        encoding="utf-8",
+    )
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from asyncgen.generation import validate\n"
+        f"problems = validate(Path({str(spec)!r}))\n"
+        "assert not [p for p in problems if p.level.name == 'ERROR'], problems\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'jsonschema'))\n"
+    )
+    env = {**os.environ, "ASYNCGEN_NO_CACHE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

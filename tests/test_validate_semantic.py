@@ -388,3 +388,57 @@ def test_an_address_that_maps_to_no_nats_subject_is_an_error_of_validate(
         result = runner.invoke(app, [*command, "--protocol", "nats", str(spec)])
         assert result.exit_code == 1 and expected in result.output, result.output
     assert runner.invoke(app, ["validate", str(spec)]).exit_code == 0  # MQTT: a warning at most
+
+
+def test_jsonschema_rs_passes_exactly_the_bindings_jsonschema_passes() -> None:
+    """The fast path of the binding checks (jsonschema-rs) may only pass what jsonschema
+    passes: compared on every MQTT and NATS binding of the documents at hand, each also
+    broken in a few ways, against every binding version's schema."""
+    from jsonschema import Draft202012Validator
+
+    from asyncgen.errors import SpecError
+    from asyncgen.load import load_document
+    from asyncgen.validate import bindings
+    from asyncgen.validate.quick import quickly_valid
+
+    if bindings._validator("mqtt", "server", "0.2.0")._quick is None:
+        pytest.skip("jsonschema-rs is not installed")
+    shared = Path(__file__).resolve().parents[2] / "shared" / "specs"
+    paths = sorted((Path(__file__).resolve().parent / "broken").glob("*.y*ml"))
+    if shared.is_dir():
+        paths += sorted(p for p in shared.rglob("*") if p.suffix in (".yaml", ".yml", ".json"))
+    compared = 0
+    for path in paths:
+        try:
+            doc = load_document(path)
+            objects = bindings._bindings_objects(doc)
+        except SpecError:
+            continue
+        for kind, value, at in objects:
+            try:
+                found, _ = doc.resolve(value, at)
+            except SpecError:
+                continue
+            for protocol in ("mqtt", "nats"):
+                binding = found.get(protocol) if isinstance(found, dict) else None
+                if not isinstance(binding, dict):
+                    continue
+                variants = [
+                    binding,
+                    {**binding, "qos": True},
+                    {**binding, "qos": 3},
+                    {**binding, "retain": 1},
+                    {**binding, "queue": ""},
+                    {**binding, "bogus": 1},
+                ]
+                for version in bindings._FIELDS[(protocol, kind)]:
+                    check = bindings._validator(protocol, kind, version)
+                    full = Draft202012Validator(check._schema)
+                    for variant in variants:
+                        slow = list(full.iter_errors(variant))
+                        assert quickly_valid(check._quick, variant) == (slow == []), (
+                            path,
+                            variant,
+                        )
+                        compared += 1
+    assert compared >= 50

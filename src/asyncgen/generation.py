@@ -221,7 +221,7 @@ class _EarlyWrite:
     def __call__(self, files: list[PlannedFile]) -> None:
         from asyncgen.write import compare
 
-        self.report = compare(self.staging.root, files)
+        self.report = compare(self.staging.root, files, diffs=False)
         if not self.report.edited or self.force:
             self.staging.stage(files, self.report, force=self.force)
             self.staged = True
@@ -284,7 +284,9 @@ def _write(
         }
     )
     rest = [planned for planned in plan if planned.path not in done]
-    report = compare(output, rest, handler_dir, generated.handler_modules)
+    report = compare(
+        output, rest, handler_dir, generated.handler_modules, diffs=config.mode == "check"
+    )
     if compared is not None:
         report = compared.joined(report, [planned.path for planned in plan])
     outcome = Outcome(

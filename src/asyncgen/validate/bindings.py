@@ -16,6 +16,7 @@ from typing import Any
 from asyncgen.errors import Problem, SpecError
 from asyncgen.load import Document, Ref
 from asyncgen.load.source import unescape_token
+from asyncgen.validate.quick import quick_validator, quickly_valid
 from asyncgen.validate.schemas import EXTENSION_PATTERN, Schema
 from asyncgen.validate.structure import explain
 
@@ -95,20 +96,40 @@ _JETSTREAM: Schema = {
 }
 
 
-@cache
-def _validator(protocol: str, kind: str, version: str) -> Any:
-    from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+class _Check:
+    """One schema: jsonschema-rs answers for a valid value, jsonschema explains the
+    problems of any other (see `quick`)."""
 
+    def __init__(self, schema: Schema) -> None:
+        self._schema = schema
+        self._quick = quick_validator(schema, 2020)
+        self._full: Any = None
+
+    def problems(self, doc: Document, value: Any, at: Ref) -> list[Problem]:
+        if quickly_valid(self._quick, value):
+            return []
+        if self._full is None:
+            from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+
+            self._full = Draft202012Validator(self._schema)
+        prefix = tuple(unescape_token(token) for token in at.pointer.split("/")[1:])
+        return [
+            doc.problem(Ref(at.file, pointer), message)
+            for error in self._full.iter_errors(value)
+            for pointer, message in explain(error, prefix)
+        ]
+
+
+@cache
+def _validator(protocol: str, kind: str, version: str) -> _Check:
     versions = _FIELDS[(protocol, kind)]
     title = f"the {protocol} binding of {'an' if kind == 'operation' else 'a'} {kind}"
-    return Draft202012Validator(_binding(title, sorted(versions), versions[version]))
+    return _Check(_binding(title, sorted(versions), versions[version]))
 
 
 @cache
-def _jetstream_validator() -> Any:
-    from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
-
-    return Draft202012Validator(_JETSTREAM)
+def _jetstream_validator() -> _Check:
+    return _Check(_JETSTREAM)
 
 
 def _kind(tokens: list[str]) -> str | None:
@@ -165,15 +186,6 @@ def _bindings_objects(doc: Document) -> list[tuple[str, Any, Ref]]:
     return found
 
 
-def _problems(doc: Document, validator: Any, value: Any, at: Ref) -> list[Problem]:
-    prefix = tuple(unescape_token(token) for token in at.pointer.split("/")[1:])
-    problems = []
-    for error in validator.iter_errors(value):
-        for pointer, message in explain(error, prefix):
-            problems.append(doc.problem(Ref(at.file, pointer), message))
-    return problems
-
-
 def check_bindings(doc: Document) -> list[Problem]:
     """Every MQTT and NATS binding against its specification; `x-jetstream` extensions."""
     problems: list[Problem] = []
@@ -196,9 +208,7 @@ def check_bindings(doc: Document) -> list[Problem]:
             versions = _FIELDS[(protocol, kind)]
             version = binding.get("bindingVersion")
             version = version if version in versions else max(versions)
-            problems.extend(
-                _problems(doc, _validator(protocol, kind, version), binding, binding_at)
-            )
+            problems.extend(_validator(protocol, kind, version).problems(doc, binding, binding_at))
     problems.extend(_check_jetstream(doc))
     return problems
 
@@ -226,8 +236,8 @@ def _check_jetstream(doc: Document) -> list[Problem]:
             continue
         if isinstance(operation, dict) and "x-jetstream" in operation:
             problems.extend(
-                _problems(
-                    doc, _jetstream_validator(), operation["x-jetstream"], at.child("x-jetstream")
+                _jetstream_validator().problems(
+                    doc, operation["x-jetstream"], at.child("x-jetstream")
                 )
             )
     return problems

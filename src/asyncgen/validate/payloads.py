@@ -12,10 +12,13 @@ Schemas in another format (Avro, Protobuf, ...) are left alone: generation refus
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import json
 import math
 import sys
 from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from asyncgen.asyncapi import regex_engine
@@ -70,12 +73,32 @@ def _meta_validator(dialect: Dialect = "jsonschema") -> Any:
                 raise ValueError(why)
         return True
 
-    meta = Draft7Validator.META_SCHEMA
+    return Draft7Validator(_meta_schema(dialect), format_checker=checker)
+
+
+@cache
+def _meta_schema(dialect: Dialect) -> dict[str, Any]:
+    meta = _draft7_meta_schema()
     if dialect == "openapi":
         # Its own id, so that its `{"$ref": "#"}`s recurse into it and not into draft-07.
         meta = {**meta, "$id": "urn:asyncgen:openapi-3.0-schema"}
         meta["properties"] = {**meta["properties"], **_OPENAPI_KEYWORDS}
-    return Draft7Validator(meta, format_checker=checker)
+    return meta
+
+
+def _draft7_meta_schema() -> dict[str, Any]:
+    """draft-07's meta-schema: jsonschema's own, read from the package that holds it
+    (jsonschema-specifications) without importing either, which a document whose
+    payload schemas are all sound never needs (a tenth of a second)."""
+    spec = importlib.util.find_spec("jsonschema_specifications")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(folder, "schemas", "draft7", "metaschema.json")
+        with contextlib.suppress(OSError, ValueError):
+            meta: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            return meta
+    from jsonschema import Draft7Validator  # type: ignore[import-untyped, unused-ignore]
+
+    return dict(Draft7Validator.META_SCHEMA)
 
 
 def _fast_sound(schema: Any, dialect: Dialect) -> bool:
@@ -107,7 +130,7 @@ def _patterns(value: Any) -> Iterator[str]:
 
 @cache
 def _fast_meta_validator(dialect: Dialect) -> Any:
-    return quick_validator(_meta_validator(dialect).schema, 7)
+    return quick_validator(_meta_schema(dialect), 7)
 
 
 def check_payload_schemas(doc: Document) -> list[Problem]:

@@ -41,6 +41,7 @@ class Report:
     kept: list[str] = field(default_factory=list)
     edited: list[str] = field(default_factory=list)
     orphaned: list[str] = field(default_factory=list)
+    #: a unified diff of each generated file created or updated (when asked for)
     diffs: dict[str, str] = field(default_factory=dict)
     #: user-owned files among `created` (missing, so written once)
     kept_new_user: list[str] = field(default_factory=list)
@@ -97,8 +98,11 @@ def compare(
     plan: list[PlannedFile],
     handler_dir: str | None = None,
     handler_names: set[str] | None = None,
+    *,
+    diffs: bool = True,
 ) -> Report:
-    """What writing `plan` under `root` would do; nothing is written."""
+    """What writing `plan` under `root` would do; nothing is written. `diffs=False`
+    leaves out the diffs, which only `--check` shows."""
     report = Report()
     manifest = file_hashes(root)
     for planned in plan:
@@ -113,7 +117,8 @@ def compare(
             continue
         if not exists:
             report.created.append(planned.path)
-            report.diffs[planned.path] = _diff(planned.path, "", planned.content)
+            if diffs:
+                report.diffs[planned.path] = _diff(planned.path, "", planned.content)
             continue
         current = target.read_text(encoding="utf-8", errors="replace")
         if current == planned.content:
@@ -123,7 +128,8 @@ def compare(
         if planned.path != MANIFEST and recorded != digest(current):
             _touched(planned, current, last_generated(recorded), report)
         report.updated.append(planned.path)
-        report.diffs[planned.path] = _diff(planned.path, current, planned.content)
+        if diffs:
+            report.diffs[planned.path] = _diff(planned.path, current, planned.content)
     if handler_dir is not None and handler_names is not None:
         folder = root / handler_dir
         if folder.is_dir():
