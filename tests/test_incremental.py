@@ -210,3 +210,49 @@ def test_the_checks_give_the_same_problems_without_a_cache(
     monkeypatch.setenv("ASYNCGEN_NO_CACHE", "1")
     assert problems_of(spec, "numeric", bogus="bogus") == warm
     assert len(warm) == 2
+
+
+def varied_schemas(count: int) -> dict[str, Any]:
+    """Schemas of many shapes, some with lines black has to wrap."""
+    long = "A description long enough that the field holding it is wider than black allows."
+    shapes: list[dict[str, Any]] = [
+        reading(),
+        reading({"unit": {"type": "string", "enum": ["celsius", "kelvin"], "description": long}}),
+        reading({"tags": {"type": "array", "items": {"type": "string", "maxLength": 8}}}),
+        {
+            "type": "object",
+            "description": long + " " + long,
+            "properties": {"at": {"type": "string", "format": "date-time"}},
+        },
+        reading(
+            {
+                "limits": {
+                    "type": "object",
+                    "properties": {"low": {"type": "integer", "minimum": -40, "description": long}},
+                }
+            }
+        ),
+        {"type": "string", "enum": ["on", "off"]},
+    ]
+    return {f"Shape{i}": shapes[i % len(shapes)] for i in range(count)}
+
+
+def test_a_module_made_in_parts_is_formatted_as_the_whole_module_would_be(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each part's classes are formatted where the part is made; the joined module only
+    # gets its imports sorted. The result must be what formatting the whole joined
+    # module gives.
+    from asyncgen.render import formatting
+
+    schemas = varied_schemas(300)
+    names = {name: name for name in schemas}
+    path = "src/pkg/_generated/models.py"
+    made = models.formatted_models(schemas, names, set(names), "pkg")
+    monkeypatch.setenv("ASYNCGEN_NO_CACHE", "1")
+    monkeypatch.setattr(models, "format_model_classes", lambda source: source)
+    raw = models.generate_models(schemas, names, set(names))
+    whole = formatting.format_python(path, raw, "pkg", models=True)
+    assert made == whole
+    assert made != raw, "some classes needed black"
+    assert len(classes(made)) >= 300

@@ -50,6 +50,7 @@ def format_python(
     whole: bool = False,
     models: bool = False,
     imports_sorted: bool = False,
+    classes_formatted: bool = False,
 ) -> str:
     """Imports sorted (isort, black profile) and code formatted (black), cached.
 
@@ -58,6 +59,8 @@ def format_python(
     too long for black's taste are formatted. `imports_sorted` says that the template
     writes its imports in isort's order: a file without a wide line is then returned as
     it is (a handler stub: sorting and caching a thousand of them cost a second).
+    `classes_formatted` says that the classes of a models module are formatted already
+    (see `format_model_classes`): only its imports are left to format.
     """
     if (
         imports_sorted
@@ -68,7 +71,7 @@ def format_python(
     entry = cache.key(
         "format",
         _RULES,
-        "models" if models else str(whole),
+        ("models-classes" if classes_formatted else "models") if models else str(whole),
         cache.tool_version("black"),
         cache.tool_version("isort"),
         package,
@@ -79,7 +82,7 @@ def format_python(
         return cached
     try:
         if models:
-            formatted = _black_models(source, package)
+            formatted = _black_models(source, package, classes_formatted)
         else:
             sorted_source = _isort(source, package)
             formatted = _black(sorted_source) if whole else _black_where_needed(sorted_source)
@@ -341,7 +344,18 @@ def _mode() -> black.Mode:
 # -- the models ----------------------------------------------------------------------
 
 
-def _black_models(source: str, package: str) -> str:
+def format_model_classes(source: str) -> str:
+    """A models module with its classes formatted as `format_python(models=True)` formats
+    them, class by class; its imports are to be formatted later, once the modules of
+    several parts are joined (see `models._joined`)."""
+    return _black_models(source, _PART_PACKAGE)
+
+
+#: The package name a part's imports are sorted for; they are sorted again when joined.
+_PART_PACKAGE = "models"
+
+
+def _black_models(source: str, package: str, classes_formatted: bool = False) -> str:
     """What isort and black make of a module of top-level classes (the models), with black
     run only on the classes that need it.
 
@@ -351,8 +365,15 @@ def _black_models(source: str, package: str) -> str:
     isort and black; each later part is kept as it is when every line of it is in a form
     black leaves alone (`_kept_as_is`), else formatted by black on its own. Anything
     unusual (imports further down, a comment right above the first class) formats the
-    whole module instead.
+    whole module instead. With `classes_formatted`, the classes are taken as they are:
+    only the imports before them are sorted and formatted.
     """
+    if classes_formatted:
+        split = _import_head(source)
+        if split is not None and split[1].startswith("class "):
+            head, first, rest = split
+            imports = _black(_isort(head.rstrip("\n") + "\n", package))
+            return f"{imports}\n\n{first}{rest}"
     lines = source.split("\n")
     lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
     body = ast.parse(source).body

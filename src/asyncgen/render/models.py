@@ -15,7 +15,7 @@ from asyncgen import cache
 from asyncgen.errors import UnsupportedError
 from asyncgen.model.keywords import walk, without_generator_keywords
 from asyncgen.render.background import Background
-from asyncgen.render.formatting import format_python
+from asyncgen.render.formatting import format_model_classes, format_python
 
 #: Names the models module imports or that would read badly as a model name.
 MODEL_RESERVED = {
@@ -154,13 +154,14 @@ def bundle(schemas: dict[str, Any], class_names: dict[str, str]) -> dict[str, An
 
 
 # Bumped whenever the way models are generated changes, so cached models of older rules miss.
-_RULES = "6"
+_RULES = "7"
 
 
 def generate_models(
     schemas: dict[str, Any], class_names: dict[str, str], required: set[str] | None = None
 ) -> str:
-    """Python source of one module holding a model per schema (unformatted).
+    """Python source of one module holding a model per schema (unformatted, but for the
+    classes of a module made in parts: see `_models`).
 
     `required` are the class names other modules use (message payloads and headers):
     they must exist. Other schemas may be inlined into the fields that use them.
@@ -168,19 +169,28 @@ def generate_models(
     each of its parts (see `_parts`), so that changing one schema of many remakes only
     its part.
     """
+    return _models(schemas, class_names, required)[0]
+
+
+def _models(
+    schemas: dict[str, Any], class_names: dict[str, str], required: set[str] | None
+) -> tuple[str, bool]:
+    """`generate_models`, and whether its classes are formatted already: those of a
+    module made in parts are, part by part, in the processes that make them."""
     if not schemas:
-        return "from __future__ import annotations\n"
+        return "from __future__ import annotations\n", False
     needed, entry = _entry(schemas, class_names, required)
     cached = cache.get("models", entry)
     if cached is not None:
-        return cached
+        source, classes_formatted = json.loads(cached)
+        return source, classes_formatted
     parts = _parts(schemas, class_names)
     if len(parts) == 1:
-        source = _generate_checked(bundle(schemas, class_names), needed)[0]
+        made = _generate_checked(bundle(schemas, class_names), needed)[0], False
     else:
-        source = _joined(_parts_generated(parts, schemas, class_names, needed))
-    cache.put("models", entry, source)
-    return source
+        made = _joined(_parts_generated(parts, schemas, class_names, needed)), True
+    cache.put("models", entry, json.dumps(made))
+    return made
 
 
 def formatted_models(
@@ -188,8 +198,14 @@ def formatted_models(
 ) -> str:
     """`generate_models`, formatted as isort and black would (datamodel-code-generator's
     code is mostly, not always, in black's layout)."""
-    source = generate_models(schemas, class_names, required)
-    return format_python(f"src/{package}/_generated/models.py", source, package, models=True)
+    source, classes_formatted = _models(schemas, class_names, required)
+    return format_python(
+        f"src/{package}/_generated/models.py",
+        source,
+        package,
+        models=True,
+        classes_formatted=classes_formatted,
+    )
 
 
 def preload() -> None:
@@ -385,7 +401,7 @@ def _made_parts(jobs: list[_Job], class_names: dict[str, str]) -> dict[tuple[str
     made = {}
     for chunk, part_needed, entry in jobs:
         source, tree = _generate_checked(bundle(chunk, class_names), part_needed)
-        made[tuple(chunk)] = (source, sorted(_top_level_names(tree)))
+        made[tuple(chunk)] = (format_model_classes(source), sorted(_top_level_names(tree)))
         cache.put("models-part", entry, json.dumps(made[tuple(chunk)]))
     return made
 
