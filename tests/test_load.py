@@ -451,3 +451,107 @@ def test_bad_input_raises_only_spec_error(tmp_path: Path, name: str, text: str) 
         assert error.problems
         assert all(problem.location.file == path for problem in error.problems)
         assert all(problem.location.line >= 1 for problem in error.problems)
+
+
+# -- the one-pass reader of plain documents ---------------------------------------------
+
+_VARIED = """\
+asyncapi: 3.0.0
+info: {title: "Quoted: title", version: '1.0', x-flow: [1, 2.5, -3, 0x1F, 0o17, .inf, -.Inf, .nan]}
+plain keys:
+  true: yes
+  1e3: no
+  null: ~
+  "": empty key
+  'a/b~c': escaped pointer
+explicit: !!str 123
+other: !custom tagged text
+floats: [1., .5, 1e-3, 6.02E+23]
+bools: [true, False, TRUE, on]
+nulls: [null, Null, ~, ]
+nested:
+  - - deep
+    - {a: [b, {c: d}]}
+  - |
+    literal
+    block
+  - >
+    folded
+    text
+unicode: "caf\\u00e9 \\U0001F600 \\t"
+"""
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)  # type: ignore[call-overload]
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))  # type: ignore[arg-type]
+    return a == b
+
+
+def test_plain_documents_are_read_in_one_pass_as_the_node_graph_reads_them(
+    tmp_path: Path,
+) -> None:
+    """The same data, value positions and key positions, on every YAML document at hand
+    without anchors or merge keys, and on one of many kinds of scalars."""
+    from asyncgen.load import source
+
+    if source._CParser is None:
+        pytest.skip("PyYAML was built without libyaml")
+    varied = tmp_path / "varied.yaml"
+    varied.write_text(_VARIED, encoding="utf-8")
+    repo = Path(__file__).resolve().parents[1]
+    paths = [varied, *sorted((repo / "tests" / "broken").glob("*.y*ml"))]
+    paths += sorted((repo / "examples").rglob("*.yaml"))
+    shared = repo.parent / "shared"
+    if shared.is_dir():
+        paths += sorted(p for p in shared.rglob("*") if p.suffix in (".yaml", ".yml"))
+    read = 0
+    for path in paths:
+        text = path.read_bytes().decode("utf-8-sig", "replace")
+        if "&" in text or "<<" in text:
+            continue
+        fast = source._read_plain(path, text)
+        if fast is None:
+            continue
+        node = source._compose(path, text)
+        assert node is not None
+        builder = source._Builder(path)
+        data = builder.run(node, anchors=False)
+        assert _same(fast.data, data), path
+        assert fast.positions == builder.positions, path
+        assert fast.key_positions == builder.key_positions, path
+        read += 1
+    assert read >= (20 if shared.is_dir() else 5)
+
+
+@pytest.mark.parametrize(
+    ("text", "phrase"),
+    [
+        ("a: 1\na: 2\n", "duplicate key 'a'"),
+        ("a: *nowhere\n", "undefined alias"),
+        ("a: 1\n---\nb: 2\n", "expected a single document"),
+        ("a: !!int twelve\n", "cannot be read as !!int"),
+        ("? [a, b]\n: c\n", "mapping keys must be strings"),
+        ("a:" + " [" * 300 + " ]" * 300 + "\n", "nested deeper than 256"),
+    ],
+    ids=["duplicate", "alias", "documents", "tag", "key", "deep"],
+)
+def test_what_the_one_pass_reader_leaves_is_refused_as_before(
+    tmp_path: Path, text: str, phrase: str
+) -> None:
+    from asyncgen.load import source
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text, encoding="utf-8")
+    assert source._read_plain(spec, text) is None
+    with pytest.raises(SpecError) as raised:
+        read_source(spec)
+    assert any(phrase in problem.message for problem in raised.value.problems), [
+        p.message for p in raised.value.problems
+    ]

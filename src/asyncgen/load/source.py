@@ -173,7 +173,11 @@ def _mark(node: yaml.Node) -> Position:
 
 def _scalar(node: yaml.ScalarNode) -> Any:
     """The value of a scalar; ValueError when an explicit tag does not fit its text."""
-    tag, text = node.tag, node.value
+    return _scalar_value(node.tag, node.value)
+
+
+def _scalar_value(tag: str, text: str) -> Any:
+    """The value of a scalar of `tag` written as `text`; ValueError when they do not fit."""
     if tag == "tag:yaml.org,2002:null":
         return None
     if tag == "tag:yaml.org,2002:bool":
@@ -533,6 +537,10 @@ def _parse(path: Path, raw: bytes) -> SourceFile:
     if path.suffix.lower() == ".json":
         return _read_json(path, text)
 
+    if _CParser is not None and "&" not in text and "<<" not in text:
+        read = _read_plain(path, text)
+        if read is not None:
+            return read
     try:
         node = _compose(path, text)
     except yaml.YAMLError as exc:
@@ -544,3 +552,88 @@ def _parse(path: Path, raw: bytes) -> SourceFile:
     builder = _Builder(path)
     data = builder.run(node, anchors="&" in text)
     return SourceFile(path, data, builder.positions, builder.key_positions)
+
+
+class _Unusual(Exception):
+    """Something `_read_plain` leaves to the node graph, which also words every error."""
+
+
+def _read_plain(path: Path, text: str) -> SourceFile | None:
+    """A YAML document without anchors or merge keys (most of them), read in one pass
+    over libyaml's events: the same data and positions as composing its node graph and
+    building from it, in about half the time. None for anything else (an alias, a
+    duplicate key, a value that does not fit its tag, a document too deep or too large,
+    more than one document, any YAML error): the node graph then reads the document
+    again and says what is wrong."""
+    loader: Any = _FastComposeLoader(text, path)
+    try:
+        return SourceFile(path, *_plain_events(loader))
+    except (_Unusual, yaml.YAMLError, RecursionError, ValueError):
+        return None
+    finally:
+        loader.dispose()
+
+
+def _plain_events(loader: Any) -> tuple[Any, dict[str, Position], dict[str, Position]]:
+    """The data, value positions and key positions of a plain document (see
+    `_read_plain`), as `_Builder` records them; `_Unusual` for anything else."""
+    positions: dict[str, Position] = {}
+    key_positions: dict[str, Position] = {}
+    get = loader.get_event
+    resolve = loader.resolve
+    if not isinstance(get(), yaml.StreamStartEvent) or not isinstance(
+        get(), yaml.DocumentStartEvent
+    ):
+        raise _Unusual
+    root: list[Any] = []
+    # The open collections: (collection, pointer, the key waiting for its value when a
+    # mapping); the document itself is held in a list of one.
+    frames: list[tuple[Any, str, list[str | None] | None]] = [(root, "", None)]
+    count = 0
+    while True:
+        event = get()
+        container, pointer, key = frames[-1]
+        mark = event.start_mark
+        opened = False
+        if isinstance(event, yaml.ScalarEvent):
+            if key is not None and key[0] is None:
+                if event.value in container:
+                    raise _Unusual  # a duplicate key
+                key[0] = event.value
+                child = f"{pointer}/{escape_token(event.value)}"
+                key_positions.setdefault(child, (mark.line + 1, mark.column + 1))
+                continue
+            tag = event.tag
+            if tag is None or tag == "!":
+                tag = resolve(yaml.ScalarNode, event.value, event.implicit)
+            value: Any = _scalar_value(tag, event.value)
+        elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            if key is not None and key[0] is None:
+                raise _Unusual  # a key that is a list or a mapping
+            value = {} if isinstance(event, yaml.MappingStartEvent) else []
+            opened = True
+        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            frames.pop()
+            if len(frames) == 1:
+                break
+            continue
+        else:  # an alias (of an anchor the text does not define), or anything else
+            raise _Unusual
+        count += 1
+        if count > MAX_NODES or len(frames) > MAX_DEPTH + 1:
+            raise _Unusual
+        if key is not None:
+            child = f"{pointer}/{escape_token(key[0])}"  # type: ignore[arg-type]
+            container[key[0]] = value
+            key[0] = None
+        else:
+            child = f"{pointer}/{len(container)}" if container is not root else ""
+            container.append(value)
+        positions.setdefault(child, (mark.line + 1, mark.column + 1))
+        if opened:
+            frames.append((value, child, [None] if isinstance(value, dict) else None))
+        elif container is root:
+            break  # a document of one scalar
+    if not isinstance(get(), yaml.DocumentEndEvent) or not isinstance(get(), yaml.StreamEndEvent):
+        raise _Unusual  # more than one document
+    return root[0], positions, key_positions
