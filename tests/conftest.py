@@ -256,13 +256,23 @@ def not_black_formatted(output: Path, package: str) -> list[str]:
     changed = []
     for path in sorted(output.rglob("*.py")):
         source = path.read_text(encoding="utf-8")
-        try:
-            sorted_source = isort.code(source, profile="black", known_first_party=[package])
-        except isort.exceptions.FileSkipComment:  # spec text says `isort: skip_file`
-            sorted_source = source  # and isort, run as a user would, skips the file
-        if black.format_str(sorted_source, mode=mode) != source:
+        # The runtime package is the same in every project: each text is checked once
+        # (with the package name when isort could tell it apart, that is when the text
+        # holds it).
+        key = (package if package in source else None, source)
+        if key not in _FORMATTED:
+            try:
+                sorted_source = isort.code(source, profile="black", known_first_party=[package])
+            except isort.exceptions.FileSkipComment:  # spec text says `isort: skip_file`
+                sorted_source = source  # and isort, run as a user would, skips the file
+            _FORMATTED[key] = black.format_str(sorted_source, mode=mode) == source
+        if not _FORMATTED[key]:
             changed.append(path.relative_to(output).as_posix())
     return changed
+
+
+#: Whether each text checked by `not_black_formatted` is in isort's and black's layout.
+_FORMATTED: dict[tuple[str | None, str], bool] = {}
 
 
 def generate(spec: Path, output: Path, *extra: str) -> subprocess.CompletedProcess[str]:
