@@ -7,6 +7,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from conftest import EXAMPLES
 from typer.testing import CliRunner
 
@@ -182,3 +183,40 @@ def test_help_reads_naturally_and_completion_can_be_installed() -> None:
     assert "--install-completion" in top
     commands = top.split("Commands:")[1]
     assert "..." not in commands  # each command's summary fits its line
+
+
+def test_only_a_generate_command_line_starts_the_models_child_before_parsing() -> None:
+    from asyncgen.cli import _generating
+
+    assert _generating(["generate", "spec.yaml", "-o", "out"])
+    assert _generating(["generate"])
+    assert not _generating(["generate", "--help"])
+    assert not _generating(["validate", "spec.yaml"])
+    assert not _generating(["--version"])
+    assert not _generating([])
+
+
+def _processes_naming(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc")
+def test_generate_leaves_no_process_behind_when_the_project_is_up_to_date(
+    tmp_path: Path,
+) -> None:
+    output = tmp_path / "up-to-date-service"
+    spec = EXAMPLES / "mqtt" / "asyncapi.yaml"
+    command = [sys.executable, "-m", "asyncgen", "generate", str(spec), "-o", str(output)]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    again = subprocess.run(command, check=True, capture_output=True, text=True, timeout=120)
+    assert "up to date" in again.stdout
+    # The child started for the models, never needed, is gone with the command.
+    assert _processes_naming(str(output)) == []

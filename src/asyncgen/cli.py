@@ -441,17 +441,33 @@ def main() -> None:  # pragma: no cover - `python -m asyncgen` and the `asyncgen
     # models' child process keeps it, see `render.background`): a 3,000-channel
     # generation peaks a few MiB higher.
     gc.disable()
+    from asyncgen.render import background
+
+    if _generating(sys.argv[1:]):
+        # Generating makes models: the child that imports what they need (a good part of
+        # a first generation) starts now, before typer reads the command line, which
+        # takes a fifth of a second of its own. A run that needs no models (the project
+        # is up to date, the command line is wrong) stops it before leaving.
+        from asyncgen.render import models
+
+        background.prepare(models.preload)
     try:
         app()
         status = 0
     except SystemExit as exc:
         status = _exit_status(exc.code)
+    background.discard_prepared()
     # Everything is written and closed by now: leave without freeing the run's objects
     # one by one on the way out (a twentieth of a large generation).
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     os._exit(status)
+
+
+def _generating(args: list[str]) -> bool:
+    """Whether a command line asks to generate (not for help)."""
+    return bool(args) and args[0] == "generate" and not {"--help", "-h"} & set(args)
 
 
 def _exit_status(code: object) -> int:
