@@ -250,7 +250,7 @@ def test_a_module_made_in_parts_is_formatted_as_the_whole_module_would_be(
     path = "src/pkg/_generated/models.py"
     made = models.formatted_models(schemas, names, set(names), "pkg")
     monkeypatch.setenv("ASYNCGEN_NO_CACHE", "1")
-    monkeypatch.setattr(models, "format_model_classes", lambda source: source)
+    monkeypatch.setattr(models, "format_model_classes", lambda source, tree=None: source)
     raw = models.generate_models(schemas, names, set(names))
     whole = formatting.format_python(path, raw, "pkg", models=True)
     assert made == whole

@@ -344,18 +344,21 @@ def _mode() -> black.Mode:
 # -- the models ----------------------------------------------------------------------
 
 
-def format_model_classes(source: str) -> str:
-    """A models module with its classes formatted as `format_python(models=True)` formats
-    them, class by class; its imports are to be formatted later, once the modules of
-    several parts are joined (see `models._joined`)."""
-    return _black_models(source, _PART_PACKAGE)
+def format_model_classes(source: str, tree: ast.Module | None = None) -> str:
+    """A models module (whose syntax tree may be given) with its classes formatted as
+    `format_python(models=True)` formats them, class by class; its imports are left to
+    be sorted once the modules of several parts are joined (see `models._joined`)."""
+    return _black_models(source, "", tree=tree, sort_imports=False)
 
 
-#: The package name a part's imports are sorted for; they are sorted again when joined.
-_PART_PACKAGE = "models"
-
-
-def _black_models(source: str, package: str, classes_formatted: bool = False) -> str:
+def _black_models(
+    source: str,
+    package: str,
+    classes_formatted: bool = False,
+    *,
+    tree: ast.Module | None = None,
+    sort_imports: bool = True,
+) -> str:
     """What isort and black make of a module of top-level classes (the models), with black
     run only on the classes that need it.
 
@@ -366,7 +369,8 @@ def _black_models(source: str, package: str, classes_formatted: bool = False) ->
     black leaves alone (`_kept_as_is`), else formatted by black on its own. Anything
     unusual (imports further down, a comment right above the first class) formats the
     whole module instead. With `classes_formatted`, the classes are taken as they are:
-    only the imports before them are sorted and formatted.
+    only the imports before them are sorted and formatted; without `sort_imports`, the
+    imports are not sorted.
     """
     if classes_formatted:
         split = _import_head(source)
@@ -376,7 +380,7 @@ def _black_models(source: str, package: str, classes_formatted: bool = False) ->
             return f"{imports}\n\n{first}{rest}"
     lines = source.split("\n")
     lines = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
-    body = ast.parse(source).body
+    body = (tree or ast.parse(source)).body
     cuts = [
         node.lineno
         for previous, node in itertools.pairwise(body)
@@ -389,9 +393,13 @@ def _black_models(source: str, package: str, classes_formatted: bool = False) ->
     first_class = next((node for node in body if isinstance(node, ast.ClassDef)), None)
     head_end = cuts[0] - 1 if cuts else len(lines)
     rest = "".join(lines[head_end:])
+
+    def sort(text: str) -> str:
+        return _isort(text, package) if sort_imports else text
+
     if not cuts or first_class is None or first_class.decorator_list or _IMPORT.search(rest):
-        return _black(_isort(source, package))
-    parts = [_black(_isort("".join(lines[:head_end]), package))]
+        return _black(sort(source))
+    parts = [_black(sort("".join(lines[:head_end])))]
     bounds = [*cuts, len(lines) + 1]
     for start, end in itertools.pairwise(bounds):
         chunk = lines[start - 1 : end - 1]

@@ -401,7 +401,7 @@ def _made_parts(jobs: list[_Job], class_names: dict[str, str]) -> dict[tuple[str
     made = {}
     for chunk, part_needed, entry in jobs:
         source, tree = _generate_checked(bundle(chunk, class_names), part_needed)
-        made[tuple(chunk)] = (format_model_classes(source), sorted(_top_level_names(tree)))
+        made[tuple(chunk)] = (format_model_classes(source, tree), sorted(_top_level_names(tree)))
         cache.put("models-part", entry, json.dumps(made[tuple(chunk)]))
     return made
 
