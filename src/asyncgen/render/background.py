@@ -170,10 +170,6 @@ class _Child:
 
 
 def _serve(warm_up: Callable[[], None] | None, jobs: int, results: int) -> None:
-    # The models make and drop many cyclic objects: collect them here, though rarely
-    # (the parent, short-lived and keeping what it makes, runs without the collector).
-    gc.set_threshold(50_000, 10, 10)
-    gc.enable()
     # The caller's output must not wait for this process to end: no inherited streams.
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
@@ -188,6 +184,13 @@ def _serve(warm_up: Callable[[], None] | None, jobs: int, results: int) -> None:
     reader.join()
     if not received:  # the parent went on without us
         return
+    # The models make and drop many cyclic objects: collect them here, though rarely
+    # (the parent, short-lived and keeping what it makes, runs without the collector).
+    # What this process inherited or imported stays, and is left out of every
+    # collection: walking it would cost time, and copy each of its memory pages.
+    gc.freeze()
+    gc.set_threshold(50_000, 10, 10)
+    gc.enable()
     work, args = pickle.loads(received)
     payload = _outcome(work, args)
     with os.fdopen(results, "wb") as pipe:
