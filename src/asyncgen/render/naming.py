@@ -145,7 +145,8 @@ def docstring(text: str | None, limit: int = 2000) -> str:
     text = text.strip()[:limit]
     text = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
     # Control characters other than newline and tab would be invisible or break tooling.
-    text = "".join(ch if ch in "\n\t" or ch.isprintable() else " " for ch in text)
+    if not text.replace("\n", "").replace("\t", "").isprintable():
+        text = "".join(ch if ch in "\n\t" or ch.isprintable() else " " for ch in text)
     text = "\n".join(line.rstrip() for line in text.splitlines())
     if text.endswith('"'):
         text += " "
@@ -157,6 +158,8 @@ def comment(text: str | None, limit: int = 200) -> str:
     if not text:
         return ""
     flat = " ".join(text.split())[:limit]
+    if flat.isprintable():
+        return flat
     return "".join(ch if ch.isprintable() else " " for ch in flat)
 
 

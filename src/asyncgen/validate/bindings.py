@@ -173,17 +173,29 @@ def _bindings_objects(doc: Document) -> list[tuple[str, Any, Ref]]:
     stack: list[tuple[Any, list[str]]] = [(doc.data, [])]
     while stack:
         value, tokens = stack.pop()
-        kind = _kind(tokens)
-        if kind is not None:
-            found.append((kind, value, root.child(*tokens)))
-            continue
+        # Only a `bindings` key or an entry of a components' bindings map can be one.
+        if tokens and (
+            tokens[-1] == "bindings" or (len(tokens) == 3 and tokens[0] == "components")
+        ):
+            kind = _kind(tokens)
+            if kind is not None:
+                found.append((kind, value, root.child(*tokens)))
+                continue
         if isinstance(value, dict):
             for key, item in value.items():
-                if key not in ("payload", "headers", "schema", "examples", "$ref"):
+                if key not in _NOT_BINDINGS and isinstance(item, dict | list):
                     stack.append((item, [*tokens, key]))
         elif isinstance(value, list):
-            stack.extend((item, [*tokens, str(index)]) for index, item in enumerate(value))
+            stack.extend(
+                (item, [*tokens, str(index)])
+                for index, item in enumerate(value)
+                if isinstance(item, dict | list)
+            )
     return found
+
+
+#: Keys under which no bindings object is looked for.
+_NOT_BINDINGS = frozenset({"payload", "headers", "schema", "examples", "$ref"})
 
 
 def check_bindings(doc: Document) -> list[Problem]:
