@@ -581,38 +581,52 @@ def _plain_events(loader: Any) -> tuple[Any, dict[str, Position], dict[str, Posi
     key_positions: dict[str, Position] = {}
     get = loader.get_event
     resolve = loader.resolve
+    scalar_event, mapping_start = yaml.ScalarEvent, yaml.MappingStartEvent
+    sequence_start, ends = yaml.SequenceStartEvent, (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+    # The same plain text (`string`, `object`, `true`) comes back again and again: its
+    # value is worked out once (every scalar value is immutable, so it may be shared).
+    plain: dict[tuple[str, Any], Any] = {}
     if not isinstance(get(), yaml.StreamStartEvent) or not isinstance(
         get(), yaml.DocumentStartEvent
     ):
         raise _Unusual
     root: list[Any] = []
-    # The open collections: (collection, pointer, the key waiting for its value when a
-    # mapping); the document itself is held in a list of one.
-    frames: list[tuple[Any, str, list[str | None] | None]] = [(root, "", None)]
+    # The open collections: (collection, pointer, for a mapping the key waiting for its
+    # value and that value's pointer); the document itself is held in a list of one.
+    frames: list[tuple[Any, str, list[str] | None]] = [(root, "", None)]
     count = 0
     while True:
         event = get()
+        kind = event.__class__
         container, pointer, key = frames[-1]
         mark = event.start_mark
-        opened = False
-        if isinstance(event, yaml.ScalarEvent):
-            if key is not None and key[0] is None:
-                if event.value in container:
+        if kind is scalar_event:
+            text = event.value
+            if key is not None and not key:
+                if text in container:
                     raise _Unusual  # a duplicate key
-                key[0] = event.value
-                child = f"{pointer}/{escape_token(event.value)}"
-                key_positions.setdefault(child, (mark.line + 1, mark.column + 1))
+                child = f"{pointer}/{escape_token(text)}"
+                key.extend((text, child))
+                key_positions[child] = (mark.line + 1, mark.column + 1)
                 continue
             tag = event.tag
             if tag is None or tag == "!":
-                tag = resolve(yaml.ScalarNode, event.value, event.implicit)
-            value: Any = _scalar_value(tag, event.value)
-        elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
-            if key is not None and key[0] is None:
+                cached = (text, event.implicit)
+                if cached in plain:
+                    value: Any = plain[cached]
+                else:
+                    value = plain[cached] = _scalar_value(
+                        resolve(yaml.ScalarNode, text, event.implicit), text
+                    )
+            else:
+                value = _scalar_value(tag, text)
+            opened = False
+        elif kind is mapping_start or kind is sequence_start:
+            if key is not None and not key:
                 raise _Unusual  # a key that is a list or a mapping
-            value = {} if isinstance(event, yaml.MappingStartEvent) else []
+            value = {} if kind is mapping_start else []
             opened = True
-        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+        elif kind in ends:
             frames.pop()
             if len(frames) == 1:
                 break
@@ -623,15 +637,18 @@ def _plain_events(loader: Any) -> tuple[Any, dict[str, Position], dict[str, Posi
         if count > MAX_NODES or len(frames) > MAX_DEPTH + 1:
             raise _Unusual
         if key is not None:
-            child = f"{pointer}/{escape_token(key[0])}"  # type: ignore[arg-type]
-            container[key[0]] = value
-            key[0] = None
-        else:
-            child = f"{pointer}/{len(container)}" if container is not root else ""
+            name, child = key
+            container[name] = value
+            key.clear()
+        elif container is root:
+            child = ""
             container.append(value)
-        positions.setdefault(child, (mark.line + 1, mark.column + 1))
+        else:
+            child = f"{pointer}/{len(container)}"
+            container.append(value)
+        positions[child] = (mark.line + 1, mark.column + 1)
         if opened:
-            frames.append((value, child, [None] if isinstance(value, dict) else None))
+            frames.append((value, child, [] if kind is mapping_start else None))
         elif container is root:
             break  # a document of one scalar
     if not isinstance(get(), yaml.DocumentEndEvent) or not isinstance(get(), yaml.StreamEndEvent):
