@@ -256,3 +256,23 @@ def test_a_module_made_in_parts_is_formatted_as_the_whole_module_would_be(
     assert made == whole
     assert made != raw, "some classes needed black"
     assert len(classes(made)) >= 300
+
+
+def test_cached_models_are_made_again_when_black_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Parts are cached with their classes formatted: a new black (or new formatting
+    # rules) must not reuse them, or a warm cache and a cold one would give two layouts.
+    from asyncgen import cache
+
+    schemas = many_schemas(300)
+    names = {name: name for name in schemas}
+    calls = counting_generate(monkeypatch)
+    models.formatted_models(schemas, names, set(names), "pkg")
+    made = len(calls)
+    models.formatted_models(schemas, names, set(names), "pkg")
+    assert len(calls) == made, "the cache answers while nothing changed"
+    real = cache.tool_version
+    monkeypatch.setattr(
+        cache, "tool_version", lambda name: "99.0" if name == "black" else real(name)
+    )
+    models.formatted_models(schemas, names, set(names), "pkg")
+    assert len(calls) == 2 * made

@@ -530,6 +530,16 @@ def test_plain_documents_are_read_in_one_pass_as_the_node_graph_reads_them(
     assert read >= (20 if shared.is_dir() else 5)
 
 
+def test_a_merge_key_spelled_as_a_tag_is_merged_as_before(tmp_path: Path) -> None:
+    from asyncgen.load import source
+
+    text = "a:\n  !!merge x:\n    b: 1\n  c: 2\n"
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text, encoding="utf-8")
+    assert source._read_plain(spec, text) is None
+    assert read_source(spec).data == {"a": {"b": 1, "c": 2}}
+
+
 @pytest.mark.parametrize(
     ("text", "phrase"),
     [
@@ -539,8 +549,9 @@ def test_plain_documents_are_read_in_one_pass_as_the_node_graph_reads_them(
         ("a: !!int twelve\n", "cannot be read as !!int"),
         ("? [a, b]\n: c\n", "mapping keys must be strings"),
         ("a:" + " [" * 300 + " ]" * 300 + "\n", "nested deeper than 256"),
+        ("a:\n  !!merge x: 5\n", "merge key (<<) needs a mapping"),
     ],
-    ids=["duplicate", "alias", "documents", "tag", "key", "deep"],
+    ids=["duplicate", "alias", "documents", "tag", "key", "deep", "merge-tag"],
 )
 def test_what_the_one_pass_reader_leaves_is_refused_as_before(
     tmp_path: Path, text: str, phrase: str

@@ -11,10 +11,12 @@ import errno
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
 import traceback
 from collections.abc import Callable, Iterator
@@ -792,3 +794,50 @@ def test_mqtt_client_chosen_at_generation_is_the_default_and_kept_by_regeneratio
     assert "mqtt_client" not in pyproject["tool"]["asyncgen"]
     assert not any("gmqtt" in dep for dep in pyproject["project"]["dependencies"])
     assert pyproject["project"]["optional-dependencies"]["gmqtt"] == ["gmqtt>=0.8,<0.9"]
+
+
+def _many_channels(count: int) -> str:
+    lines = ["asyncapi: 3.0.0", "info: {title: Many, version: 1.0.0}", "channels:"]
+    for i in range(count):
+        lines += [
+            f"  ch{i}:",
+            f"    address: things/ch{i}",
+            "    messages:",
+            f"      m{i}:",
+            "        payload: {type: object, required: [id],"
+            " properties: {id: {type: string}, value: {type: number}}}",
+        ]
+    lines.append("operations:")
+    for i in range(count):
+        lines += [
+            f"  receiveCh{i}:",
+            "    action: receive",
+            f"    channel: {{$ref: '#/channels/ch{i}'}}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTERM") or os.name != "posix", reason="POSIX signals")
+def test_a_generation_stopped_by_sigterm_while_staging_leaves_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    spec = tmp_path / "many.yaml"
+    spec.write_text(_many_channels(600), encoding="utf-8")
+    output = tmp_path / "new" / "svc"
+    env = {**os.environ, "ASYNCGEN_NO_CACHE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "asyncgen", "generate", str(spec), "-o", str(output)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    # Wait for the files staged while the models are made, then stop the run.
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if output.is_dir() and leftovers(output):
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, "the run ended before anything was seen staged"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 128 + signal.SIGTERM, process.stderr.read()  # type: ignore[union-attr]
+    assert not (tmp_path / "new").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import signal
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -441,6 +442,9 @@ def main() -> None:  # pragma: no cover - `python -m asyncgen` and the `asyncgen
     # models' child process keeps it, see `render.background`): a 3,000-channel
     # generation peaks a few MiB higher.
     gc.disable()
+    # Stopped (a CI job cancelled, say), a generation undoes what it has staged, as it does
+    # on any other failure.
+    signal.signal(signal.SIGTERM, _terminated)
     from asyncgen.render import background
 
     if _generating(sys.argv[1:]):
@@ -463,6 +467,10 @@ def main() -> None:  # pragma: no cover - `python -m asyncgen` and the `asyncgen
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
     os._exit(status)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _generating(args: list[str]) -> bool:

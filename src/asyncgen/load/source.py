@@ -603,8 +603,8 @@ def _plain_events(loader: Any) -> tuple[Any, dict[str, Position], dict[str, Posi
         if kind is scalar_event:
             text = event.value
             if key is not None and not key:
-                if text in container:
-                    raise _Unusual  # a duplicate key
+                if text in container or event.tag not in (None, "!"):
+                    raise _Unusual  # a duplicate key, or a tagged one (`!!merge x:`)
                 child = f"{pointer}/{escape_token(text)}"
                 key.extend((text, child))
                 key_positions[child] = (mark.line + 1, mark.column + 1)

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 LINE_LENGTH = 88
 
 # Bumped whenever the formatting rules change, so cached results of older rules miss.
-_RULES = "2"
+RULES = "2"
 
 
 def format_python(
@@ -70,7 +70,7 @@ def format_python(
         return source
     entry = cache.key(
         "format",
-        _RULES,
+        RULES,
         ("models-classes" if classes_formatted else "models") if models else str(whole),
         cache.tool_version("black"),
         cache.tool_version("isort"),

@@ -15,6 +15,7 @@ from asyncgen import cache
 from asyncgen.errors import UnsupportedError
 from asyncgen.model.keywords import walk, without_generator_keywords
 from asyncgen.render.background import Background
+from asyncgen.render.formatting import RULES as FORMAT_RULES
 from asyncgen.render.formatting import format_model_classes, format_python
 
 #: Names the models module imports or that would read badly as a model name.
@@ -154,7 +155,7 @@ def bundle(schemas: dict[str, Any], class_names: dict[str, str]) -> dict[str, An
 
 
 # Bumped whenever the way models are generated changes, so cached models of older rules miss.
-_RULES = "7"
+_RULES = "8"
 
 
 def generate_models(
@@ -237,6 +238,9 @@ def _entry(
         "models",
         _RULES,
         cache.tool_version("datamodel-code-generator"),
+        # The classes of parts are cached formatted (see `format_model_classes`).
+        cache.tool_version("black"),
+        FORMAT_RULES,
         json.dumps(schemas, sort_keys=True),
         json.dumps({name: class_names[name] for name in schemas}, sort_keys=True),
         json.dumps(sorted(needed)),

@@ -14,8 +14,11 @@ import contextlib
 import difflib
 import os
 import shutil
+import signal
 import stat
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -207,11 +210,12 @@ class Staging:
             raise EditedFilesError(report.edited, self.root)
         wanted = set(report.updated) | set(report.created)
         try:
-            for planned in plan:
-                if planned.path in wanted:
-                    target = self.root / planned.path
-                    _make_dirs(target.parent, self._created_dirs)
-                    self._steps.append(_stage(target, planned.content, self._new_file_mode))
+            with _held_stops():
+                for planned in plan:
+                    if planned.path in wanted:
+                        target = self.root / planned.path
+                        _make_dirs(target.parent, self._created_dirs)
+                        self._steps.append(_stage(target, planned.content, self._new_file_mode))
         except BaseException:
             self.discard()
             raise
@@ -220,12 +224,13 @@ class Staging:
         """Put every staged file in place."""
         steps = self._steps
         try:
-            for step in steps:
-                if step.target.exists():
-                    step.backup = _backup(step.target, step.temp)
-            for step in steps:
-                os.replace(step.temp, step.target)
-                step.committed = True
+            with _held_stops():
+                for step in steps:
+                    if step.target.exists():
+                        step.backup = _backup(step.target, step.temp)
+                for step in steps:
+                    os.replace(step.temp, step.target)
+                    step.committed = True
         except BaseException:
             self.discard()
             raise
@@ -237,8 +242,31 @@ class Staging:
 
     def discard(self) -> None:
         """Undo everything staged or committed so far."""
-        _roll_back(self._steps, self._created_dirs)
-        self._steps, self._created_dirs = [], []
+        with _held_stops():
+            _roll_back(self._steps, self._created_dirs)
+            self._steps, self._created_dirs = [], []
+
+
+#: The signals that stop a run: Ctrl-C, and SIGTERM (which asyncgen's CLI turns into an
+#: exit, see `cli.main`).
+_STOPS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _held_stops() -> Iterator[None]:
+    """SIGINT and SIGTERM held back meanwhile (they arrive right after), so that a run
+    stopped while it writes has recorded every file and folder it made, and undoes them.
+    Only where the main thread can block signals (POSIX)."""
+    if not hasattr(signal, "pthread_sigmask") or (
+        threading.current_thread() is not threading.main_thread()
+    ):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _make_dirs(folder: Path, created: list[Path]) -> None:
