@@ -87,3 +87,17 @@ def test_a_custom_template_is_kept_in_the_cache_and_compiled_again_once_edited(
     template.write_text("second {{ value }}\n")
     assert environment(custom).get_template("common/note.jinja").render(value=3) == "second 3\n"
     assert compiled == ["common/note.jinja", "common/note.jinja"]
+
+
+def test_a_folder_beside_the_templates_whose_name_starts_alike_is_not_theirs(
+    tmp_path: Path,
+) -> None:
+    from asyncgen.render.project import TemplateBytecode
+
+    builtin = tmp_path / "templates"
+    builtin.mkdir()
+    bytecode = TemplateBytecode(builtin, tmp_path / "cache")
+    ours = bytecode.get_cache_key("a.jinja", str(builtin.resolve() / "common" / "a.jinja"))
+    theirs = bytecode.get_cache_key("b.jinja", str(tmp_path.resolve() / "templates-x" / "b.jinja"))
+    assert bytecode._builtin_keys == {ours}
+    assert theirs not in bytecode._builtin_keys

@@ -475,7 +475,7 @@ def _terminated(signum: int, frame: object) -> None:
 
 def _generating(args: list[str]) -> bool:
     """Whether a command line asks to generate (not for help)."""
-    return bool(args) and args[0] == "generate" and not {"--help", "-h"} & set(args)
+    return bool(args) and args[0] == "generate" and "--help" not in args
 
 
 def _exit_status(code: object) -> int:

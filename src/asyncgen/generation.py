@@ -216,11 +216,14 @@ class _EarlyWrite:
         self.force = force
         #: What writing the files given to it would do; None until it has them.
         self.report: Report | None = None
+        #: The paths of those files.
+        self.paths: set[str] = set()
         self.staged = False
 
     def __call__(self, files: list[PlannedFile]) -> None:
         from asyncgen.write import compare
 
+        self.paths = {planned.path for planned in files}
         self.report = compare(self.staging.root, files, diffs=False)
         if not self.report.edited or self.force:
             self.staging.stage(files, self.report, force=self.force)
@@ -271,24 +274,16 @@ def _write(
         ),
     ]
     # The files compared (and staged) while the models were made are not compared again.
-    compared = early.report if early is not None else None
-    done = (
-        set()
-        if compared is None
-        else {
-            *compared.created,
-            *compared.updated,
-            *compared.unchanged,
-            *compared.kept,
-            *compared.edited,
-        }
-    )
-    rest = [planned for planned in plan if planned.path not in done]
+    done = early.paths if early is not None else set()
     report = compare(
-        output, rest, handler_dir, generated.handler_modules, diffs=config.mode == "check"
+        output,
+        [planned for planned in plan if planned.path not in done],
+        handler_dir,
+        generated.handler_modules,
+        diffs=config.mode == "check",
     )
-    if compared is not None:
-        report = compared.joined(report, [planned.path for planned in plan])
+    if early is not None and early.report is not None:
+        report = early.report.joined(report, [planned.path for planned in plan])
     outcome = Outcome(
         target=output,
         up_to_date=False,

@@ -93,7 +93,7 @@ class TemplateBytecode(jinja2.BytecodeCache):
 
     def get_cache_key(self, name: str, filename: str | None = None) -> str:
         key = super().get_cache_key(name, filename)
-        if filename is not None and os.path.dirname(filename).startswith(self._builtin):
+        if filename is not None and filename.startswith(self._builtin + os.sep):
             self._builtin_keys.add(key)
         return key
 

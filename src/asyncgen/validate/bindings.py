@@ -173,14 +173,10 @@ def _bindings_objects(doc: Document) -> list[tuple[str, Any, Ref]]:
     stack: list[tuple[Any, list[str]]] = [(doc.data, [])]
     while stack:
         value, tokens = stack.pop()
-        # Only a `bindings` key or an entry of a components' bindings map can be one.
-        if tokens and (
-            tokens[-1] == "bindings" or (len(tokens) == 3 and tokens[0] == "components")
-        ):
-            kind = _kind(tokens)
-            if kind is not None:
-                found.append((kind, value, root.child(*tokens)))
-                continue
+        kind = _kind(tokens)
+        if kind is not None:
+            found.append((kind, value, root.child(*tokens)))
+            continue
         if isinstance(value, dict):
             for key, item in value.items():
                 if key not in _NOT_BINDINGS and isinstance(item, dict | list):

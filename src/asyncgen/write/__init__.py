@@ -31,7 +31,7 @@ from asyncgen.write.manifest import (
     syntax_digest,
 )
 
-__all__ = ["MANIFEST", "EditedFilesError", "Report", "Staging", "compare", "write_plan"]
+__all__ = ["MANIFEST", "EditedFilesError", "Report", "Staging", "compare"]
 
 
 @dataclass
@@ -177,13 +177,6 @@ class _Step:
     temp: Path
     backup: Path | None = None
     committed: bool = False
-
-
-def write_plan(root: Path, plan: list[PlannedFile], report: Report, force: bool = False) -> None:
-    """Write what `report` says needs writing; all files or none (see `Staging`)."""
-    staging = Staging(root)
-    staging.stage(plan, report, force=force)
-    staging.commit()
 
 
 class Staging:
