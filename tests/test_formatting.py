@@ -189,6 +189,38 @@ def test_models_in_black_layout_are_kept_without_black(monkeypatch: pytest.Monke
     assert calls[1].startswith("class Kind")
 
 
+#: Module shapes formatted whole (see `_black_models`): a part's imports go along.
+FORMATTED_WHOLE = {
+    "statements after the classes",
+    "a decorated class",
+    "an import further down",
+}
+
+
+@pytest.mark.parametrize("case", MODEL_CASES)
+def test_a_part_of_the_models_has_its_classes_formatted_and_its_imports_left_for_the_join(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A part made in a worker: whatever its first class, the classes come out as black
+    # makes them, and the imports as they were written (they are merged, sorted and
+    # formatted once, when the parts are joined), black never given them.
+    from asyncgen.render import formatting, models
+
+    source = MODEL_HEAD + MODEL_CASES[case] + "\n\n" + "class P(BaseModel):\n    value: float\n"
+    calls: list[str] = []
+    real = formatting._black
+    monkeypatch.setattr(formatting, "_black", lambda text: calls.append(text) or real(text))
+    part = formatting.format_model_classes(source)
+    formatted_in_part = list(calls)
+    joined = models._joined([part])
+    assert format_python("m.py", joined, "pkg", models=True, classes_formatted=True) == (
+        _isort_and_black(source)
+    )
+    if case not in FORMATTED_WHOLE:
+        assert part.startswith(MODEL_HEAD.rstrip("\n") + "\n")
+        assert not any(text.startswith("from ") for text in formatted_in_part)
+
+
 _HEADS = [
     # docstring, unsorted imports, a comment, then code
     '"""Doc.\n\nMore.\n"""\n\nimport sys\nfrom b import y, x\nimport os\n'

@@ -399,8 +399,21 @@ def _black_models(
 
     if not cuts or first_class is None or first_class.decorator_list or _IMPORT.search(rest):
         return _black(sort(source))
-    parts = [_black(sort("".join(lines[:head_end])))]
     bounds = [*cuts, len(lines) + 1]
+    head_nodes = body[: body.index(first_class)]
+    imports_end = (head_nodes[-1].end_lineno or 0) if head_nodes else 0
+    if (
+        not sort_imports
+        and all(isinstance(node, ast.Import | ast.ImportFrom) for node in head_nodes)
+        and all(not line.strip() for line in lines[imports_end : first_class.lineno - 1])
+    ):
+        # The imports are merged and formatted once the parts are joined (see
+        # `models._joined`): only the first class is formatted here, on its own like the
+        # others (black lays out a class alike whatever imports come before it).
+        parts = ["".join(lines[:imports_end])] if imports_end else []
+        bounds = [first_class.lineno, *bounds]
+    else:
+        parts = [_black(sort("".join(lines[:head_end])))]
     for start, end in itertools.pairwise(bounds):
         chunk = lines[start - 1 : end - 1]
         while chunk and not chunk[-1].strip():
