@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import dotenv
+import pydantic
 import pytest
 import yaml
 from conftest import EXAMPLES, SHARED_SPECS, generate, not_black_formatted
@@ -32,6 +33,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from asyncgen.cli import app
+from asyncgen.render.context import BASE_MODEL_ATTRIBUTES
 
 # -- the hostile document -------------------------------------------------------------
 
@@ -237,6 +239,13 @@ def test_addresses_no_nats_client_takes_are_refused_for_nats_each_located(
     assert len(refused) == len(document["channels"])
     assert all(line.startswith(f"{spec}:") and "#/channels/" in line for line in refused)
     assert not (tmp_path / "out").exists()
+
+
+def test_parameter_attributes_avoid_every_public_attribute_of_pydantics_base_model() -> None:
+    # The list is written out (generating does not import pydantic); a pydantic that
+    # adds a public attribute must be added to it, or a parameter could shadow it.
+    public = {name for name in dir(pydantic.BaseModel) if not name.startswith(("_", "model_"))}
+    assert public <= BASE_MODEL_ATTRIBUTES
 
 
 def test_no_name_puts_a_file_outside_the_output_folder(project: Project) -> None:

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asyncgen import __version__
 from asyncgen.asyncapi import Protocol, server_protocol
@@ -22,9 +22,10 @@ from asyncgen.plan import Expected, PlannedFile
 from asyncgen.render.background import Background, can_fork
 from asyncgen.render.context import ProjectContext, build_context, package_name
 from asyncgen.render.models import formatted_models, models_cached
-from asyncgen.render.project import plan_project
 from asyncgen.render.protocols import MqttClientName
-from asyncgen.validate import Checked, check_document
+
+if TYPE_CHECKING:
+    from asyncgen.validate import Checked
 
 
 @dataclass
@@ -101,6 +102,10 @@ def load_and_validate(spec: Path, options: Options) -> tuple[Document, Checked]:
 
 
 def _checked(doc: Document, options: Options) -> Checked:
+    # Imported here, as the templates are in `render`: until the models job is sent to
+    # the child (see `_early_models`), this process imports only what that job needs.
+    from asyncgen.validate import check_document
+
     checked = check_document(doc, options.protocol)
     errors = [p for p in checked.problems if p.level == Level.ERROR]
     if errors:
@@ -228,6 +233,8 @@ def render(
         models = Background(formatted_models, job, start=not models_cached(*job[:3]))
     modelled.early = None
     with models:
+        from asyncgen.render.project import plan_project
+
         files = plan_project(context, models.result, options.templates, output, meanwhile)
     return Generated(
         api=api,

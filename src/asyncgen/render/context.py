@@ -8,8 +8,6 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-import pydantic
-
 from asyncgen.asyncapi import Protocol, regex_engine, subject_address
 from asyncgen.errors import Level, Location, Problem
 from asyncgen.model import Api, Channel, Message, Operation, Parameter
@@ -58,11 +56,23 @@ _GENERATED_NAMES = {
 _CHANNELS_MODULE_NAMES = {
     "MQTT_TOPIC", "NATS_SUBJECT", "Literal", "BaseModel", "ConfigDict", "Field",
 }  # fmt: skip
+#: The public attributes of pydantic's `BaseModel` (2.x) outside its `model_` namespace
+#: (which `Namer`'s reserved prefixes keep clear): a field must not shadow them. Written
+#: out rather than read from the pydantic at hand, so that the generated names do not
+#: depend on which pydantic is installed beside asyncgen, and generating does not import
+#: it; a test checks the list against the installed pydantic. (A name made from spec
+#: text never starts with `_`.)
+BASE_MODEL_ATTRIBUTES = frozenset(
+    {
+        "construct", "copy", "dict", "from_orm", "json", "parse_file", "parse_obj",
+        "parse_raw", "schema", "schema_json", "update_forward_refs", "validate",
+    }
+)  # fmt: skip
 #: Names a parameter's attribute must avoid: pydantic's own attributes, and the locals
 #: and keyword arguments of the publisher methods that take parameters as arguments.
 _PARAM_RESERVED = (
     _GENERATED_NAMES
-    | set(dir(pydantic.BaseModel))
+    | BASE_MODEL_ATTRIBUTES
     | {"topic", "subject", "reply", "timeout", "encode", "message"}
 )
 #: Packages a generated project imports: its own package must not shadow them.
