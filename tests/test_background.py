@@ -90,6 +90,30 @@ def test_a_prepared_child_is_used_once_and_a_discarded_one_ends() -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def test_the_warm_up_stops_where_the_job_arrives_and_runs_whole_without_one(
+    tmp_path: Path,
+) -> None:
+    def mark(name: str) -> None:
+        (tmp_path / name).write_text(name)
+
+    def slow_first() -> None:
+        time.sleep(0.5)
+        mark("first")
+
+    # The job is sent while the first step runs: the second step is left to the job.
+    background.prepare(slow_first, lambda: mark("second"))
+    with Background(double, (4,)) as job:
+        assert job.result() == 8
+    assert (tmp_path / "first").exists() and not (tmp_path / "second").exists()
+    # No job yet: every step runs.
+    background.prepare(lambda: mark("third"), lambda: mark("fourth"))
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "fourth").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    background.discard_prepared()
+    assert (tmp_path / "third").exists() and (tmp_path / "fourth").exists()
+
+
 def test_generation_in_one_process_and_in_two_gives_the_same_files(tmp_path: Path) -> None:
     trees = {}
     for jobs in ("1", ""):

@@ -86,6 +86,11 @@ MODEL_CASES = {
         'class A(BaseModel):\n    x: int\n    """\n    Say "hi".\n        indented\n    """\n'
     ),
     "an enum": 'class Kind(Enum):\n    A = "a"\n    B = "b"\n',
+    "a config and fields in single quotes": (
+        "class A(BaseModel):\n    model_config = ConfigDict(\n        extra='forbid',\n"
+        "        populate_by_name=True,\n    )\n"
+        "    a: Annotated[str, Field(alias='aId', pattern='^[0-9]+\\\\.[0-9]+$')]\n"
+    ),
     "a root model": "class Ids(RootModel[list[str]]):\n    root: list[str]\n",
     "a magic trailing comma": "class A(BaseModel):\n    x: dict[str, int,]\n",
     "an empty config": "class A(BaseModel):\n    model_config = ConfigDict(\n    )\n    x: int\n",
@@ -137,12 +142,31 @@ def test_models_class_by_class_as_isort_and_black_make_them(body: str) -> None:
         "    m: int = -1\n",
         "    n: str = 'x'\n",
         '    o: str = "a\\tb"\n',
+        "    p: Annotated[str, Field(alias='pId', pattern='^[0-9]+\\\\.[0-9]+$')]\n",
+        "    q: str = 'it\\'s'\n",
+        "    r: str = 'say \"hi\"'\n",
+        "    s: str = '\\xAB\\u00E9'\n",
+        '    t: str = "\\xab"\n',
+        "    u: str = '\\\\'\n",
+        "    v: str = u'x'\n",
+        "    w: Literal['a', 'b'] = 'a'\n",
     ],
 )
 def test_a_field_claimed_stable_is_what_black_writes(line: str) -> None:
     source = f"class A(BaseModel):\n{line}"
-    if _black_stable_field(line):
-        assert black.format_str(source, mode=black.Mode()) == source
+    stable = _black_stable_field(line)
+    if stable is not None:
+        assert black.format_str(source, mode=black.Mode()) == f"class A(BaseModel):\n{stable}"
+
+
+def test_single_quoted_strings_are_claimed_stable_with_double_quotes() -> None:
+    # What datamodel-code-generator writes without a formatter: black would only change
+    # the quotes, so the field is kept, quoted as black quotes it.
+    line = "    p: Annotated[str, Field(alias='pId', pattern='^a\\\\.b$')] = 'x'\n"
+    assert _black_stable_field(line) == (
+        '    p: Annotated[str, Field(alias="pId", pattern="^a\\\\.b$")] = "x"\n'
+    )
+    assert _black_stable_field("    s: str = '\\xAB'\n") is None
 
 
 # -- the handler stubs: imports written in isort's order -----------------------------

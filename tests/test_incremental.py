@@ -258,6 +258,27 @@ def test_a_module_made_in_parts_is_formatted_as_the_whole_module_would_be(
     assert len(classes(made)) >= 300
 
 
+def test_models_made_in_one_piece_are_formatted_by_the_process_that_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A small document's models come back as the generator wrote them (the asking
+    # process formats them, with black already loaded for its templates); a module made
+    # in parts comes back formatted. Either way the result is `formatted_models`'.
+    monkeypatch.setenv("ASYNCGEN_NO_CACHE", "1")
+    for count, in_parts in ((3, False), (300, True)):
+        schemas = varied_schemas(count)
+        names = {name: name for name in schemas}
+        made = models.made_models(schemas, names, set(names), "pkg")
+        assert made[1] is in_parts
+        finished = models.finish_models(made, "pkg")
+        assert finished == models.formatted_models(schemas, names, set(names), "pkg")
+        if in_parts:
+            assert finished == made[0]
+        else:
+            assert made[0] == models.generate_models(schemas, names, set(names))
+            assert finished != made[0], "a line needed black"
+
+
 def test_cached_models_are_made_again_when_black_changes(monkeypatch: pytest.MonkeyPatch) -> None:
     # Parts are cached with their classes formatted: a new black (or new formatting
     # rules) must not reuse them, or a warm cache and a cold one would give two layouts.

@@ -432,12 +432,12 @@ def test_models_that_fail_after_the_other_files_were_staged_leave_nothing_behind
     before = tree(work)
     staged_meanwhile: list[str] = []
 
-    def failing_models(*args: object) -> str:
+    def failing_models(*args: object) -> tuple[str, bool]:
         staged_meanwhile.extend(leftovers(project))
         raise UnsupportedError("unsupported: the models failed (injected)")
 
     monkeypatch.setenv("ASYNCGEN_JOBS", "1")
-    monkeypatch.setattr(pipeline, "formatted_models", failing_models)
+    monkeypatch.setattr(pipeline, "made_models", failing_models)
     result = invoke("generate", str(work / "asyncapi.yaml"), "-o", str(project))
     assert result.exit_code == 1, explain(result)
     assert "the models failed (injected)" in result.stderr

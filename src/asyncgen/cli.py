@@ -454,7 +454,7 @@ def main() -> None:  # pragma: no cover - `python -m asyncgen` and the `asyncgen
         # is up to date, the command line is wrong) stops it before leaving.
         from asyncgen.render import models
 
-        background.prepare(models.preload)
+        background.prepare(*models.PRELOAD)
     try:
         app()
         status = 0

@@ -183,7 +183,7 @@ def generate(spec: Path, config: Config | None = None) -> Outcome:
     from asyncgen.render import background, models
 
     # Generating makes models: a second core imports what that needs meanwhile.
-    background.prepare(models.preload)
+    background.prepare(*models.PRELOAD)
     from asyncgen import pipeline
 
     options = _options(config)

@@ -21,7 +21,7 @@ from asyncgen.model import Api, build_api
 from asyncgen.plan import Expected, PlannedFile
 from asyncgen.render.background import Background, can_fork
 from asyncgen.render.context import ProjectContext, build_context, package_name
-from asyncgen.render.models import formatted_models, models_cached
+from asyncgen.render.models import Made, finish_models, made_models, models_cached
 from asyncgen.render.protocols import MqttClientName
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ class Options:
 
 
 #: What the models are made of: the schemas, their class names, the classes that must
-#: exist and the package (see `formatted_models`).
+#: exist and the package (see `made_models`).
 ModelsJob = tuple[dict[str, Any], dict[str, str], set[str], str]
 
 
@@ -63,7 +63,7 @@ class Modelled:
     package: str
     warnings: list[Problem]
     #: The models started before the document was validated, and what they were made of.
-    early: tuple[ModelsJob, Background[str]] | None = None
+    early: tuple[ModelsJob, Background[Made]] | None = None
     #: The context built then for `api`, `protocol` and `package`, if any.
     early_context: ProjectContext | None = None
 
@@ -77,7 +77,7 @@ class Early:
     #: The context of that `Api`, with no paths or options set.
     context: ProjectContext
     #: The models started meanwhile, and what they are made of; None when cached.
-    models: tuple[ModelsJob, Background[str]] | None
+    models: tuple[ModelsJob, Background[Made]] | None
 
 
 @dataclass
@@ -187,7 +187,7 @@ def _early_models(doc: Document, options: Options) -> Early | None:
             return Early(built, context, None)
     except Exception:
         return None
-    return Early(built, context, (job, Background(formatted_models, job)))
+    return Early(built, context, (job, Background(made_models, job)))
 
 
 def render(
@@ -230,12 +230,18 @@ def render(
     else:
         if modelled.early is not None:
             modelled.early[1].close()
-        models = Background(formatted_models, job, start=not models_cached(*job[:3]))
+        models = Background(made_models, job, start=not models_cached(*job[:3]))
     modelled.early = None
     with models:
         from asyncgen.render.project import plan_project
 
-        files = plan_project(context, models.result, options.templates, output, meanwhile)
+        files = plan_project(
+            context,
+            lambda: finish_models(models.result(), package),
+            options.templates,
+            output,
+            meanwhile,
+        )
     return Generated(
         api=api,
         protocol=protocol,

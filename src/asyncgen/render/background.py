@@ -5,8 +5,9 @@ first generation's time, and half of that is importing the two; rendering and fo
 the templates needs nothing the models produce. On a machine with a second core the two
 run side by side:
 
-- `prepare(warm_up)` forks the child early, before the document is even read, and the
-  child runs `warm_up()` (the imports) while this process loads the document;
+- `prepare(*warm_up)` forks the child early, before the document is even read, and the
+  child runs the warm-up steps (the imports) while this process loads the document,
+  until its job arrives: the job goes first, and a step not run is left to it;
 - `Background(work, args)` sends `work(*args)` to that child (or forks one), and
   `result()` takes its value or re-raises its exception, both pickled through a pipe.
 
@@ -39,8 +40,9 @@ def can_fork() -> bool:
     return (cores or 1) > 1 and threading.active_count() == 1
 
 
-def prepare(warm_up: Callable[[], None]) -> None:
-    """Fork the child for the next `Background` now; it runs `warm_up()` meanwhile."""
+def prepare(*warm_up: Callable[[], None]) -> None:
+    """Fork the child for the next `Background` now; meanwhile it runs the `warm_up`
+    steps in order, as long as no job has arrived."""
     global _prepared
     if _prepared is None and can_fork():
         _prepared = _Child(warm_up)
@@ -68,7 +70,7 @@ class Background(Generic[T]):
         self._work, self._args = work, args
         self._child: _Child | None = None
         if start and can_fork():
-            child, _prepared = _prepared or _Child(None), None
+            child, _prepared = _prepared or _Child(), None
             if child.send(work, args):
                 self._child = child
             else:  # the child is gone: the work will run here
@@ -108,9 +110,10 @@ class Background(Generic[T]):
 
 
 class _Child:
-    """A forked process that runs `warm_up()`, then the one job sent to it."""
+    """A forked process that runs the `warm_up` steps until the one job sent to it
+    arrives, then the job."""
 
-    def __init__(self, warm_up: Callable[[], None] | None) -> None:
+    def __init__(self, warm_up: tuple[Callable[[], None], ...] = ()) -> None:
         job_read, job_write = os.pipe()
         result_read, result_write = os.pipe()
         pid = os.fork()
@@ -169,7 +172,7 @@ class _Child:
             self._pid = None
 
 
-def _serve(warm_up: Callable[[], None] | None, jobs: int, results: int) -> None:
+def _serve(warm_up: tuple[Callable[[], None], ...], jobs: int, results: int) -> None:
     # The caller's output must not wait for this process to end: no inherited streams.
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
@@ -178,9 +181,11 @@ def _serve(warm_up: Callable[[], None] | None, jobs: int, results: int) -> None:
     received = bytearray()
     reader = threading.Thread(target=_read_all, args=(jobs, received))
     reader.start()
-    if warm_up is not None:
+    for step in warm_up:
+        if not reader.is_alive():  # the job (or the end of the parent's need) is here
+            break
         with contextlib.suppress(Exception):
-            warm_up()
+            step()
     reader.join()
     if not received:  # the parent went on without us
         return

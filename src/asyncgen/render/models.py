@@ -199,22 +199,58 @@ def formatted_models(
 ) -> str:
     """`generate_models`, formatted as isort and black would (datamodel-code-generator's
     code is mostly, not always, in black's layout)."""
+    return finish_models(made_models(schemas, class_names, required, package), package)
+
+
+#: A models module and whether it is formatted already (see `made_models`).
+Made = tuple[str, bool]
+
+
+def made_models(
+    schemas: dict[str, Any], class_names: dict[str, str], required: set[str], package: str
+) -> Made:
+    """`formatted_models` as far as the process making the models takes it.
+
+    A module made in parts is formatted there: the parts' classes were formatted where
+    each was made, and only the joined imports are left. A module made in one piece is
+    returned as the generator wrote it, for `finish_models` to format in the process
+    that asked for it: a small document's models are made before that process is done
+    with its templates, and black (half of formatting a small module is loading it) is
+    then not in their way.
+    """
     source, classes_formatted = _models(schemas, class_names, required)
-    return format_python(
-        f"src/{package}/_generated/models.py",
-        source,
-        package,
-        models=True,
-        classes_formatted=classes_formatted,
-    )
+    if classes_formatted:
+        return _formatted(source, package, classes_formatted=True), True
+    return source, False
 
 
-def preload() -> None:
-    """Import what making and formatting models needs (a third of a second together)."""
-    import black  # noqa: F401
+def finish_models(made: Made, package: str) -> str:
+    """The formatted models module of `made_models`' result."""
+    source, formatted = made
+    return source if formatted else _formatted(source, package)
+
+
+def _formatted(source: str, package: str, classes_formatted: bool = False) -> str:
+    path = f"src/{package}/_generated/models.py"
+    return format_python(path, source, package, models=True, classes_formatted=classes_formatted)
+
+
+def import_generator() -> None:
+    """Import datamodel-code-generator (most of a small document's models' time)."""
     import datamodel_code_generator.config
     import datamodel_code_generator.parser.jsonschema  # noqa: F401
+
+
+def import_formatters() -> None:
+    """Import what formatting the models needs."""
+    import black  # noqa: F401
     import isort  # noqa: F401
+
+
+#: The warm-up of the process that makes the models (see `background.prepare`): the
+#: generator first, then the formatters, which a small document's models, formatted
+#: by the process that asked for them, do not need.
+PRELOAD = (import_generator, import_formatters)
 
 
 def models_cached(
@@ -391,6 +427,8 @@ def _made_in_two(
         done += len(todo[split][0])
         split += 1
     split = max(split, 1)
+    # Imported once, here, rather than in each process (when the warm-up left them).
+    import_formatters()
     with Background(_made_parts, (todo[split:], class_names)) as other:
         made.update(_made_parts(todo[:split], class_names))
         made.update(other.result())
