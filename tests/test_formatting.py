@@ -86,6 +86,10 @@ MODEL_CASES = {
         'class A(BaseModel):\n    x: int\n    """\n    Say "hi".\n        indented\n    """\n'
     ),
     "an enum": 'class Kind(Enum):\n    A = "a"\n    B = "b"\n',
+    "an enum in single quotes": "class Kind2(StrEnum):\n    A = 'a'\n    B_C = 'b\\\\c'\n",
+    "an enum of numbers": "class Level(IntEnum):\n    LOW = 1\n    HIGH = -2\n    MID = 1.5\n",
+    "an enum with escapes black rewrites": "class Hex(Enum):\n    A = '\\xAB'\n    B = 'it\\'s'\n",
+    "an enum member too wide": ("class Wide(Enum):\n    A = '" + "a" * 100 + "'\n"),
     "a config and fields in single quotes": (
         "class A(BaseModel):\n    model_config = ConfigDict(\n        extra='forbid',\n"
         "        populate_by_name=True,\n    )\n"
@@ -150,6 +154,12 @@ def test_models_class_by_class_as_isort_and_black_make_them(body: str) -> None:
         "    u: str = '\\\\'\n",
         "    v: str = u'x'\n",
         "    w: Literal['a', 'b'] = 'a'\n",
+        "    x: Annotated[str, Field(examples=['a', 'b'])]\n",
+        "    y: list[int] = [1, [2, 3]]\n",
+        "    z: Annotated[int, Field(examples=[])]\n",
+        "    aa: list[int] = [1,]\n",
+        "    ab: tuple[int, int] = (1, 2)\n",
+        "    ac: list[int] = [ 1 ]\n",
     ],
 )
 def test_a_field_claimed_stable_is_what_black_writes(line: str) -> None:
@@ -167,6 +177,9 @@ def test_single_quoted_strings_are_claimed_stable_with_double_quotes() -> None:
         '    p: Annotated[str, Field(alias="pId", pattern="^a\\\\.b$")] = "x"\n'
     )
     assert _black_stable_field("    s: str = '\\xAB'\n") is None
+    assert _black_stable_field("    e: Annotated[str, Field(examples=['a'])]\n") == (
+        '    e: Annotated[str, Field(examples=["a"])]\n'
+    )
 
 
 # -- the handler stubs: imports written in isort's order -----------------------------
@@ -202,15 +215,17 @@ def test_a_handler_stub_is_what_isort_and_black_make_of_it(package: str, params:
 def test_models_in_black_layout_are_kept_without_black(monkeypatch: pytest.MonkeyPatch) -> None:
     from asyncgen.render import formatting
 
-    source = MODEL_HEAD + "\n\n".join(MODEL_CASES[name] for name in ("plain fields", "an enum"))
+    cases = ("plain fields", "an enum", "a line too wide", "an enum in single quotes")
+    source = MODEL_HEAD + "\n\n".join(MODEL_CASES[name] for name in cases)
     expected = _isort_and_black(source)
     calls: list[str] = []
     real = formatting._black
     monkeypatch.setattr(formatting, "_black", lambda text: calls.append(text) or real(text))
     assert _black_models(source, "pkg") == expected
-    # Black sees the imports and the enum (not in the kept forms), not the plain model.
+    # Black sees the imports and the class with a wide line (not in the kept forms),
+    # not the plain model or the enums.
     assert len(calls) == 2 and calls[0].startswith("from __future__")
-    assert calls[1].startswith("class Kind")
+    assert calls[1].startswith("class A") and "a_rather_long_field_name" in calls[1]
 
 
 #: Module shapes formatted whole (see `_black_models`): a part's imports go along.

@@ -507,7 +507,7 @@ def _kept_as_is(chunk: list[str]) -> str | None:
             out.extend(line.replace("'", '"') for line in chunk[index : close + 1])
             previous = "field"
             index = close + 1
-        elif (stable := _black_stable_field(line)) is not None:
+        elif (stable := _black_stable_field(line) or _black_stable_member(line)) is not None:
             out.append(stable)
             previous = "field"
             index += 1
@@ -516,6 +516,24 @@ def _kept_as_is(chunk: list[str]) -> str | None:
     if previous == "class":
         return None
     return "".join(out)
+
+
+#: An enum member as datamodel-code-generator writes it: a name and a string or a number.
+_MEMBER = re.compile(
+    rf"    {_NAME} = (?:{_STRING_BODY.format(quote=chr(34))}|{_STRING_BODY.format(quote=chr(39))}"
+    r"|-?[0-9]+(\.[0-9]+)?)\n"
+)
+
+
+def _black_stable_member(line: str) -> str | None:
+    """`    NAME = 'value'` (an enum member) as black writes it, when it is no wider than
+    black's limit: its string double-quoted; else None."""
+    if not _MEMBER.fullmatch(line) or _width(line.rstrip()) > LINE_LENGTH:
+        return None
+    name, value = line.split(" = ", 1)
+    if value[0] == "'":
+        value = f'"{value[1:-2]}"\n'
+    return f"{name} = {value}"
 
 
 def _docstring_line(line: str) -> bool:
@@ -561,7 +579,11 @@ def _black_stable_field(line: str) -> str | None:
             if previous not in ("start", "[", "(", ", ", " | ", "=", " = "):
                 return None
         elif piece in ("[", "("):
-            if not (previous[0].isalpha() or previous[0] == "_") or previous == "start":
+            subscript_or_call = previous[0].isalpha() or previous[0] == "_"
+            # A list display (`examples=['a']`) where a value goes; never parentheses
+            # there, which black may find redundant and drop.
+            display = piece == "[" and previous in ("[", "(", ", ", "=", " = ")
+            if previous == "start" or not (subscript_or_call or display):
                 return None
             stack.append(piece)
         elif piece in ("]", ")"):
