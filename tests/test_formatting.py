@@ -228,6 +228,20 @@ def test_models_in_black_layout_are_kept_without_black(monkeypatch: pytest.Monke
     assert calls[1].startswith("class A") and "a_rather_long_field_name" in calls[1]
 
 
+def test_classes_for_black_go_to_it_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    from asyncgen.render import formatting
+
+    wide = MODEL_CASES["a line too wide"]
+    source = MODEL_HEAD + "\n\n".join(wide.replace("class A", f"class A{i}") for i in range(5))
+    calls: list[str] = []
+    real = formatting._black
+    monkeypatch.setattr(formatting, "_black", lambda text: calls.append(text) or real(text))
+    monkeypatch.setattr(formatting, "BLACK_BATCH", 2)
+    assert _black_models(source, "pkg") == _isort_and_black(source)
+    # The imports with the first class, then the other four in batches of two.
+    assert [text.count("class ") for text in calls] == [1, 2, 2]
+
+
 #: Module shapes formatted whole (see `_black_models`): a part's imports go along.
 FORMATTED_WHOLE = {
     "statements after the classes",

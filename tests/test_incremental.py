@@ -265,18 +265,29 @@ def test_models_made_in_one_piece_are_formatted_by_the_process_that_asked(
     # process formats them, with black already loaded for its templates); a module made
     # in parts comes back formatted. Either way the result is `formatted_models`'.
     monkeypatch.setenv("ASYNCGEN_NO_CACHE", "1")
-    for count, in_parts in ((3, False), (300, True)):
-        schemas = varied_schemas(count)
+    # A large module in one piece (every schema reached from the first) is formatted
+    # where it is made, like one made in parts.
+    linked = varied_schemas(80)
+    linked["Shape0"] = {
+        "type": "object",
+        "properties": {name.lower(): {"$ref": f"#/$defs/{name}"} for name in list(linked)[1:]},
+    }
+    for schemas, formatted_there in (
+        (varied_schemas(3), False),
+        (varied_schemas(300), True),
+        (linked, True),
+    ):
         names = {name: name for name in schemas}
         made = models.made_models(schemas, names, set(names), "pkg")
-        assert made[1] is in_parts
+        assert made[1] is formatted_there
         finished = models.finish_models(made, "pkg")
         assert finished == models.formatted_models(schemas, names, set(names), "pkg")
-        if in_parts:
+        if formatted_there:
             assert finished == made[0]
         else:
             assert made[0] == models.generate_models(schemas, names, set(names))
             assert finished != made[0], "a line needed black"
+    assert len(models._parts(linked, {name: name for name in linked})) == 1
 
 
 def test_cached_models_are_made_again_when_black_changes(monkeypatch: pytest.MonkeyPatch) -> None:

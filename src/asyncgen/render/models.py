@@ -212,15 +212,15 @@ def made_models(
     """`formatted_models` as far as the process making the models takes it.
 
     A module made in parts is formatted there: the parts' classes were formatted where
-    each was made, and only the joined imports are left. A module made in one piece is
-    returned as the generator wrote it, for `finish_models` to format in the process
-    that asked for it: a small document's models are made before that process is done
-    with its templates, and black (half of formatting a small module is loading it) is
-    then not in their way.
+    each was made, and only the joined imports are left. A small module (of fewer than
+    PART_THRESHOLD schemas) is returned as the generator wrote it, for `finish_models`
+    to format in the process that asked for it: a small document's models are made
+    before that process is done with its templates, and black (half of formatting a
+    small module is loading it) is then not in their way.
     """
     source, classes_formatted = _models(schemas, class_names, required)
-    if classes_formatted:
-        return _formatted(source, package, classes_formatted=True), True
+    if classes_formatted or len(schemas) >= PART_THRESHOLD:
+        return _formatted(source, package, classes_formatted=classes_formatted), True
     return source, False
 
 
