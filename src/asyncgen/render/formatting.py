@@ -470,17 +470,13 @@ _QUOTES = '    """\n'
 #: A string literal without a prefix, quotes inside or escapes black rewrites (the hex
 #: digits of `\\x`, `\\u`, `\\U` and `\\N` escapes): black only makes its quotes double.
 _STRING_BODY = r"""{quote}(?:[^'"\\\n]|\\[^xuUN'"\n])*{quote}"""
+_STRING = _STRING_BODY.format(quote='"') + "|" + _STRING_BODY.format(quote="'")
 #: The pieces of an annotation and default black leaves as they are: names and dotted
 #: names, strings (single-quoted ones black makes double-quoted: see `_double_quoted`),
 #: plain numbers, brackets, parentheses, `, `, ` | `, a keyword argument's `=` and a
 #: default's ` = `.
 _TOKEN = re.compile(
-    rf"{_NAME}(\.{_NAME})*"
-    + "|"
-    + _STRING_BODY.format(quote='"')
-    + "|"
-    + _STRING_BODY.format(quote="'")
-    + r"|-?[0-9]+(\.[0-9]+)?(?![0-9A-Za-z_.])"
+    rf"{_NAME}(\.{_NAME})*" + f"|{_STRING}" + r"|-?[0-9]+(\.[0-9]+)?(?![0-9A-Za-z_.])"
     r"|\[|\]|\(|\)|, | \| |=| = "
 )
 
@@ -530,21 +526,22 @@ def _kept_as_is(chunk: list[str]) -> str | None:
 
 
 #: An enum member as datamodel-code-generator writes it: a name and a string or a number.
-_MEMBER = re.compile(
-    rf"    {_NAME} = (?:{_STRING_BODY.format(quote=chr(34))}|{_STRING_BODY.format(quote=chr(39))}"
-    r"|-?[0-9]+(\.[0-9]+)?)\n"
-)
+_MEMBER = re.compile(rf"(    {_NAME} = )({_STRING}|-?[0-9]+(?:\.[0-9]+)?)\n")
 
 
 def _black_stable_member(line: str) -> str | None:
     """`    NAME = 'value'` (an enum member) as black writes it, when it is no wider than
     black's limit: its string double-quoted; else None."""
-    if not _MEMBER.fullmatch(line) or _width(line.rstrip()) > LINE_LENGTH:
+    match = _MEMBER.fullmatch(line)
+    if match is None or _width(line.rstrip()) > LINE_LENGTH:
         return None
-    name, value = line.split(" = ", 1)
-    if value[0] == "'":
-        value = f'"{value[1:-2]}"\n'
-    return f"{name} = {value}"
+    return match.group(1) + _double_quoted(match.group(2)) + "\n"
+
+
+def _double_quoted(token: str) -> str:
+    """A `_TOKEN` as black writes it: a single-quoted string (one without quotes inside,
+    see `_STRING_BODY`) gets double quotes."""
+    return f'"{token[1:-1]}"' if token[0] == "'" else token
 
 
 def _docstring_line(line: str) -> bool:
@@ -584,7 +581,7 @@ def _black_stable_field(line: str) -> str | None:
         if token is None:
             return None
         piece, position = token.group(0), token.end()
-        pieces.append(f'"{piece[1:-1]}"' if piece[0] == "'" else piece)
+        pieces.append(_double_quoted(piece))
         atom = piece[0].isalnum() or piece[0] in "_\"'-"
         if atom:
             if previous not in ("start", "[", "(", ", ", " | ", "=", " = "):
